@@ -1,0 +1,86 @@
+"""The 33-token ESM vocabulary and batch encoding.
+
+Token ids equal fair-esm's ``Alphabet.from_architecture("ESM-1b")`` (used by ESM-1b, ESM-1v and ESM-2):
+``<cls>=0, <pad>=1, <eos>=2, <unk>=3``, the 25 residue letters, ``.``, ``-``, ``<null_1>``, ``<mask>=32``.
+Unlike fair-esm, lower-case letters are accepted and any other unknown character maps to ``<unk>``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+SPECIAL_PREPEND = ("<cls>", "<pad>", "<eos>", "<unk>")
+RESIDUE_TOKENS = tuple("LAGVSERTIDPKQNFYMHWCXBUZO.-")
+SPECIAL_APPEND = ("<null_1>", "<mask>")
+ALL_TOKENS = SPECIAL_PREPEND + RESIDUE_TOKENS + SPECIAL_APPEND
+
+_SPLIT = re.compile(r"(<[a-z_0-9]+>)")
+
+
+@dataclass(frozen=True)
+class Alphabet:
+    """Vocabulary of the ESM language models; ``prepend_bos``/``append_eos`` as in fair-esm."""
+
+    tokens: tuple[str, ...] = ALL_TOKENS
+    prepend_bos: bool = True
+    append_eos: bool = True
+
+    @property
+    def tok_to_idx(self) -> dict[str, int]:
+        return {t: i for i, t in enumerate(self.tokens)}
+
+    @property
+    def padding_idx(self) -> int:
+        return self.tokens.index("<pad>")
+
+    @property
+    def cls_idx(self) -> int:
+        return self.tokens.index("<cls>")
+
+    @property
+    def eos_idx(self) -> int:
+        return self.tokens.index("<eos>")
+
+    @property
+    def unk_idx(self) -> int:
+        return self.tokens.index("<unk>")
+
+    @property
+    def mask_idx(self) -> int:
+        return self.tokens.index("<mask>")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, sequence: str) -> list[int]:
+        """Token ids of one sequence, without ``<cls>``/``<eos>``.
+
+        Special tokens written inline (``"AC<mask>D"``) are kept; letters are upper-cased; any other
+        character becomes ``<unk>``.
+        """
+        table = self.tok_to_idx
+        ids: list[int] = []
+        for piece in _SPLIT.split(sequence):
+            if piece in table and piece.startswith("<"):
+                ids.append(table[piece])
+                continue
+            ids.extend(table.get(ch, self.unk_idx) for ch in piece.upper() if not ch.isspace())
+        return ids
+
+    def batch_encode(self, sequences: Sequence[str]) -> torch.Tensor:
+        """``(B, L_max + 2)`` long tensor: ``<cls>`` + tokens + ``<eos>``, right-padded with ``<pad>``."""
+        encoded = [self.encode(s) for s in sequences]
+        extra = int(self.prepend_bos) + int(self.append_eos)
+        width = max((len(e) for e in encoded), default=0) + extra
+        tokens = torch.full((len(encoded), width), self.padding_idx, dtype=torch.long)
+        for i, ids in enumerate(encoded):
+            row = ([self.cls_idx] if self.prepend_bos else []) + ids + ([self.eos_idx] if self.append_eos else [])
+            tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return tokens
+
+
+ESM_ALPHABET = Alphabet()
