@@ -1,0 +1,133 @@
+"""Atom37 arrays → biotite ``AtomArray`` → PDB / mmCIF text.
+
+Biotite writes the fixed PDB columns and the mmCIF ``atom_site`` category; this module adds what biotite leaves out
+of PDB files (``TER`` after each chain, ``END``) and numbers atom serials so that each ``TER`` takes its own serial,
+as the PDB format asks.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import string
+
+import biotite.structure as struc
+import numpy as np
+import torch
+from biotite.structure.io import pdb, pdbx
+
+from esmfold_lite.geometry.residue_constants import atom_types, resnames
+
+CHAIN_IDS = string.ascii_uppercase + string.ascii_lowercase + string.digits
+
+
+def _numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        x = x.float() if x.is_floating_point() else x
+        return x.numpy()
+    return np.asarray(x)
+
+
+def to_atom_array(positions, atom_mask, aatype, residue_index, chain_index=None, b_factors=None) -> struc.AtomArray:
+    """One structure in atom37 layout → ``AtomArray`` holding the atoms whose mask is set.
+
+    Args:
+        positions: (L, 37, 3) Å, atom37 order.
+        atom_mask: (L, 37), atoms with mask > 0.5 are kept; residues without atoms are left out.
+        aatype: (L,) AF2 restype order (``restypes``), 20 = unknown ("UNK").
+        residue_index: (L,) residue numbers written as-is (``res_id``).
+        chain_index: (L,) chain number ≥ 0 → chain id "A", "B", ...; None = all chain "A".
+        b_factors: (L, 37) per atom or (L,) per residue (e.g. pLDDT); None = 0.
+    Returns:
+        AtomArray with annotations ``b_factor`` and ``occupancy`` (1.0).
+    Accepts numpy arrays or torch tensors (any device).
+    """
+    positions = _numpy(positions).astype(np.float32)
+    atom_mask = _numpy(atom_mask) > 0.5
+    aatype = _numpy(aatype).astype(np.int64)
+    n_res = aatype.shape[0]
+    residue_index = _numpy(residue_index).astype(np.int64)
+    chain_index = np.zeros(n_res, np.int64) if chain_index is None else _numpy(chain_index).astype(np.int64)
+    b_factors = np.zeros(n_res, np.float32) if b_factors is None else _numpy(b_factors).astype(np.float32)
+    if b_factors.shape == (n_res,):
+        b_factors = np.broadcast_to(b_factors[:, None], (n_res, len(atom_types)))
+    shapes = (positions.shape, atom_mask.shape, b_factors.shape, residue_index.shape, chain_index.shape)
+    if shapes != ((n_res, len(atom_types), 3), (n_res, len(atom_types)), (n_res, len(atom_types)), (n_res,), (n_res,)):
+        raise ValueError(
+            f"expected (L, 37, 3), (L, 37), (L, 37) or (L,), (L,), (L,) arrays for L = {n_res}, got {shapes}"
+        )
+    if aatype.min(initial=0) < 0 or aatype.max(initial=0) >= len(resnames):
+        raise ValueError(f"aatype must be in [0, {len(resnames) - 1}] (AF2 order, {len(resnames) - 1} = X)")
+    if chain_index.min(initial=0) < 0 or chain_index.max(initial=0) >= len(CHAIN_IDS):
+        raise ValueError(f"chain_index must be in [0, {len(CHAIN_IDS) - 1}]; padding must be cut before writing")
+
+    res, atom = np.nonzero(atom_mask)  # row-major: residue by residue, atom37 order inside
+    atom_names = np.asarray(atom_types)[atom]
+    atoms = struc.AtomArray(len(res))
+    atoms.coord = positions[res, atom]
+    atoms.chain_id = np.asarray(list(CHAIN_IDS))[chain_index[res]]
+    atoms.res_id = residue_index[res]
+    atoms.res_name = np.asarray(resnames)[aatype[res]]
+    atoms.atom_name = atom_names
+    atoms.element = np.asarray([name[0] for name in atom_names], dtype="U2")  # atom37 names start with N, C, O or S
+    atoms.hetero = np.zeros(len(res), bool)
+    atoms.set_annotation("b_factor", b_factors[res, atom].astype(float))
+    atoms.set_annotation("occupancy", np.ones(len(res), float))
+    return atoms
+
+
+def _check_not_empty(atoms: struc.AtomArray) -> None:
+    if atoms.array_length() == 0:
+        raise ValueError("the structure has no atoms to write (unknown residues 'X' have none)")
+
+
+def _chain_ends(atoms: struc.AtomArray) -> np.ndarray:
+    """Indices of the last atom of each chain (a chain ends where the chain id changes)."""
+    change = atoms.chain_id[1:] != atoms.chain_id[:-1]
+    return np.append(np.nonzero(change)[0], atoms.array_length() - 1)
+
+
+def to_pdb_string(atoms: struc.AtomArray) -> str:
+    """PDB text: ATOM records (biotite), a TER record after each chain, END."""
+    _check_not_empty(atoms)
+    ends = _chain_ends(atoms)
+    atoms = atoms.copy()
+    chain_number = np.zeros(atoms.array_length(), np.int64)
+    chain_number[ends[:-1] + 1] = 1
+    atoms.set_annotation("atom_id", np.arange(1, atoms.array_length() + 1) + np.cumsum(chain_number))
+    file = pdb.PDBFile()
+    file.set_structure(atoms)
+    lines = list(file.lines)
+    for end in ends[::-1]:  # insert from the back so earlier indices stay valid
+        ter = (
+            f"TER   {atoms.atom_id[end] + 1:>5}      {atoms.res_name[end]:>3} {atoms.chain_id[end]}"
+            f"{atoms.res_id[end]:>4}{atoms.ins_code[end]:1}"
+        )
+        lines.insert(end + 1, ter)
+    lines.append("END")
+    return "\n".join(lines) + "\n"
+
+
+def to_mmcif_string(atoms: struc.AtomArray, name: str = "esmfold_lite") -> str:
+    """mmCIF text with one data block ``name`` holding the ``atom_site`` category (B_iso_or_equiv, occupancy).
+
+    Numbers are written with the precision of PDB files: coordinates 3 decimals, B-factor and occupancy 2.
+    """
+    _check_not_empty(atoms)
+    file = pdbx.CIFFile()
+    block = pdbx.CIFBlock()
+    file[re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "structure"] = block  # data block names allow no spaces
+    pdbx.set_structure(block, atoms)
+    atom_site = block["atom_site"]
+    for key, values, decimals in [
+        ("Cartn_x", atoms.coord[:, 0], 3),
+        ("Cartn_y", atoms.coord[:, 1], 3),
+        ("Cartn_z", atoms.coord[:, 2], 3),
+        ("B_iso_or_equiv", atoms.b_factor, 2),
+        ("occupancy", atoms.occupancy, 2),
+    ]:
+        atom_site[key] = np.char.mod(f"%.{decimals}f", values)
+    out = io.StringIO()
+    file.write(out)
+    return out.getvalue()

@@ -1,0 +1,94 @@
+"""``Prediction``: what ``ESMFold.fold`` returns — coordinates and confidences for a batch, and PDB/mmCIF writing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import biotite.structure as struc
+import torch
+
+from esmfold_lite.io.structure import to_atom_array, to_mmcif_string, to_pdb_string
+
+
+@dataclass
+class Prediction:
+    """Structures of B sequences padded to L positions (chain linkers of complexes included).
+
+    ``mask`` marks the residues of the input chains; batch padding and the poly-G linkers joining chains are 0 there
+    and are cut by ``select`` / ``to_pdb`` / ``to_mmcif``. ``mean_plddt`` and ``ptm`` are computed by the model over
+    what the trunk saw (linkers included, as in the original ESMFold).
+    """
+
+    positions: torch.Tensor  # (B, L, 37, 3) Å, atom37 order
+    atom_mask: torch.Tensor  # (B, L, 37), 1 for atoms that exist
+    plddt: torch.Tensor  # (B, L) per residue (the CA atom's), 0–100
+    mean_plddt: torch.Tensor  # (B,) mean over existing atoms, 0–100
+    ptm: torch.Tensor  # (B,) one per sequence
+    pae: torch.Tensor  # (B, L, L) Å; [b, i, j] = error of residue j aligned on residue i
+    aatype: torch.Tensor  # (B, L) long, AF2 restype order, 20 = X
+    residue_index: torch.Tensor  # (B, L) long, the residue index the trunk saw (chain offsets included)
+    chain_index: torch.Tensor  # (B, L) long, 0, 1, ... per chain
+    mask: torch.Tensor  # (B, L), 1 for residues of the input chains, 0 for padding and linkers
+    sequences: list[str]  # the input sequences, chains separated by ":"
+    atom_plddt: torch.Tensor | None = None  # (B, L, 37) per-atom pLDDT, 0–100 (written as PDB B-factors)
+    distogram_logits: torch.Tensor | None = None  # (B, L, L, n_bins)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """(B,) long: number of residues of each input (all chains, linkers excluded)."""
+        return self.mask.bool().sum(-1)
+
+    def select(self, i: int) -> Prediction:
+        """Sequence ``i`` alone (B = 1), keeping only its residues: padding and chain linkers are cut."""
+        keep = self.mask[i].bool()
+
+        def per_residue(x: torch.Tensor | None) -> torch.Tensor | None:  # (B, L, ...) -> (1, n, ...)
+            return None if x is None else x[i][keep].unsqueeze(0)
+
+        def per_pair(x: torch.Tensor | None) -> torch.Tensor | None:  # (B, L, L, ...) -> (1, n, n, ...)
+            return None if x is None else x[i][keep][:, keep].unsqueeze(0)
+
+        return Prediction(
+            positions=per_residue(self.positions),
+            atom_mask=per_residue(self.atom_mask),
+            plddt=per_residue(self.plddt),
+            mean_plddt=self.mean_plddt[i : i + 1],
+            ptm=self.ptm[i : i + 1],
+            pae=per_pair(self.pae),
+            aatype=per_residue(self.aatype),
+            residue_index=per_residue(self.residue_index),
+            chain_index=per_residue(self.chain_index),
+            mask=per_residue(self.mask),
+            sequences=[self.sequences[i]],
+            atom_plddt=per_residue(self.atom_plddt),
+            distogram_logits=per_pair(self.distogram_logits),
+        )
+
+    def to_atom_array(self, i: int = 0) -> struc.AtomArray:
+        """Sequence ``i`` as a biotite AtomArray: chains "A", "B", ..., residues numbered from 1 within each chain
+        (gaps in ``residue_index`` kept), pLDDT as B-factor (per atom when ``atom_plddt`` is set, as the original)."""
+        one = self.select(i)
+        residue_index, chain_index = one.residue_index[0], one.chain_index[0]
+        first_in_chain = torch.zeros_like(residue_index)
+        for c in chain_index.unique():
+            in_chain = chain_index == c
+            first_in_chain[in_chain] = residue_index[in_chain].min()
+        return to_atom_array(
+            positions=one.positions[0],
+            atom_mask=one.atom_mask[0],
+            aatype=one.aatype[0],
+            residue_index=residue_index - first_in_chain + 1,
+            chain_index=chain_index,
+            b_factors=(one.plddt if one.atom_plddt is None else one.atom_plddt)[0],
+        )
+
+    def to_pdb(self, i: int = 0) -> str:
+        """PDB text of sequence ``i`` (see ``to_atom_array``)."""
+        return to_pdb_string(self.to_atom_array(i))
+
+    def to_mmcif(self, i: int = 0, name: str = "esmfold_lite") -> str:
+        """mmCIF text of sequence ``i`` in data block ``name`` (see ``to_atom_array``)."""
+        return to_mmcif_string(self.to_atom_array(i), name=name)

@@ -1,0 +1,134 @@
+"""Prediction → PDB / mmCIF text, read back with biotite: residues, atoms, coordinates, B-factors, chains."""
+
+import io
+
+import biotite.structure as struc
+import numpy as np
+import pytest
+import torch
+from biotite.structure.io import pdb, pdbx
+
+from esmfold_lite.fold.chains import encode_batch
+from esmfold_lite.geometry.residue_constants import atom_types, resnames, restype_atom37_mask
+from esmfold_lite.io.structure import to_atom_array, to_pdb_string
+from esmfold_lite.prediction import Prediction
+
+SEQUENCES = ["MKTAYIAKQRX", "ACDEFGHIKLMNPQRSTVWY:GGSW:HHC"]  # one chain with an unknown residue; three chains
+
+
+def _prediction(per_atom_plddt: bool = True) -> Prediction:
+    g = torch.Generator().manual_seed(0)
+    batch = encode_batch(SEQUENCES)
+    B, L = batch.aatype.shape
+    atom_mask = torch.as_tensor(restype_atom37_mask, dtype=torch.float32)[batch.aatype] * batch.linker_mask[..., None]
+    atom_plddt = 100 * torch.rand(B, L, 37, generator=g)
+    return Prediction(
+        positions=50 * torch.randn(B, L, 37, 3, generator=g),
+        atom_mask=atom_mask,
+        plddt=atom_plddt[..., 1],
+        mean_plddt=(atom_plddt * atom_mask).sum((1, 2)) / atom_mask.sum((1, 2)),
+        ptm=torch.rand(B, generator=g),
+        pae=30 * torch.rand(B, L, L, generator=g),
+        aatype=batch.aatype,
+        residue_index=batch.residue_index,
+        chain_index=batch.chain_index.clamp(min=0),
+        mask=batch.linker_mask,
+        sequences=SEQUENCES,
+        atom_plddt=atom_plddt if per_atom_plddt else None,
+        distogram_logits=torch.randn(B, L, L, 64, generator=g),
+    )
+
+
+def _read_pdb(text: str) -> struc.AtomArray:
+    return pdb.PDBFile.read(io.StringIO(text)).get_structure(model=1, extra_fields=["b_factor", "occupancy"])
+
+
+def _read_mmcif(text: str) -> struc.AtomArray:
+    return pdbx.get_structure(pdbx.CIFFile.read(io.StringIO(text)), model=1, extra_fields=["b_factor", "occupancy"])
+
+
+def _expected(pred: Prediction, i: int):
+    """Per written atom: residue (row in the sequence without padding/linkers), atom37 index, chain letter."""
+    one = pred.select(i)
+    res, atom = np.nonzero(one.atom_mask[0].numpy() > 0.5)
+    chains = np.array(list("ABC"))[one.chain_index[0].numpy()[res]]
+    return one, res, atom, chains
+
+
+@pytest.mark.parametrize("read, write", [(_read_pdb, Prediction.to_pdb), (_read_mmcif, Prediction.to_mmcif)])
+@pytest.mark.parametrize("i", [0, 1])
+def test_written_structure_reads_back(read, write, i):
+    pred = _prediction()
+    atoms = read(write(pred, i))
+    one, res, atom, chains = _expected(pred, i)
+    sequence = SEQUENCES[i].replace(":", "")
+
+    assert atoms.array_length() == int(one.atom_mask.sum()) == len(res)
+    np.testing.assert_allclose(atoms.coord, one.positions[0].numpy()[res, atom], atol=1e-3)
+    assert list(atoms.atom_name) == [atom_types[a] for a in atom]
+    assert list(atoms.element) == [atom_types[a][0] for a in atom]
+    np.testing.assert_allclose(atoms.b_factor, one.atom_plddt[0].numpy()[res, atom], atol=5e-3)
+    np.testing.assert_array_equal(atoms.occupancy, 1.0)
+    assert list(atoms.chain_id) == list(chains)
+
+    # residue names and numbering: every residue with atoms (X has none), numbered from 1 within each chain
+    chain_lengths = [len(c) for c in SEQUENCES[i].split(":")]
+    numbers = np.concatenate([np.arange(1, n + 1) for n in chain_lengths])
+    written = [k for k, aa in enumerate(sequence) if aa != "X"]
+    assert struc.get_residue_count(atoms) == len(written)
+    _, res_names = struc.get_residues(atoms)
+    assert list(res_names) == [resnames["ARNDCQEGHILKMFPSTWYV".index(sequence[k])] for k in written]
+    np.testing.assert_array_equal(atoms.res_id, numbers[res])
+
+
+def test_pdb_records_ter_after_each_chain_and_end():
+    text = _prediction().to_pdb(1)
+    lines = text.splitlines()
+    assert lines[-1] == "END"
+    ter = [k for k, line in enumerate(lines) if line.startswith("TER")]
+    assert [lines[k][21] for k in ter] == ["A", "B", "C"]
+    assert [lines[k][17:20] for k in ter] == ["TYR", "TRP", "CYS"]
+    serials = [int(line[6:11]) for line in lines if line.startswith(("ATOM", "TER"))]
+    assert serials == list(range(1, len(serials) + 1))  # TER takes its own serial
+    assert all(len(line) == 80 for line in lines if line.startswith("ATOM"))
+
+
+def test_per_residue_b_factors_without_atom_plddt():
+    pred = _prediction(per_atom_plddt=False)
+    atoms = _read_pdb(pred.to_pdb(0))
+    one, res, _, _ = _expected(pred, 0)
+    np.testing.assert_allclose(atoms.b_factor, one.plddt[0].numpy()[res], atol=5e-3)
+
+
+def test_mmcif_has_atom_site_with_b_factor():
+    block = pdbx.CIFFile.read(io.StringIO(_prediction().to_mmcif(1, name="my protein"))).block
+    assert "B_iso_or_equiv" in block["atom_site"]
+    assert "occupancy" in block["atom_site"]
+
+
+def test_select_cuts_padding_and_linkers():
+    pred = _prediction()
+    assert len(pred) == 2
+    assert pred.lengths.tolist() == [11, 27]
+    one = pred.select(1)
+    keep = pred.mask[1].bool()
+    assert one.positions.shape == (1, 27, 37, 3)
+    assert one.pae.shape == (1, 27, 27) and one.distogram_logits.shape == (1, 27, 27, 64)
+    assert torch.equal(one.pae[0], pred.pae[1][keep][:, keep])
+    assert one.sequences == [SEQUENCES[1]] and torch.equal(one.ptm, pred.ptm[1:])
+    assert one.chain_index[0].tolist() == [0] * 20 + [1] * 4 + [2] * 3
+
+
+def test_to_atom_array_accepts_numpy_and_rejects_bad_input():
+    positions = np.zeros((2, 37, 3))
+    atom_mask = restype_atom37_mask[[0, 7]]
+    atoms = to_atom_array(positions, atom_mask, np.array([0, 7]), np.array([5, 6]), b_factors=np.array([10.0, 90.0]))
+    assert list(atoms.res_name[atoms.atom_name == "CA"]) == ["ALA", "GLY"]
+    assert list(atoms.chain_id) == ["A"] * atoms.array_length()
+    assert atoms.b_factor.tolist() == [10.0] * 5 + [90.0] * 4
+    with pytest.raises(ValueError, match="chain_index"):
+        to_atom_array(positions, atom_mask, np.array([0, 7]), np.array([5, 6]), chain_index=np.array([0, -1]))
+    with pytest.raises(ValueError, match="expected"):
+        to_atom_array(positions, atom_mask, np.array([0, 7]), np.array([5, 6]), b_factors=np.zeros(3))
+    with pytest.raises(ValueError, match="no atoms"):
+        to_pdb_string(to_atom_array(positions, np.zeros((2, 37)), np.array([20, 20]), np.array([1, 2])))
