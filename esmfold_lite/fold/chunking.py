@@ -1,0 +1,56 @@
+"""Chunked evaluation: trade speed for peak memory without touching the math.
+
+The O(L²) and O(L³) steps of the folding trunk are independent along some "batch-like" dimension (a row of the
+pair representation, a query position). ``chunk_apply`` evaluates such a step a slice at a time and writes the
+pieces into one output tensor, so only one slice's intermediates (logits, hidden activations) exist at once.
+The modules state *which* dimension is independent; this file is the only place that knows *how* to chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+
+def chunk_apply(
+    fn: Callable[..., torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    dims: Sequence[int],
+    chunk_size: int | None,
+    out_dim: int,
+) -> torch.Tensor:
+    """Evaluate ``fn(*inputs)`` in slices of ``chunk_size`` along independent dimensions.
+
+    Args:
+        fn: maps slices of ``inputs`` to one tensor; slice ``t`` of the inputs must give slice ``t`` of the output
+            along ``out_dim``. Tensors that every slice needs whole are closed over by ``fn``.
+        inputs: tensors to slice; ``inputs[n]`` is cut along ``dims[n]``, and all have the same size there.
+        dims: the dimension to slice in each input (negative values count from the end).
+        chunk_size: slice length; ``None`` (or a length covering everything) calls ``fn`` once on the whole inputs.
+        out_dim: the output dimension along which the slices' results are placed.
+
+    Returns:
+        The same tensor as ``fn(*inputs)`` (up to floating-point summation order inside ``fn``).
+    """
+    if len(inputs) != len(dims) or not inputs:
+        raise ValueError(f"chunk_apply needs one dim per input, got {len(inputs)} inputs and {len(dims)} dims")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
+    size = inputs[0].shape[dims[0]]
+    sizes = [x.shape[d] for x, d in zip(inputs, dims, strict=True)]
+    if any(s != size for s in sizes):
+        raise ValueError(f"chunk_apply inputs disagree on the sliced length: {sizes}")
+    if chunk_size is None or chunk_size >= size:
+        return fn(*inputs)
+
+    out = None
+    for start in range(0, size, chunk_size):
+        length = min(chunk_size, size - start)
+        piece = fn(*(x.narrow(d, start, length) for x, d in zip(inputs, dims, strict=True)))
+        if out is None:
+            shape = list(piece.shape)
+            shape[out_dim] = size
+            out = piece.new_empty(shape)
+        out.narrow(out_dim, start, length).copy_(piece)
+    return out

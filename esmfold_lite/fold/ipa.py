@@ -1,0 +1,132 @@
+"""Invariant point attention, AlphaFold2 Algorithm 22, in the form ESMFold's structure module uses.
+
+Each head attends with three terms: scalar query·key, a bias from the pair representation, and the distance
+between query and key points placed in 3-D by each residue's frame (weighted per head by a softplus weight). The
+output gathers scalar values, value points (brought back into the query's frame, with their norms) and pair
+features. Everything from the point projections to the attention output runs in fp32, as in the original, and is
+cast back to the input dtype before ``linear_out``.
+
+Query rows are independent, so the L×L part can run ``chunk_size`` query rows at a time (``fold.chunking``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from esmfold_lite.fold.chunking import chunk_apply
+from esmfold_lite.geometry.rigid import Rigid
+
+
+class InvariantPointAttention(nn.Module):
+    """Algorithm 22. State-dict names follow ESMFold (``linear_q``, ``linear_kv``, ..., ``head_weights``).
+
+    Args:
+        c_s: single representation channels.
+        c_z: pair representation channels.
+        c_ipa: scalar query/key/value channels per head.
+        no_heads: attention heads H.
+        no_qk_points: query/key points per head.
+        no_v_points: value points per head.
+        inf: mask penalty added to logits of padded query/key pairs.
+        eps: added under the square root of the value-point norms.
+    """
+
+    def __init__(
+        self,
+        c_s: int,
+        c_z: int,
+        c_ipa: int,
+        no_heads: int,
+        no_qk_points: int,
+        no_v_points: int,
+        inf: float = 1e5,
+        eps: float = 1e-8,
+    ):
+        super().__init__()
+        self.c_ipa = c_ipa
+        self.no_heads = no_heads
+        self.no_qk_points = no_qk_points
+        self.no_v_points = no_v_points
+        self.inf = inf
+        self.eps = eps
+
+        h = no_heads
+        self.linear_q = nn.Linear(c_s, h * c_ipa)
+        self.linear_kv = nn.Linear(c_s, 2 * h * c_ipa)
+        self.linear_q_points = nn.Linear(c_s, h * no_qk_points * 3)
+        self.linear_kv_points = nn.Linear(c_s, h * (no_qk_points + no_v_points) * 3)
+        self.linear_b = nn.Linear(c_z, h)
+        # softplus(0.5413...) = 1: every head starts with unit point weight.
+        self.head_weights = nn.Parameter(torch.full((h,), math.log(math.e - 1.0)))
+        self.linear_out = nn.Linear(h * (c_ipa + c_z + 4 * no_v_points), c_s)
+        # The update starts at zero, so an untrained block is the identity on s.
+        nn.init.zeros_(self.linear_out.weight)
+        nn.init.zeros_(self.linear_out.bias)
+
+    def _points(self, x: torch.Tensor, frames: Rigid, no_points: int) -> torch.Tensor:
+        """Linear output (B, L, 3*H*P), laid out as all x, then all y, then all z → global points (B, L, H, P, 3)."""
+        local = x.float().unflatten(-1, (3, -1)).transpose(-1, -2)  # (B, L, H*P, 3)
+        return frames[..., None].apply(local).unflatten(-2, (self.no_heads, no_points))
+
+    def forward(
+        self,
+        s: torch.Tensor,
+        z: torch.Tensor,
+        frames: Rigid,
+        mask: torch.Tensor,
+        chunk_size: int | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            s: (B, L, c_s) single representation.
+            z: (B, L, L, c_z) pair representation.
+            frames: (B, L) backbone frames (fp32), translations in the structure module's units (nm).
+            mask: (B, L) residue mask, 1 for real residues.
+            chunk_size: evaluate the L×L terms this many query rows at a time (None: all at once).
+
+        Returns:
+            (B, L, c_s) update to ``s``.
+        """
+        h, c = self.no_heads, self.c_ipa
+        q = self.linear_q(s).unflatten(-1, (h, c)).float()  # (B, L, H, C)
+        k, v = self.linear_kv(s).unflatten(-1, (h, 2 * c)).float().split(c, dim=-1)
+        q_pts = self._points(self.linear_q_points(s), frames, self.no_qk_points)  # (B, L, H, Pq, 3)
+        kv_pts = self._points(self.linear_kv_points(s), frames, self.no_qk_points + self.no_v_points)
+        k_pts, v_pts = kv_pts.split([self.no_qk_points, self.no_v_points], dim=-2)
+
+        mask = mask.float()
+        point_weights = nn.functional.softplus(self.head_weights.float())
+        point_weights = point_weights * math.sqrt(1.0 / (3 * (self.no_qk_points * 9.0 / 2)))  # (H,)
+
+        def attend(q_i, q_pts_i, z_i, mask_i, rot_i, trans_i):
+            """Query rows i: (B, I, ...) slices → output features (B, I, H*(C + 4*Pv + c_z))."""
+            logits = torch.einsum("bihc,bjhc->bhij", q_i, k) * math.sqrt(1.0 / (3 * c))
+            logits = logits + math.sqrt(1.0 / 3) * self.linear_b(z_i).float().permute(0, 3, 1, 2)
+            sq_dist = ((q_pts_i[:, :, None] - k_pts[:, None]) ** 2).sum(dim=-1)  # (B, I, J, H, Pq)
+            point_logits = (sq_dist * point_weights[:, None]).sum(dim=-1) * -0.5  # (B, I, J, H)
+            logits = logits + point_logits.permute(0, 3, 1, 2)
+            logits = logits + (self.inf * (mask_i[:, :, None] * mask[:, None, :] - 1))[:, None]
+            a = torch.softmax(logits, dim=-1)  # (B, H, I, J)
+
+            o = torch.einsum("bhij,bjhc->bihc", a, v)
+            o_pts = torch.einsum("bhij,bjhpx->bihpx", a, v_pts)
+            o_pts = Rigid(rot_i, trans_i)[..., None, None].invert_apply(o_pts)  # (B, I, H, Pv, 3), local
+            o_pts_norm = torch.sqrt((o_pts**2).sum(dim=-1) + self.eps)
+            o_pair = torch.einsum("bhij,bijc->bihc", a, z_i.float())
+            return torch.cat(
+                [
+                    o.flatten(-2),
+                    *(o_pts[..., x].flatten(-2) for x in range(3)),
+                    o_pts_norm.flatten(-2),
+                    o_pair.flatten(-2),
+                ],
+                dim=-1,
+            )
+
+        features = chunk_apply(
+            attend, [q, q_pts, z, mask, frames.rot, frames.trans], dims=[1] * 6, chunk_size=chunk_size, out_dim=1
+        )
+        return self.linear_out(features.to(s.dtype))
