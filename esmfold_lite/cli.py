@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func(args) -> int``.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("embed", "evaluate", "weights", "predict")
 
 
 class CliError(Exception):

@@ -1,0 +1,6 @@
+"""ESM protein language models and their embeddings API."""
+
+from esmfold_lite.lm.embed import Embeddings, embed
+from esmfold_lite.lm.esm2 import ESM2, ESM2_ARCHITECTURES, ESM2Config
+
+__all__ = ["ESM2", "ESM2_ARCHITECTURES", "ESM2Config", "Embeddings", "embed"]

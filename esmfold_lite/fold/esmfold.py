@@ -1,0 +1,162 @@
+"""ESMFold: ESM-2 layer representations → folding trunk → structure module → confidence heads.
+
+Data flow of one forward pass (B sequences of L residues):
+``aatype (B, L)`` → ESM-2 tokens → every layer's states ``(B, L, n_layers + 1, D)`` → softmax-weighted sum
+(``esm_s_combine``) → ``esm_s_mlp`` + residue embedding = s_s_0 ``(B, L, c_s)``; s_z_0 = 0 ``(B, L, L, c_z)`` →
+trunk with recycling → structure module → heads (distogram, pTM/PAE, pLDDT, lm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from esmfold_lite.fold.chains import encode_batch
+from esmfold_lite.fold.config import ESMFoldConfig
+from esmfold_lite.fold.heads import mean_plddt, pae_from_logits, plddt_from_logits, ptm_from_logits, residue_plddt
+from esmfold_lite.fold.trunk import FoldingTrunk
+from esmfold_lite.geometry.atoms import atom14_to_atom37, atom37_mask
+from esmfold_lite.geometry.residue_constants import restype_num, restypes_with_x
+from esmfold_lite.lm.esm2 import ESM2
+from esmfold_lite.prediction import Prediction
+
+# Trunk residue vocabulary: 0 = padding, 1..21 = AF2 restypes + X, then unknown and mask (the original's 23 tokens).
+N_TRUNK_TOKENS = restype_num + 3
+
+
+class ESMFold(nn.Module):
+    """The ESMFold model. ``lm`` is the ESM-2 language model whose layers feed the trunk (attribute ``esm``).
+
+    State-dict keys equal the official checkpoint's (``esm_s_combine``, ``esm_s_mlp.*``, ``embedding.weight``,
+    ``trunk.*``, ``distogram_head.*``, ``ptm_head.*``, ``lm_head.*``, ``lddt_head.*``) plus ``esm.*`` for the LM.
+    """
+
+    def __init__(self, cfg: ESMFoldConfig, lm: ESM2):
+        super().__init__()
+        self.cfg = cfg
+        self.esm = lm.requires_grad_(False)
+        alphabet = lm.alphabet
+        # trunk token (0 = padding, 1 + AF2 restype) -> ESM token; a plain list, so meta-device construction works
+        self.af2_to_esm = [alphabet.padding_idx] + [alphabet.tok_to_idx[aa] for aa in restypes_with_x]
+
+        c_s, c_z = cfg.trunk.sequence_state_dim, cfg.trunk.pairwise_state_dim
+        sm_c_s, hid = cfg.trunk.structure_module.c_s, cfg.lddt_head_hid_dim
+        self.esm_s_combine = nn.Parameter(torch.zeros(lm.num_layers + 1))
+        self.esm_s_mlp = nn.Sequential(
+            nn.LayerNorm(lm.embed_dim), nn.Linear(lm.embed_dim, c_s), nn.ReLU(), nn.Linear(c_s, c_s)
+        )
+        self.embedding = nn.Embedding(N_TRUNK_TOKENS, c_s, padding_idx=0)
+        self.trunk = FoldingTrunk(cfg.trunk)
+        self.distogram_head = nn.Linear(c_z, cfg.distogram_bins)
+        self.ptm_head = nn.Linear(c_z, cfg.ptm_bins)
+        self.lm_head = nn.Linear(c_s, N_TRUNK_TOKENS)
+        self.lddt_head = nn.Sequential(
+            nn.LayerNorm(sm_c_s), nn.Linear(sm_c_s, hid), nn.Linear(hid, hid), nn.Linear(hid, 37 * cfg.lddt_bins)
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.esm_s_combine.device
+
+    def language_model_states(self, aatype: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Every ESM-2 layer's states for the residues: ``(B, L, n_layers + 1, D)`` in the LM's dtype.
+
+        The LM sees ``<cls>`` + residues + ``<eos>`` + padding, as in the original.
+        """
+        alphabet = self.esm.alphabet
+        lm_device = next(self.esm.parameters()).device
+        af2_to_esm = torch.tensor(self.af2_to_esm, device=aatype.device)
+        residues = af2_to_esm[(aatype + 1).masked_fill(mask != 1, 0)]
+        B = residues.shape[0]
+        tokens = torch.cat(
+            [residues.new_full((B, 1), alphabet.cls_idx), residues, residues.new_full((B, 1), alphabet.padding_idx)],
+            dim=1,
+        )
+        tokens[torch.arange(B), (tokens != alphabet.padding_idx).sum(1)] = alphabet.eos_idx
+        layers = range(self.esm.num_layers + 1)
+        out = self.esm(tokens.to(lm_device), repr_layers=layers)["representations"]
+        return torch.stack([out[i] for i in layers], dim=2)[:, 1:-1].to(self.device)
+
+    def forward(
+        self,
+        aatype: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        residue_index: torch.Tensor | None = None,
+        num_recycles: int | None = None,
+        chunk_size: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Raw outputs of the original ``ESMFold.forward``.
+
+        Args:
+            aatype: (B, L) long, AF2 restype order (20 = X).
+            mask: (B, L) 1 for residues, 0 for padding.
+            residue_index: (B, L) long; contiguous when None.
+            num_recycles: N runs N + 1 trunk passes; None runs the config's ``max_recycles`` passes.
+            chunk_size: rows per chunk for the trunk's O(L²)/O(L³) steps and the IPA (None = unchunked).
+
+        Returns:
+            dict with ``positions`` (n_sm_blocks, B, L, 14, 3), ``atom37_positions`` (B, L, 37, 3),
+            ``atom37_atom_exists`` (B, L, 37), ``plddt`` (B, L, 37) 0–100, ``ptm`` (B,), ``ptm_logits``,
+            ``predicted_aligned_error`` (B, L, L), ``distogram_logits``, ``lm_logits``, ``s_s``, ``s_z``,
+            ``frames``, ``angles``, ``states``, ...
+        """
+        B, L = aatype.shape
+        if mask is None:
+            mask = torch.ones_like(aatype)
+        if residue_index is None:
+            residue_index = torch.arange(L, device=aatype.device).expand(B, L)
+
+        esm_s = self.language_model_states(aatype, mask).to(self.esm_s_combine.dtype).detach()
+        esm_s = (self.esm_s_combine.softmax(0).unsqueeze(0) @ esm_s).squeeze(2)
+        s_s_0 = self.esm_s_mlp(esm_s) + self.embedding(aatype)
+        s_z_0 = s_s_0.new_zeros(B, L, L, self.cfg.trunk.pairwise_state_dim)
+
+        out = self.trunk(s_s_0, s_z_0, aatype, residue_index, mask, no_recycles=num_recycles, chunk_size=chunk_size)
+        disto = self.distogram_head(out["s_z"])
+        out["distogram_logits"] = (disto + disto.transpose(1, 2)) / 2
+        out["lm_logits"] = self.lm_head(out["s_s"])
+        out["atom37_positions"] = atom14_to_atom37(out["positions"][-1], aatype, mask)
+        out["atom37_atom_exists"] = atom37_mask(aatype, mask)
+        states = out["states"]
+        out["lddt_head"] = self.lddt_head(states).reshape(states.shape[0], B, L, -1, self.cfg.lddt_bins)
+        out["plddt"] = plddt_from_logits(out["lddt_head"][-1])
+        out["ptm_logits"] = self.ptm_head(out["s_z"])
+        out["ptm"] = ptm_from_logits(out["ptm_logits"], mask, no_bins=self.cfg.ptm_bins)
+        out["predicted_aligned_error"] = pae_from_logits(out["ptm_logits"], no_bins=self.cfg.ptm_bins)
+        return out
+
+    @torch.no_grad()
+    def fold(
+        self, sequences: str | Sequence[str], num_recycles: int | None = None, chunk_size: int | None = None
+    ) -> Prediction:
+        """Fold one or more sequences (``"SEQA:SEQB"`` for a complex) → ``Prediction`` (linkers cut on output)."""
+        sequences = [sequences] if isinstance(sequences, str) else list(sequences)
+        batch = encode_batch(sequences)
+        device = self.device
+        out = self(
+            batch.aatype.to(device),
+            batch.mask.to(device),
+            batch.residue_index.to(device),
+            num_recycles=num_recycles,
+            chunk_size=chunk_size,
+        )
+        keep = (batch.mask * batch.linker_mask).to(device)
+        atom_mask = out["atom37_atom_exists"] * keep.unsqueeze(-1)
+        atom_plddt = out["plddt"].float()
+        return Prediction(
+            positions=out["atom37_positions"].float(),
+            atom_mask=atom_mask,
+            plddt=residue_plddt(atom_plddt),
+            mean_plddt=mean_plddt(atom_plddt, atom_mask),
+            ptm=out["ptm"].float(),
+            pae=out["predicted_aligned_error"].float(),
+            aatype=batch.aatype.to(device),
+            residue_index=batch.residue_index.to(device),
+            chain_index=batch.chain_index.clamp(min=0).to(device),
+            mask=keep,
+            sequences=sequences,
+            atom_plddt=atom_plddt,
+            distogram_logits=out["distogram_logits"],
+        )

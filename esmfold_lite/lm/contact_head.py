@@ -1,0 +1,49 @@
+"""Unsupervised contact prediction from attention maps (Rao et al. 2021, "Transformer protein language models are
+unsupervised structure learners"): a logistic regression over the symmetrized, APC-corrected maps of every head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def symmetrize(x: torch.Tensor) -> torch.Tensor:
+    """``x + x^T`` over the last two dimensions."""
+    return x + x.transpose(-1, -2)
+
+
+def average_product_correct(x: torch.Tensor) -> torch.Tensor:
+    """Average product correction: ``x_ij - (sum_j x_ij)(sum_i x_ij) / sum_ij x_ij`` per map (last two dims)."""
+    row_sums = x.sum(-1, keepdim=True)
+    col_sums = x.sum(-2, keepdim=True)
+    total = x.sum((-1, -2), keepdim=True)
+    return x - row_sums * col_sums / total
+
+
+class ContactPredictionHead(nn.Module):
+    """Contact probabilities from the ``(B, layers, heads, T, T)`` attention maps of a language model.
+
+    The ``<cls>`` and ``<eos>`` rows/columns are removed first (``<eos>`` positions are zeroed wherever they fall in a
+    padded batch, then the last column/row is cut), so a ``(B, T, T)`` token map gives ``(B, T - 2, T - 2)``.
+    ``regression`` maps the ``layers * heads`` features of each residue pair to one logit.
+    """
+
+    def __init__(self, in_features: int, eos_idx: int, prepend_bos: bool = True, append_eos: bool = True):
+        super().__init__()
+        self.eos_idx = eos_idx
+        self.prepend_bos = prepend_bos
+        self.append_eos = append_eos
+        self.regression = nn.Linear(in_features, 1)
+
+    def forward(self, tokens: torch.Tensor, attentions: torch.Tensor) -> torch.Tensor:
+        """``tokens: (B, T)``, ``attentions: (B, layers, heads, T, T)`` -> contact probabilities ``(B, L, L)``."""
+        if self.append_eos:
+            not_eos = tokens.ne(self.eos_idx).to(attentions.dtype)
+            attentions = attentions * (not_eos[:, :, None] * not_eos[:, None, :])[:, None, None]
+            attentions = attentions[..., :-1, :-1]
+        if self.prepend_bos:
+            attentions = attentions[..., 1:, 1:]
+        b, n_layers, n_heads, length, _ = attentions.shape
+        features = attentions.reshape(b, n_layers * n_heads, length, length)
+        features = average_product_correct(symmetrize(features.to(self.regression.weight.dtype)))
+        return torch.sigmoid(self.regression(features.permute(0, 2, 3, 1)).squeeze(-1))

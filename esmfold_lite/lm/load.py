@@ -1,0 +1,96 @@
+"""``load_language_model``: any ESM-2 checkpoint source -> an ``ESM2`` in eval mode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from esmfold_lite.lm.esm2 import ESM2
+from esmfold_lite.weights import registry
+from esmfold_lite.weights.download import locate
+from esmfold_lite.weights.esm2_format import read_esm2
+from esmfold_lite.weights.safe_pickle import CheckpointError
+
+_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "float": "float32"}
+_SHOWN_KEYS = 5
+
+
+def as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """``torch.float16``, ``"float16"``, ``"fp16"``, ``"bf16"``, ... -> a floating ``torch.dtype`` (None stays None)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    name = _DTYPE_ALIASES.get(dtype.lower(), dtype.lower())
+    resolved = getattr(torch, name, None)
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ValueError(f"unknown floating dtype {dtype!r}; use float32, float16 or bfloat16")
+    return resolved
+
+
+def _key_list(keys: set[str]) -> str:
+    shown = ", ".join(sorted(keys)[:_SHOWN_KEYS])
+    return shown + (f" (+{len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else "")
+
+
+def build_from_state(factory: Callable[[], nn.Module], state: Mapping[str, torch.Tensor], source: object) -> nn.Module:
+    """``factory()`` built without initialising weights, then given exactly the tensors of ``state``.
+
+    The module is created on the meta device and the checkpoint tensors are assigned, not copied, so no random
+    init runs and no second copy of the weights is made. Parameters the module shares (a tied LM head) are
+    shared again afterwards. Raises ``CheckpointError`` naming ``source`` on missing/unexpected keys or shapes.
+    """
+    with torch.device("meta"):
+        model = factory()
+    expected = set(model.state_dict())
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        parts = [f"missing keys: {_key_list(missing)}"] if missing else []
+        parts += [f"unexpected keys: {_key_list(unexpected)}"] if unexpected else []
+        raise CheckpointError(
+            f"the weights in {source} do not fit {type(model).__name__}: {'; '.join(parts)}. The file is not a "
+            "complete checkpoint of this model (or not of this model family)"
+        )
+    shared: dict[str, str] = {}
+    first_name: dict[int, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        shared.setdefault(name, first_name.setdefault(id(param), name))
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"the weights in {source} do not fit {type(model).__name__}: {exc}") from None
+    for name, original in shared.items():
+        if name != original:
+            owner, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(owner), leaf, model.get_parameter(original))
+    return model
+
+
+def load_language_model(
+    source: str | Path,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+) -> ESM2:
+    """An ESM-2 language model in eval mode.
+
+    Args:
+        source: a registry name (``"esm2_t33_650M_UR50D"``, downloaded to the cache when missing), a URL, a
+            fair-esm ``.pt`` (its ``<stem>-contact-regression.pt`` is read from beside it), a transformers folder
+            (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``) or an esmfold_lite
+            ``<stem>.safetensors`` + ``<stem>.json`` pair (``esmfold-lite weights convert`` writes those).
+        device: where to put the model (default CPU).
+        dtype: floating dtype of the parameters (default float32, whatever the checkpoint stores).
+
+    Raises:
+        CheckpointError: ``source`` is not a readable ESM-2 checkpoint (the message names it and the fix).
+        DownloadError: a registry name or URL that could not be downloaded (the message says where to put the file).
+    """
+    info = None if Path(source).expanduser().exists() else registry.lookup(str(source))
+    if info is not None and info.kind != "esm2":
+        fix = "load it with esmfold_lite.load_model" if info.kind == "esmfold" else "this loader reads ESM-2 only"
+        raise CheckpointError(f"{source} is not an ESM-2 language model (registry kind {info.kind!r}): {fix}")
+    path = locate(source)
+    config, state = read_esm2(path)
+    model = build_from_state(lambda: ESM2(config), state, path)
+    return model.to(device=device, dtype=as_dtype(dtype) or torch.float32).eval()

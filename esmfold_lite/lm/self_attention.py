@@ -1,0 +1,70 @@
+"""Multi-head self-attention with rotary position embeddings (the attention of an ESM-2 block)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from esmfold_lite.lm.rotary import RotaryEmbedding
+
+
+class SelfAttention(nn.Module):
+    """Scaled dot-product self-attention over ``H`` heads of width ``D / H``, rotary positions on ``q`` and ``k``.
+
+    Parameter names equal fair-esm's ``MultiheadAttention`` (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``).
+    The query is scaled by ``1 / sqrt(D / H)`` before the rotation, as in the original.
+    Without ``need_weights`` the product runs in ``F.scaled_dot_product_attention`` (fused kernels where available);
+    with it, an explicit float32 softmax returns the per-head probabilities.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.rot_emb = RotaryEmbedding(self.head_dim)
+
+    def forward(
+        self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend over the sequence.
+
+        Args:
+            x: ``(B, T, D)``.
+            padding_mask: ``(B, T)`` bool, True at padding; padded keys get no attention. ``None``: no padding.
+            need_weights: also return the attention probabilities.
+
+        Returns:
+            ``(B, T, D)`` output and, when asked, ``(B, H, T, T)`` probabilities (query, key), else ``None``.
+        """
+        b, t, _ = x.shape
+        q = self._split_heads(self.q_proj(x) * self.scaling)
+        k = self._split_heads(self.k_proj(x))
+        v = self._split_heads(self.v_proj(x))
+        q, k = self.rot_emb(q, k)
+
+        weights = None
+        if need_weights:
+            scores = q @ k.transpose(-1, -2)  # (B, H, T, T)
+            if padding_mask is not None:
+                scores = scores.masked_fill(padding_mask[:, None, None, :], float("-inf"))
+            weights = scores.softmax(dim=-1, dtype=torch.float32).to(v.dtype)
+            out = weights @ v
+        else:
+            keep = None if padding_mask is None else ~padding_mask[:, None, None, :]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=1.0)
+        out = out.transpose(1, 2).reshape(b, t, self.embed_dim)
+        return self.out_proj(out), weights
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, D) -> (B, H, T, D / H)``."""
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)

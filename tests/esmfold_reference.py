@@ -1,0 +1,121 @@
+"""Test helpers: tiny transformers ``EsmForProteinFolding`` models with every parameter randomized, written in the
+official formats (fair-esm ``.pt`` pair with omegaconf configs, transformers folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from transformers import EsmConfig, EsmForProteinFolding
+
+from esmfold_lite.weights.esm2_format import hf_to_esm2_state_dict
+
+# transformers' structure-module field names -> the official ones (fair-esm cfg)
+_STRUCTURE_NAMES = {
+    "sequence_dim": "c_s",
+    "pairwise_dim": "c_z",
+    "ipa_dim": "c_ipa",
+    "resnet_dim": "c_resnet",
+    "num_heads_ipa": "no_heads_ipa",
+    "num_qk_points": "no_qk_points",
+    "num_v_points": "no_v_points",
+    "num_blocks": "no_blocks",
+    "num_transition_layers": "no_transition_layers",
+    "num_resnet_blocks": "no_resnet_blocks",
+    "num_angles": "no_angles",
+}
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every parameter random: matrices ~ N(0, 1/fan_in), vectors ~ 0.1·N(0, 1) (+1 for norm weights)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if p.ndim >= 2:
+                p.copy_(noise / p.shape[-1] ** 0.5)
+            else:
+                is_norm_weight = "norm" in name.lower() and name.endswith("weight")
+                p.copy_(0.1 * noise + (1.0 if is_norm_weight else 0.0))
+    return model
+
+
+def tiny_hf_esmfold(
+    num_blocks: int = 2,
+    sm_blocks: int = 2,
+    c_s: int = 32,
+    c_z: int = 16,
+    lm_layers: int = 2,
+    lm_dim: int = 32,
+    lm_heads: int = 4,
+    max_recycles: int = 4,
+    seed: int = 0,
+) -> EsmForProteinFolding:
+    """A randomized transformers ESMFold (fp32 LM, eval mode, its own chunking off)."""
+    structure = dict(
+        sequence_dim=24, pairwise_dim=c_z, ipa_dim=8, resnet_dim=16, num_heads_ipa=3, num_qk_points=4,
+        num_v_points=8, num_blocks=sm_blocks, dropout_rate=0.1,
+    )  # fmt: skip
+    trunk = dict(
+        num_blocks=num_blocks, sequence_state_dim=c_s, pairwise_state_dim=c_z, sequence_head_width=16,
+        pairwise_head_width=8, position_bins=8, max_recycles=max_recycles, chunk_size=None,
+        structure_module=structure,
+    )  # fmt: skip
+    config = EsmConfig(
+        vocab_size=33, hidden_size=lm_dim, num_hidden_layers=lm_layers, num_attention_heads=lm_heads,
+        intermediate_size=4 * lm_dim, layer_norm_eps=1e-5, position_embedding_type="rotary", token_dropout=True,
+        pad_token_id=1, mask_token_id=32, is_folding_model=True, max_position_embeddings=1026,
+        esmfold_config=dict(trunk=trunk, fp16_esm=False, lddt_head_hid_dim=16),
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = EsmForProteinFolding(config)
+    return randomize_(model, seed).float().eval()
+
+
+def _fair_cfg(model: EsmForProteinFolding) -> dict:
+    trunk = model.config.esmfold_config.trunk.to_dict()
+    structure = {_STRUCTURE_NAMES.get(k, k): v for k, v in dict(trunk.pop("structure_module")).items()}
+    keep = ("num_blocks", "sequence_state_dim", "pairwise_state_dim", "sequence_head_width", "pairwise_head_width",
+            "position_bins", "dropout", "layer_drop", "cpu_grad_checkpoint", "max_recycles", "chunk_size")  # fmt: skip
+    trunk = {k: trunk[k] for k in keep}
+    trunk["structure_module"] = {k: v for k, v in structure.items() if k in set(_STRUCTURE_NAMES.values()) | {
+        "dropout_rate", "trans_scale_factor", "epsilon", "inf"}}  # fmt: skip
+    return {
+        "_name": "ESMFoldConfig",
+        "trunk": trunk,
+        "lddt_head_hid_dim": model.config.esmfold_config.lddt_head_hid_dim,
+    }
+
+
+def write_fair_esmfold(model: EsmForProteinFolding, folder: Path) -> tuple[Path, Path]:
+    """The official pair: ``esmfold_3B_v1.pt`` (no ``esm.*`` keys) and ``esm2_t36_3B_UR50D.pt`` beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    trunk = {k: v for k, v in state.items() if not k.startswith("esm.")}
+    esmfold_path = folder / "esmfold_3B_v1.pt"
+    torch.save({"cfg": {"model": OmegaConf.create(_fair_cfg(model))}, "model": trunk}, esmfold_path)
+
+    lm = hf_to_esm2_state_dict({k: v for k, v in state.items() if k.startswith("esm.")})
+    lm_state = {}
+    for key, value in lm.items():
+        if key.startswith("contact_head."):
+            continue
+        prefix = "encoder." if key.startswith("lm_head.") else "encoder.sentence_encoder."
+        lm_state[prefix + key] = value
+    c = model.config
+    # transformers' ESMFold has no masked-LM head; the official LM file does (unused by folding): random values
+    head = randomize_(torch.nn.ModuleDict({"dense": torch.nn.Linear(c.hidden_size, c.hidden_size),
+                                           "layer_norm": torch.nn.LayerNorm(c.hidden_size)}), seed=1)  # fmt: skip
+    lm_state.update({f"encoder.lm_head.{k}": v for k, v in head.state_dict().items()})
+    lm_state["encoder.lm_head.weight"] = lm["embed_tokens.weight"]
+    lm_state["encoder.lm_head.bias"] = torch.zeros(c.vocab_size)
+    lm_cfg = {"encoder_layers": c.num_hidden_layers, "encoder_embed_dim": c.hidden_size,
+              "encoder_attention_heads": c.num_attention_heads, "token_dropout": True}  # fmt: skip
+    lm_path = folder / "esm2_t36_3B_UR50D.pt"
+    torch.save({"cfg": {"model": OmegaConf.create(lm_cfg)}, "model": lm_state}, lm_path)
+    regression = {
+        f"contact_head.regression.{leaf}": lm[f"contact_head.regression.{leaf}"] for leaf in ("weight", "bias")
+    }
+    torch.save({"model": regression}, folder / "esm2_t36_3B_UR50D-contact-regression.pt")
+    return esmfold_path, lm_path

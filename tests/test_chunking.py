@@ -1,0 +1,122 @@
+"""chunk_apply itself, and chunk-size invariance of every chunked trunk module."""
+
+import pytest
+import torch
+
+from esmfold_lite.fold.attention import SequenceAttention
+from esmfold_lite.fold.chunking import chunk_apply
+from esmfold_lite.fold.triangle_attention import TriangleAttention
+from esmfold_lite.fold.triangle_multiplication import TriangleMultiplication
+from esmfold_lite.fold.trunk_block import TriangularSelfAttentionBlock
+
+CHUNK_SIZES = [None, 1, 3, 16]
+
+
+def randomize_(module: torch.nn.Module, seed: int) -> None:
+    """Every parameter random (ESMFold zero-initialises many output layers, which would hide a miswiring)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
+            else:
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
+
+
+def padded_inputs(seed: int, batch: int = 2, length: int = 7, c_s: int = 32, c_z: int = 16):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(batch, length, c_s, generator=g)
+    z = torch.randn(batch, length, length, c_z, generator=g)
+    mask = torch.ones(batch, length)
+    mask[1, 4:] = 0
+    return s, z, mask
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 6, 100])
+def test_chunk_apply_matches_whole_call(chunk_size):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 4, generator=g)
+    y = torch.randn(2, 5, generator=g)  # sliced along dim 1 as well
+    w = torch.randn(4, 4, generator=g)
+
+    def fn(x_part, y_part):  # (3, r, 4), (2, r) -> (r, 2, 3, 4)
+        return torch.einsum("arc,cd,br->rbad", x_part, w, y_part)
+
+    whole = fn(x, y)
+    chunked = chunk_apply(fn, (x, y), (1, -1), chunk_size, out_dim=0)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+
+
+def test_chunk_apply_none_calls_once_without_copy():
+    x = torch.randn(4, 3)
+    assert chunk_apply(lambda t: t, (x,), (0,), None, out_dim=0) is x
+    assert chunk_apply(lambda t: t, (x,), (0,), 4, out_dim=0) is x
+
+
+def test_chunk_apply_backpropagates_like_the_whole_call():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 3, generator=g, requires_grad=True)
+    w = torch.randn(3, 3, generator=g, requires_grad=True)
+    grads = []
+    for chunk_size in (None, 4):
+        x.grad = w.grad = None
+        chunk_apply(lambda t: torch.tanh(t @ w), (x,), (0,), chunk_size, out_dim=0).pow(2).sum().backward()
+        grads.append((x.grad.clone(), w.grad.clone()))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_chunk_apply_rejects_bad_arguments():
+    x = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match="chunk_size"):
+        chunk_apply(lambda t: t, (x,), (0,), 0, out_dim=0)
+    with pytest.raises(ValueError, match="disagree"):
+        chunk_apply(lambda a, b: a, (x, torch.zeros(5)), (0, 0), 2, out_dim=0)
+    with pytest.raises(ValueError, match="one dim per input"):
+        chunk_apply(lambda t: t, (x,), (0, 1), 2, out_dim=0)
+
+
+def _assert_chunk_invariant(run, atol):
+    """run(chunk_size) -> tensor or tuple of tensors; all chunk sizes must agree with chunk_size=None."""
+
+    def as_tuple(out):
+        return out if isinstance(out, tuple) else (out,)
+
+    with torch.no_grad():
+        reference = as_tuple(run(None))
+        for chunk_size in CHUNK_SIZES[1:]:
+            for a, b in zip(as_tuple(run(chunk_size)), reference, strict=True):
+                assert (a - b).abs().max().item() <= atol, f"chunk_size={chunk_size}"
+
+
+@pytest.mark.parametrize("outgoing", [True, False])
+def test_triangle_multiplication_chunk_invariant(outgoing):
+    module = TriangleMultiplication(16, 16, outgoing=outgoing)
+    randomize_(module, 2)
+    _, z, mask = padded_inputs(3)
+    pair_mask = mask[:, :, None] * mask[:, None, :]
+    _assert_chunk_invariant(lambda c: module(z, pair_mask, c), 1e-5)
+
+
+@pytest.mark.parametrize("starting", [True, False])
+def test_triangle_attention_chunk_invariant(starting):
+    module = TriangleAttention(16, 8, 2, starting=starting)
+    randomize_(module, 4)
+    _, z, mask = padded_inputs(5)
+    pair_mask = mask[:, :, None] * mask[:, None, :]
+    _assert_chunk_invariant(lambda c: module(z, pair_mask, c), 1e-5)
+
+
+def test_sequence_attention_chunk_invariant():
+    module = SequenceAttention(32, 2, 16)
+    randomize_(module, 6)
+    s, z, mask = padded_inputs(7)
+    bias = z[..., :2]
+    _assert_chunk_invariant(lambda c: module(s, mask, bias, c), 1e-5)
+
+
+def test_block_chunk_invariant():
+    block = TriangularSelfAttentionBlock(32, 16, 16, 8).eval()
+    randomize_(block, 8)
+    s, z, mask = padded_inputs(9)
+    _assert_chunk_invariant(lambda c: block(s, z, mask, c), 1e-5)

@@ -1,0 +1,190 @@
+"""The embeddings API (esmfold_lite.lm.embed) and the ``esmfold-lite embed`` command."""
+
+import numpy as np
+import pytest
+import torch
+
+from esmfold_lite.alphabet import ESM_ALPHABET
+from esmfold_lite.cli import main
+from esmfold_lite.lm.embed import Embeddings, embed, token_budget_batches
+from esmfold_lite.lm.esm2 import ESM2, ESM2Config
+from esmfold_lite.weights.esm2_format import save_esm2
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+SEQUENCES = ["MKTAYIAKQRQISF", "ACDEFGHIKLMNPQRSTVWYACDEFG", "MLVW", "GG<mask>HKL", "PQRSTVWYAC"]
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=generator)
+            if p.ndim >= 2:
+                p.copy_(noise / p.shape[-1] ** 0.5)
+            else:
+                p.copy_((1 if "layer_norm" in name else 0) + 0.1 * noise)
+
+
+@pytest.fixture(scope="module")
+def model() -> ESM2:
+    model = ESM2(ESM2Config(num_layers=3, embed_dim=40, attention_heads=5)).eval()
+    randomize(model)
+    return model
+
+
+def test_shapes_and_per_residue_rows(model):
+    out = model.embed(SEQUENCES, layers=(-1, 0, 2), contacts=True)
+    assert isinstance(out, Embeddings) and out.sequences == SEQUENCES
+    assert list(out.representations) == [-1, 0, 2]
+    lengths = [len(ESM_ALPHABET.encode(s)) for s in SEQUENCES]
+    with torch.no_grad():
+        for i, sequence in enumerate(SEQUENCES):
+            tokens = ESM_ALPHABET.batch_encode([sequence])
+            full = model(tokens, repr_layers=[3, 0, 2], return_contacts=True)
+            for layer, index in ((-1, 3), (0, 0), (2, 2)):
+                rows = out.representations[layer][i]
+                assert rows.shape == (lengths[i], 40)
+                # no <cls>/<eos>: rows are positions 1..L of the token sequence
+                torch.testing.assert_close(rows, full["representations"][index][0, 1:-1], **TOL)
+                torch.testing.assert_close(out.cls[layer][i], full["representations"][index][0, 0], **TOL)
+                torch.testing.assert_close(out.mean[layer][i], rows.mean(0), **TOL)
+            assert out.contacts[i].shape == (lengths[i], lengths[i])
+            torch.testing.assert_close(out.contacts[i], full["contacts"][0], **TOL)
+    for layer in (-1, 0, 2):
+        assert out.mean[layer].shape == out.cls[layer].shape == (len(SEQUENCES), 40)
+
+
+def test_single_string_and_no_contacts(model):
+    out = embed(model, "MKTAYIAK")
+    assert list(out.representations) == [-1] and out.contacts is None
+    assert out.representations[-1][0].shape == (8, 40) and out.mean[-1].shape == (1, 40)
+
+
+@pytest.mark.parametrize("budget", [1, 30, 64, 200, 10_000])
+def test_token_budget_batching_equals_one_at_a_time(model, budget):
+    alone = model.embed(SEQUENCES, layers=(1, -1), contacts=True)
+    batched = model.embed(SEQUENCES, layers=(1, -1), contacts=True, max_tokens_per_batch=budget)
+    for layer in (1, -1):
+        for a, b in zip(alone.representations[layer], batched.representations[layer], strict=True):
+            torch.testing.assert_close(b, a, **TOL)
+        torch.testing.assert_close(batched.mean[layer], alone.mean[layer], **TOL)
+        torch.testing.assert_close(batched.cls[layer], alone.cls[layer], **TOL)
+    for a, b in zip(alone.contacts, batched.contacts, strict=True):
+        torch.testing.assert_close(b, a, **TOL)
+
+
+def test_token_budget_batches():
+    lengths = [10, 30, 5, 30, 12]
+    batches = token_budget_batches(lengths, 64)
+    assert sorted(i for batch in batches for i in batch) == list(range(5))
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 64
+    assert batches[0] == [1, 3]  # longest first, stable
+    assert token_budget_batches(lengths, None) == [[1], [3], [4], [0], [2]]
+    assert token_budget_batches(lengths, 1) == [[1], [3], [4], [0], [2]]
+
+
+def test_inference_mode_and_errors(model):
+    with torch.inference_mode():
+        out = model.embed(SEQUENCES[:2], max_tokens_per_batch=100)
+    assert out.representations[-1][1].shape == (26, 40)
+    with pytest.raises(ValueError, match="out of range"):
+        model.embed(SEQUENCES, layers=(4,))
+    with pytest.raises(ValueError, match="empty"):
+        model.embed(["MK", ""])
+    with pytest.raises(ValueError, match="no sequences"):
+        model.embed([])
+
+
+FASTA = """>seq1 first protein
+MKTAYIAKQR
+QISF
+>../evil/name
+ACDEFGHIKLMNPQRSTVWY
+>dup
+MLVW
+>dup
+GGHKL
+>DUP
+PQRST
+"""
+
+
+@pytest.fixture()
+def saved_model(model, tmp_path):
+    """``model`` written in esmfold_lite's own format, as the CLI's loader reads it."""
+    return str(save_esm2(model, tmp_path / "weights" / "tiny").with_suffix(".safetensors"))
+
+
+def read_manifest(path):
+    lines = path.read_text().splitlines()
+    assert lines[0] == "id\tfile\tlength\tstatus"
+    return [line.split("\t") for line in lines[1:]]
+
+
+def test_cli_writes_files_and_manifest(model, saved_model, tmp_path):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(FASTA)
+    out_dir = tmp_path / "out"
+    argv = ["embed", str(fasta), "-o", str(out_dir), "--model", saved_model, "--layers", "-1", "0", "--contacts"]
+    assert main(argv + ["--max-tokens-per-batch", "40", "--dtype", "float32", "--device", "cpu"]) == 0
+
+    rows = read_manifest(out_dir / "manifest.tsv")
+    assert [r[0] for r in rows] == ["seq1", "../evil/name", "dup", "dup", "DUP"]
+    files = [r[1] for r in rows]
+    assert files[0] == "seq1.pt" and files[2:] == ["dup.pt", "dup_2.pt", "DUP_3.pt"]
+    assert files[1].startswith("_evil_name") and "/" not in files[1] and ".." not in files[1]
+    assert [int(r[2]) for r in rows] == [14, 20, 4, 5, 5] and {r[3] for r in rows} == {"ok"}
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(files + ["manifest.tsv"])
+
+    sequences = ["MKTAYIAKQRQISF", "ACDEFGHIKLMNPQRSTVWY", "MLVW", "GGHKL", "PQRST"]
+    expected = model.embed(sequences, layers=(-1, 0), contacts=True)
+    for i, (label, filename, _, _) in enumerate(rows):
+        saved = torch.load(out_dir / filename)
+        assert saved["label"] == label and saved["sequence"] == sequences[i]
+        assert sorted(saved["representations"]) == [0, 3]  # absolute layer numbers
+        for layer, absolute in ((-1, 3), (0, 0)):
+            torch.testing.assert_close(saved["representations"][absolute], expected.representations[layer][i], **TOL)
+            torch.testing.assert_close(saved["mean_representations"][absolute], expected.mean[layer][i], **TOL)
+            torch.testing.assert_close(saved["bos_representations"][absolute], expected.cls[layer][i], **TOL)
+        torch.testing.assert_close(saved["contacts"], expected.contacts[i], **TOL)
+
+
+def test_cli_npz_format_and_skipped_records(model, saved_model, tmp_path, caplog):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">a\nmktayiak\n>bad\nMK1L\n>two\nMKL:LLG\n>b\nMLVW\n")
+    assert main(["embed", str(fasta), "-o", str(tmp_path), "--model", saved_model, "--format", "npz"]) == 1
+    assert "skipping record 'bad'" in caplog.text and "skipping record 'two'" in caplog.text
+    saved = np.load(tmp_path / "a.npz")
+    assert str(saved["label"]) == "a" and str(saved["sequence"]) == "MKTAYIAK"
+    layer_keys = ["bos_representations_3", "mean_representations_3", "representations_3"]
+    assert sorted(saved.files) == sorted(layer_keys + ["label", "sequence"])
+    expected = model.embed("MKTAYIAK")
+    np.testing.assert_allclose(saved["representations_3"], expected.representations[-1][0].numpy(), atol=1e-5)
+    rows = read_manifest(tmp_path / "manifest.tsv")
+    assert [r[:3] for r in rows] == [["a", "a.npz", "8"], ["bad", "", "4"], ["two", "", "6"], ["b", "b.npz", "4"]]
+    assert [r[3].split(":")[0] for r in rows] == ["ok", "skipped", "skipped", "ok"]
+    assert not (tmp_path / "bad.npz").exists() and not (tmp_path / "two.npz").exists()
+
+
+def test_cli_user_errors(saved_model, tmp_path, capsys):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">a\nMKTAYIAK\n")
+    out_dir = tmp_path / "out"
+    assert main(["embed", str(tmp_path / "missing.fasta"), "-o", str(out_dir), "--model", saved_model]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["embed", str(fasta), "-o", str(out_dir), "--model", saved_model, "--layers", "7"]) == 1
+    assert "out of range" in capsys.readouterr().err
+    assert main(["embed", str(fasta), "-o", str(out_dir), "--model", str(tmp_path / "nothing.pt")]) == 1
+    assert "nothing.pt" in capsys.readouterr().err
+    assert not out_dir.exists()
+
+
+def test_cli_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["embed", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--output-dir", "--model", "--layers", "--format", "--contacts", "--max-tokens-per-batch"):
+        assert flag in text
+    for flag in ("--device", "--dtype", "manifest.tsv"):
+        assert flag in text
