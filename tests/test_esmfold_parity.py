@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from esmfold_reference import tiny_hf_esmfold, write_fair_esmfold
 
 from esmfold_lite import load_model
 from esmfold_lite.fold.chains import encode_batch
 from esmfold_lite.weights.esmfold_format import save_esmfold
-from esmfold_reference import tiny_hf_esmfold, write_fair_esmfold
 
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "GSHMLE", "ACDEFGHIKLMNPQRSTVWYX"]
 

@@ -140,9 +140,9 @@ class ESM2(nn.Module):
             return_contacts: also return contact probabilities (implies ``need_head_weights``).
 
         Returns:
-            ``"logits"``: ``(B, T, V)`` (when the model has an LM head); ``"representations"``: ``{layer: (B, T, D)}``; with head weights
-            ``"attentions"``: ``(B, num_layers, H, T, T)`` (zero on padded rows/columns); with contacts
-            ``"contacts"``: ``(B, T - 2, T - 2)``.
+            ``"logits"``: ``(B, T, V)`` (when the model has an LM head); ``"representations"``:
+            ``{layer: (B, T, D)}``; with head weights ``"attentions"``: ``(B, num_layers, H, T, T)`` (zero on
+            padded rows/columns); with contacts ``"contacts"``: ``(B, T - 2, T - 2)``.
         """
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be (B, T), got shape {tuple(tokens.shape)}")
