@@ -51,17 +51,26 @@ def tiny_hf_esmfold(
     lm_heads: int = 4,
     max_recycles: int = 4,
     seed: int = 0,
+    full_width: bool = False,
 ) -> EsmForProteinFolding:
-    """A randomized transformers ESMFold (fp32 LM, eval mode, its own chunking off)."""
-    structure = dict(
-        sequence_dim=24, pairwise_dim=c_z, ipa_dim=8, resnet_dim=16, num_heads_ipa=3, num_qk_points=4,
-        num_v_points=8, num_blocks=sm_blocks, dropout_rate=0.1,
-    )  # fmt: skip
-    trunk = dict(
-        num_blocks=num_blocks, sequence_state_dim=c_s, pairwise_state_dim=c_z, sequence_head_width=16,
-        pairwise_head_width=8, position_bins=8, max_recycles=max_recycles, chunk_size=None,
-        structure_module=structure,
-    )  # fmt: skip
+    """A randomized transformers ESMFold (fp32 LM, eval mode, its own chunking off).
+
+    ``full_width``: esmfold_v1's trunk and structure-module widths (c_s=1024, c_z=128, head widths 32, IPA 12 heads,
+    32 position bins) instead of the tiny ones; ``c_s``/``c_z`` are then ignored.
+    """
+    if full_width:
+        structure = dict(num_blocks=sm_blocks)
+        widths = dict(sequence_state_dim=1024, pairwise_state_dim=128, sequence_head_width=32, pairwise_head_width=32,
+                      position_bins=32)  # fmt: skip
+    else:
+        structure = dict(
+            sequence_dim=24, pairwise_dim=c_z, ipa_dim=8, resnet_dim=16, num_heads_ipa=3, num_qk_points=4,
+            num_v_points=8, num_blocks=sm_blocks, dropout_rate=0.1,
+        )  # fmt: skip
+        widths = dict(sequence_state_dim=c_s, pairwise_state_dim=c_z, sequence_head_width=16, pairwise_head_width=8,
+                      position_bins=8)  # fmt: skip
+    trunk = dict(num_blocks=num_blocks, max_recycles=max_recycles, chunk_size=None, structure_module=structure,
+                 **widths)  # fmt: skip
     config = EsmConfig(
         vocab_size=33, hidden_size=lm_dim, num_hidden_layers=lm_layers, num_attention_heads=lm_heads,
         intermediate_size=4 * lm_dim, layer_norm_eps=1e-5, position_embedding_type="rotary", token_dropout=True,

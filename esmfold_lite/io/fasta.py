@@ -1,0 +1,218 @@
+"""FASTA records in, safe output names out.
+
+Reading is streaming and never fails on content: a problem inside the file (sequence data before the first
+header, a header without an id, bytes that are not UTF-8) becomes part of that record, and `validate_record`
+reports it, so one bad record never stops the others. Only I/O errors (``OSError``) escape `read_fasta`.
+
+Sequence policy. Accepted: upper or lower case, whitespace anywhere inside sequence lines, blank lines, indented
+lines, CRLF line ends, a UTF-8 byte-order mark, gzip-compressed files, and one trailing ``*`` (stop codon) per chain.
+``:`` separates the chains of a multi-chain record (``CHAINA:CHAINB``). Residue letters allowed are exactly those of
+the ESM vocabulary: the 20 standard amino acids plus ``X B Z U O``; ESMFold folds the last five as unknown residues
+(``X``), as the original does. Everything else (digits, gaps ``-``/``.``, ``J``, punctuation, inner ``*``) rejects
+the record.
+
+Output names. Record ids are arbitrary text; `safe_filename` and `unique_ids` turn them into names that are one
+path component on every file system, and `resolve_inside` is the last guard that a path stays inside the output
+directory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import string
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+STANDARD_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+UNKNOWN_AMINO_ACIDS = "XBZUO"  # in the ESM vocabulary; ESMFold treats them as X
+AMINO_ACID_LETTERS = frozenset(STANDARD_AMINO_ACIDS + UNKNOWN_AMINO_ACIDS)
+CHAIN_SEPARATOR = ":"
+
+_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)  # ASCII only: keeps positions stable
+_GZIP_MAGIC = b"\x1f\x8b"
+_MAX_SHOWN = 5  # offending characters listed in a rejection reason
+
+
+@dataclass(frozen=True)
+class FastaRecord:
+    """One FASTA record.
+
+    Attributes:
+        id: first word of the header (may be any text except whitespace; see `safe_filename` for file names).
+        description: rest of the header after the id, stripped.
+        sequence: upper-cased, whitespace removed, one trailing ``*`` per chain removed; chains joined by ``:``.
+        line: 1-based line number of the header (of the first data line for data before any header).
+        error: a problem found while parsing; `validate_record` reports it first.
+    """
+
+    id: str
+    description: str
+    sequence: str
+    line: int
+    error: str | None = None
+
+    @property
+    def chains(self) -> list[str]:
+        return self.sequence.split(CHAIN_SEPARATOR)
+
+    @property
+    def num_residues(self) -> int:
+        """Residues over all chains (separators not counted)."""
+        return len(self.sequence) - self.sequence.count(CHAIN_SEPARATOR)
+
+
+def read_fasta(source: str | os.PathLike | IO) -> Iterator[FastaRecord]:
+    """Yield the records of a FASTA file (path, gzip-compressed path, or an open text/binary file) one by one."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as raw:  # peek, not seek: works for pipes such as /dev/stdin too
+            if raw.peek(2)[:2] == _GZIP_MAGIC:
+                try:
+                    with gzip.GzipFile(fileobj=raw) as unpacked:
+                        yield from _parse(unpacked)
+                except (EOFError, zlib.error) as exc:
+                    raise OSError(f"{source}: corrupt or truncated gzip file ({exc})") from exc
+            else:
+                yield from _parse(raw)
+    else:
+        yield from _parse(source)
+
+
+def _parse(lines: Iterable[str | bytes]) -> Iterator[FastaRecord]:
+    header: tuple[str, str, int, str | None] | None = None  # id, description, line, error
+    chunks: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if isinstance(line, bytes):
+            line = line.decode("utf-8", errors="replace")  # U+FFFD then fails validation with its position
+        if number == 1:
+            line = line.lstrip("\ufeff")
+        line = line.strip()
+        if line.startswith(">"):
+            if header is not None:
+                yield _record(header, chunks)
+            words = line[1:].strip().split(None, 1)
+            error = None if words else "header line has no id"
+            header = (words[0] if words else "", words[1].strip() if len(words) > 1 else "", number, error)
+            chunks = []
+        elif line:
+            if header is None:
+                header = ("", "", number, "sequence data before the first '>' header")
+            chunks.append("".join(line.split()))
+    if header is not None:
+        yield _record(header, chunks)
+
+
+def _record(header: tuple[str, str, int, str | None], chunks: list[str]) -> FastaRecord:
+    id_, description, line, error = header
+    chains = "".join(chunks).translate(_UPPER).split(CHAIN_SEPARATOR)
+    sequence = CHAIN_SEPARATOR.join(c[:-1] if c.endswith("*") else c for c in chains)
+    return FastaRecord(id=id_, description=description, sequence=sequence, line=line, error=error)
+
+
+def validate_record(record: FastaRecord, max_length: int | None = None) -> str | None:
+    """Why `record` cannot be folded (one line of ASCII, no tabs), or None when it can.
+
+    Checks in order: parse error, empty sequence, empty chain, characters that are not residue letters (the first
+    few with their 1-based positions, counted per chain), more than `max_length` residues over all chains.
+    """
+    if record.error:
+        return record.error
+    if not record.sequence:
+        return "empty sequence"
+    chains = record.chains
+    empty = [str(i + 1) for i, chain in enumerate(chains) if not chain]
+    if empty:
+        return f"empty chain {', '.join(empty)} of {len(chains)} (':' separates chains)"
+    bad = [
+        (char, f"{pos + 1}" if len(chains) == 1 else f"{c + 1}:{pos + 1}")
+        for c, chain in enumerate(chains)
+        for pos, char in enumerate(chain)
+        if char not in AMINO_ACID_LETTERS
+    ]
+    if bad:
+        shown = ", ".join(f"{char!a} at {where}" for char, where in bad[:_MAX_SHOWN])
+        more = f" and {len(bad) - _MAX_SHOWN} more" if len(bad) > _MAX_SHOWN else ""
+        where = "position" if len(chains) == 1 else "chain:position"
+        return (
+            f"not amino-acid letters ({where}): {shown}{more}; "
+            f"allowed: {STANDARD_AMINO_ACIDS} and {UNKNOWN_AMINO_ACIDS} (folded as unknown)"
+        )
+    if max_length is not None and record.num_residues > max_length:
+        return f"{record.num_residues} residues, more than the maximum length {max_length}"
+    return None
+
+
+# --- output names ----------------------------------------------------------------------------------------------
+
+_SAFE_CHARS = frozenset(string.ascii_letters + string.digits + "._-+")
+_WINDOWS_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{port}{i}" for port in ("COM", "LPT") for i in range(10)]
+)
+_DOT_RUNS = re.compile(r"\.{2,}")
+_HASH_LEN = 8
+
+
+def _short_hash(text: str) -> str:
+    data = text.encode("utf-8", errors="surrogatepass")
+    return hashlib.blake2b(data, digest_size=_HASH_LEN // 2).hexdigest()
+
+
+def safe_filename(id: str, max_len: int = 100) -> str:
+    """A file name stem made from a record id that is safe on every common file system.
+
+    The result is one non-empty path component of at most `max_len` ASCII characters from ``A-Z a-z 0-9 . _ - +``,
+    never starting with ``.`` or ``-``, never ending with ``.``, without ``..``, and never a Windows device name
+    (``CON``, ``NUL``, ``COM1`` ..., with or without extension). Other characters become ``_``. An id returned
+    changed (replaced characters, stripped dots, truncated, reserved) gets ``_`` + 8 hex digits of a hash of the
+    original id, so distinct ids keep distinct names; an id that is already safe is returned as is. Use
+    `unique_ids` for a set of ids: it also resolves the rare remaining collisions and case-only differences.
+    """
+    if max_len < _HASH_LEN + 2:
+        raise ValueError(f"max_len must be at least {_HASH_LEN + 2}, got {max_len}")
+    name = "".join(c if c in _SAFE_CHARS else "_" for c in id)
+    name = _DOT_RUNS.sub(".", name).lstrip(".-").rstrip(".")
+    if name.split(".")[0].upper() in _WINDOWS_RESERVED:
+        name = "_" + name
+    if not name:
+        name = "unnamed"
+    if name != id or len(name) > max_len:
+        name = f"{name[: max_len - _HASH_LEN - 1]}_{_short_hash(id)}"
+    return name
+
+
+def unique_ids(ids: Iterable[str], max_len: int = 100) -> list[str]:
+    """One safe, distinct file name stem per id, in order (deterministic for the same input).
+
+    Each id goes through `safe_filename`; a name already taken, compared case-insensitively (macOS and Windows file
+    systems are), gets the suffix ``_2``, ``_3``, ... (the first occurrence keeps its name).
+    """
+    taken: set[str] = set()
+    next_suffix: dict[str, int] = {}
+    names = []
+    for id_ in ids:
+        base = safe_filename(id_, max_len)
+        name, k = base, next_suffix.get(base.lower(), 1)
+        while name.lower() in taken:
+            k += 1
+            name = f"{base[: max_len - len(str(k)) - 1]}_{k}"
+        next_suffix[base.lower()] = k
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def resolve_inside(outdir: str | os.PathLike, name: str | os.PathLike) -> Path:
+    """``outdir / name`` resolved (symlinks followed); raises ValueError unless it lies strictly inside `outdir`."""
+    root = Path(outdir).resolve()
+    try:
+        target = (root / name).resolve()
+    except (OSError, ValueError) as exc:  # e.g. an embedded NUL byte
+        raise ValueError(f"output name {str(name)!r} is not a valid path: {exc}") from None
+    if target == root or not target.is_relative_to(root):
+        raise ValueError(f"output name {str(name)!r} resolves to {target}, outside the output directory {root}")
+    return target
