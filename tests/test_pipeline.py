@@ -1,0 +1,389 @@
+"""``predict_fasta`` with a fake model: hostile input, batching, resume, out-of-memory recovery, atomic writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from biotite.structure.io import pdb
+from fake_esmfold import FakeFolder, fake_prediction
+
+from esmfold_lite import batch_folding
+from esmfold_lite.io import atomic
+from esmfold_lite.pipeline import PipelineError, predict_fasta
+
+ALL_FORMATS = ("pdb", "cif", "json", "npz", "png")
+FILE_FORMATS = ("pdb", "cif", "json", "npz")  # without the slow PNG rendering
+
+
+def write_fasta(path: Path, records: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(f">{header}\n{sequence}\n" for header, sequence in records))
+    return path
+
+
+def read_summary(outdir: Path) -> dict[str, dict[str, str]]:
+    with (outdir / "summary.tsv").open(newline="") as handle:
+        return {row["id"]: row for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)}
+
+
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` → (size, mtime_ns) (directories too), to compare before and after."""
+    listing = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            stat = path.lstat()
+            listing[str(path.relative_to(root))] = (stat.st_size if path.is_file() else 0, stat.st_mtime_ns)
+    return listing
+
+
+def sequence(length: int, seed: int = 0) -> str:
+    letters = "ACDEFGHIKLMNPQRSTVWY"
+    return "".join(letters[(i * 7 + seed * 3) % 20] for i in range(length))
+
+
+def test_hostile_fasta_folds_valid_records_reports_invalid_and_stays_inside_outdir(tmp_path, caplog):
+    escape_target = tmp_path / "escaped"
+    fasta = tmp_path / "hostile.fasta"
+    fasta.write_bytes(
+        b"MKVL\n"  # sequence before the first header
+        b">../../x traversal\nMKTAYIAK\n"
+        b">/etc/passwd\nGSHMLE\n" + f">{escape_target}\nACDEFG\n".encode() + b">..\nACDE\n>.\nACDE\n>.hidden\nACDE\n"
+        b">nul\x00byte\nMKVA\n"
+        b">ctrl\x07\x1b[31mred\rx\nMKVW\n"
+        b">empty\n\n"
+        b">letters\nMKV1-J\n"
+        b">dup\nMKVAAA\n>dup\nMKVAAW\n>DUP\nMKVAAY\n"
+        b">" + b"H" * 10_000 + b"\nMKVLLA\n"
+        b">CON\nACDEF\n>aux.txt\nACDEF\n>LPT1\nACDEF\n"
+        b">summary.tsv\nACDEF\n"
+        b">\nACDEF\n"  # header without id
+        b">complex chains A and B\r\nmktay*:\r\n\r\nGSHM*\r\n"
+        b">half_empty_chain\nMKV:\n"
+        b">too_long\n" + b"A" * 41 + b"\n"
+        b">\xff\xfebad_utf8\nMKVA\n"
+    )
+    outdir = tmp_path / "a" / "b" / "out"
+    before_parent = sorted(os.listdir(tmp_path.parent))
+    before = tree(tmp_path)
+    model = FakeFolder()
+    with caplog.at_level(logging.ERROR):
+        results = predict_fasta(fasta, outdir, model=model, formats=FILE_FORMATS, max_length=40, progress=False)
+
+    by_status = {"ok": [], "error": []}
+    for result in results:
+        by_status[result.status].append(result)
+    assert len(results) == 24
+    assert {r.error.split(" ")[0] for r in by_status["error"]} == {"sequence", "empty", "not", "header", "41"}
+    assert len(by_status["error"]) == 6
+    assert len(by_status["ok"]) == 18
+    names = [r.id for r in results]
+    assert len({n.lower() for n in names}) == len(names), "names must be unique, also case-insensitively"
+    for name in names:
+        assert "/" not in name and "\\" not in name and not name.startswith(".") and len(name) <= 100
+        assert name.isascii() and name.isprintable()
+        assert name.split(".")[0].upper() not in {"CON", "AUX", "LPT1", "NUL"}
+    # every error is reported (log → stderr) with its reason
+    for result in by_status["error"]:
+        assert any(result.id in m and result.error in m for m in caplog.messages)
+
+    # nothing changed outside OUTDIR: the parent of the test's directory and everything beside OUTDIR
+    assert sorted(os.listdir(tmp_path.parent)) == before_parent
+    after = {k: v for k, v in tree(tmp_path).items() if not k.startswith("a")}
+    assert after == {k: v for k, v in before.items() if not k.startswith("a")}
+    assert not escape_target.exists() and not Path("/etc/passwd.pdb").exists()
+    assert not (tmp_path / "x.pdb").exists() and not (tmp_path / "a" / "x.pdb").exists()
+
+    # OUTDIR holds exactly the summary and the five files of every folded protein
+    expected = {"summary.tsv"} | {f"{r.id}.{ext}" for r in by_status["ok"] for ext in FILE_FORMATS}
+    assert {p.name for p in outdir.iterdir()} == expected
+    summary = read_summary(outdir)
+    assert list(summary) == names
+    for result in results:
+        row = summary[result.id]
+        assert row["status"] == result.status and int(row["length"]) == result.length
+        assert (row["error"] == "") == (result.status == "ok")
+        assert "\t" not in row["error"] and "\n" not in row["error"]
+
+    complex_result = next(r for r in results if r.id == "complex")
+    assert complex_result.status == "ok" and complex_result.length == 9
+    structure = pdb.PDBFile.read(str(outdir / "complex.pdb")).get_structure(model=1)
+    assert sorted(set(structure.chain_id)) == ["A", "B"]
+    assert model.calls and all(call["chunk_size"] is None for call in model.calls)
+
+
+def test_a_symlink_in_outdir_pointing_outside_is_refused(tmp_path):
+    outdir, target = tmp_path / "out", tmp_path / "elsewhere.pdb"
+    outdir.mkdir()
+    target.write_text("keep me")
+    (outdir / "p0.pdb").symlink_to(target)
+    fasta = write_fasta(tmp_path / "in.fasta", [("p0", "MKVL"), ("p1", "MKVW")])
+    results = predict_fasta(fasta, outdir, model=FakeFolder(), formats=("pdb",), progress=False)
+    assert [r.status for r in results] == ["error", "ok"]
+    assert "outside the output directory" in results[0].error
+    assert target.read_text() == "keep me"
+
+
+def test_batches_are_sorted_by_length_and_packed_by_padded_tokens(tmp_path):
+    lengths = [30, 10, 50, 12, 100, 11, 29]
+    fasta = write_fasta(tmp_path / "in.fasta", [(f"p{i}", sequence(n, i)) for i, n in enumerate(lengths)])
+    model = FakeFolder()
+    predict_fasta(fasta, tmp_path / "out", model=model, max_tokens_per_batch=60, progress=False)
+    batches = [[len(s) for s in call["sequences"]] for call in model.calls]
+    assert batches == [[10, 11, 12], [29, 30], [50], [100]]
+
+    # a complex counts its 25-residue linker: 2 × (20 + 25 + 20) > 120, so the two complexes fold apart
+    fasta = write_fasta(
+        tmp_path / "complex.fasta", [("c1", "A" * 20 + ":" + "G" * 20), ("c2", "W" * 20 + ":" + "K" * 20)]
+    )
+    model = FakeFolder()
+    predict_fasta(fasta, tmp_path / "out2", model=model, max_tokens_per_batch=120, progress=False)
+    assert [len(call["sequences"]) for call in model.calls] == [1, 1]
+
+
+def test_resume_skips_complete_proteins_retries_failed_and_overwrite_recomputes(tmp_path):
+    seqs = {f"p{i}": sequence(10 + i, i) for i in range(5)}
+    fasta = write_fasta(tmp_path / "in.fasta", list(seqs.items()))
+    outdir = tmp_path / "out"
+    first = FakeFolder(fail_on=(seqs["p3"],))
+    results = predict_fasta(fasta, outdir, model=first, formats=("pdb", "json"), progress=False)
+    assert [r.status for r in results] == ["ok", "ok", "ok", "error", "ok"]
+    assert "ValueError" in results[3].error and "folded alone" in results[3].notes
+    stamps = {p.name: p.stat().st_mtime_ns for p in outdir.glob("*.pdb")}
+
+    second = FakeFolder()
+    results = predict_fasta(fasta, outdir, model=second, formats=("pdb", "json"), progress=False)
+    assert second.folded == [seqs["p3"]], "only the failed protein is folded again"
+    assert [r.status for r in results] == ["ok"] * 5
+    assert [r.reused for r in results] == [True, True, True, False, True]
+    assert {p.name: p.stat().st_mtime_ns for p in outdir.glob("*.pdb") if p.name != "p3.pdb"} == stamps
+
+    # a missing file, a newly requested format, or a changed sequence make a protein incomplete
+    (outdir / "p0.json").unlink()
+    third = FakeFolder()
+    predict_fasta(fasta, outdir, model=third, formats=("pdb", "json"), progress=False)
+    assert third.folded == [seqs["p0"]]
+    fourth = FakeFolder()
+    predict_fasta(fasta, outdir, model=fourth, formats=("pdb", "npz"), progress=False)
+    assert sorted(fourth.folded) == sorted(seqs.values())
+    seqs["p1"] = sequence(33, 9)
+    write_fasta(fasta, list(seqs.items()))
+    fifth = FakeFolder()
+    predict_fasta(fasta, outdir, model=fifth, formats=("pdb",), progress=False)
+    assert fifth.folded == [seqs["p1"]]
+
+    overwrite = FakeFolder()
+    results = predict_fasta(fasta, outdir, model=overwrite, formats=("pdb",), overwrite=True, progress=False)
+    assert sorted(overwrite.folded) == sorted(seqs.values()) and not any(r.reused for r in results)
+
+    # a run on another FASTA keeps the rows of this one
+    other = write_fasta(tmp_path / "other.fasta", [("q0", "MKVLA")])
+    predict_fasta(other, outdir, model=FakeFolder(), formats=("pdb",), progress=False)
+    assert list(read_summary(outdir)) == [*seqs, "q0"]
+
+
+def test_a_crash_mid_run_keeps_finished_batches_and_resume_folds_only_the_rest(tmp_path):
+    seqs = [sequence(10 + 5 * i, i) for i in range(6)]
+    fasta = write_fasta(tmp_path / "in.fasta", [(f"p{i}", s) for i, s in enumerate(seqs)])
+    outdir = tmp_path / "out"
+    crashing = FakeFolder(interrupt_at_call=3)
+    with pytest.raises(KeyboardInterrupt):
+        predict_fasta(fasta, outdir, model=crashing, max_tokens_per_batch=1, progress=False)
+    summary = read_summary(outdir)
+    assert [row["status"] for row in summary.values()] == ["ok", "ok", "pending", "pending", "pending", "pending"]
+    assert sorted(p.name for p in outdir.iterdir()) == ["p0.json", "p0.pdb", "p1.json", "p1.pdb", "summary.tsv"]
+
+    resumed = FakeFolder()
+    results = predict_fasta(fasta, outdir, model=resumed, max_tokens_per_batch=1, progress=False)
+    assert resumed.folded == seqs[2:]
+    assert all(r.status == "ok" for r in results)
+
+
+def _oom_above(max_sequences: int = 10**9, max_chunk: dict[int, int] | None = None):
+    """OOM when a batch has more than ``max_sequences`` sequences, or a sequence of length L (key) runs with a chunk
+    size above ``max_chunk[L]`` (None = unchunked counts as infinite)."""
+
+    def oom(sequences, chunk_size, on_cpu):
+        if len(sequences) > max_sequences:
+            return True
+        limit = min((v for k, v in (max_chunk or {}).items() if any(len(s) >= k for s in sequences)), default=None)
+        return limit is not None and (chunk_size is None or chunk_size > limit)
+
+    return oom
+
+
+def test_out_of_memory_splits_the_batch_and_lowers_the_token_budget(tmp_path):
+    seqs = [sequence(20 + i, i) for i in range(8)]
+    fasta = write_fasta(tmp_path / "in.fasta", [(f"p{i}", s) for i, s in enumerate(seqs)])
+    model = FakeFolder(oom_if=_oom_above(max_sequences=2))
+    results = predict_fasta(fasta, tmp_path / "out", model=model, max_tokens_per_batch=1000, progress=False)
+    assert all(r.status == "ok" for r in results)
+    assert [len(call["sequences"]) for call in model.calls] == [8, 4, 2, 2, 4, 2, 2]
+    assert all("out of memory in a batch of 8: split; out of memory in a batch of 4: split" == r.notes for r in results)
+    assert read_summary(tmp_path / "out")["p0"]["notes"] == results[0].notes
+
+    # the lowered budget holds for the batches after it: the four 25-mers would fit 100 tokens, but fold one by one
+    records = [(f"q{i}", sequence(20, i)) for i in range(4)] + [(f"r{i}", sequence(25, i)) for i in range(4)]
+    model = FakeFolder(oom_if=_oom_above(max_sequences=2))
+    results = predict_fasta(
+        write_fasta(tmp_path / "more.fasta", records), tmp_path / "out2", model=model, max_tokens_per_batch=100
+    )
+    assert [len(call["sequences"]) for call in model.calls] == [4, 2, 2, 1, 1, 1, 1]
+    assert [r.notes for r in results] == ["out of memory in a batch of 4: split"] * 4 + [""] * 4
+
+
+def test_out_of_memory_lowers_the_chunk_size_and_keeps_it_for_longer_proteins(tmp_path):
+    fasta = write_fasta(tmp_path / "in.fasta", [("short", "A" * 10), ("long", "A" * 60), ("longer", "A" * 70)])
+    model = FakeFolder(oom_if=_oom_above(max_chunk={60: 128}), oom_message="CUDA error: out of memory")
+    results = predict_fasta(fasta, tmp_path / "out", model=model, max_tokens_per_batch=10, progress=False)
+    assert [r.status for r in results] == ["ok", "ok", "ok"]
+    assert [call["chunk_size"] for call in model.calls] == [None, None, 512, 128, 128]
+    assert [r.notes for r in results] == ["", "chunk size 128", "chunk size 128"]
+
+    # an explicit chunk size is the starting point
+    model = FakeFolder(oom_if=_oom_above(max_chunk={60: 32}))
+    predict_fasta(fasta, tmp_path / "out2", model=model, chunk_size=256, max_tokens_per_batch=10, progress=False)
+    assert [call["chunk_size"] for call in model.calls] == [256, 256, 128, 32, 32]
+
+
+def test_a_protein_that_never_fits_is_reported_and_the_run_goes_on(tmp_path, caplog):
+    fasta = write_fasta(tmp_path / "in.fasta", [("small", "A" * 10), ("huge", "W" * 90), ("small2", "G" * 12)])
+    model = FakeFolder(oom_if=_oom_above(max_chunk={90: 0}))
+    with caplog.at_level(logging.ERROR):
+        results = predict_fasta(fasta, tmp_path / "out", model=model, max_tokens_per_batch=100, progress=False)
+    assert [r.status for r in results] == ["ok", "error", "ok"]
+    assert results[1].error == "out of memory with chunk size 8 (CPU fallback not enabled)"
+    assert [call["chunk_size"] for call in model.calls] == [None, None, 512, 128, 32, 8]
+    assert read_summary(tmp_path / "out")["huge"]["status"] == "error"
+    assert any("huge" in m and "out of memory" in m for m in caplog.messages)
+    assert not (tmp_path / "out" / "huge.pdb").exists()
+
+
+def test_cpu_fallback_moves_the_model_to_the_cpu_and_back(tmp_path, monkeypatch):
+    # The fake "is on the GPU" while its parameter is float64; the fallback makes it float32 on the CPU.
+    monkeypatch.setattr(batch_folding, "_uses_accelerator", lambda model: True)
+    fasta = write_fasta(tmp_path / "in.fasta", [("small", "A" * 10), ("huge", "W" * 90), ("huge2", "W" * 95)])
+
+    def oom_on_gpu(sequences, chunk_size, on_cpu):
+        return not on_cpu and max(map(len, sequences)) > 50
+
+    model = FakeFolder(oom_if=oom_on_gpu, on_gpu=True)
+    results = predict_fasta(
+        fasta, tmp_path / "out", model=model, cpu_fallback=True, max_tokens_per_batch=100, progress=False
+    )
+    assert [r.status for r in results] == ["ok", "ok", "ok"]
+    assert [(call["chunk_size"], call["on_cpu"]) for call in model.calls] == [
+        (None, False), (None, False), (512, False), (128, False), (32, False), (8, False), (8, True), (8, True),
+    ]  # fmt: skip
+    assert results[1].notes == results[2].notes == "chunk size 8; folded on the CPU"
+    assert model.weight.dtype == torch.float64 and model.scale.dtype == torch.float16, "the model is moved back"
+    assert model.steps.dtype == torch.long
+
+
+def test_a_failing_writer_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    fasta = write_fasta(tmp_path / "in.fasta", [("p0", "MKVLAA"), ("p1", "GSHMKT")])
+    outdir = tmp_path / "out"
+    predict_fasta(fasta, outdir, model=FakeFolder(), formats=("pdb", "json"), progress=False)
+    old_json = (outdir / "p1.json").read_bytes()
+
+    real_fsync = atomic._fsync_file
+
+    def fsync_fails_for_p1_json(path):  # the data is in the temporary file when the disk "fills up"
+        if path.name.startswith(".p1.json."):
+            assert path.stat().st_size > 0
+            raise OSError(28, "No space left on device")
+        real_fsync(path)
+
+    monkeypatch.setattr(atomic, "_fsync_file", fsync_fails_for_p1_json)
+    results = predict_fasta(fasta, outdir, model=FakeFolder(), formats=("pdb", "json"), overwrite=True, progress=False)
+    assert [r.status for r in results] == ["ok", "error"]
+    assert results[1].error == "writing outputs failed: OSError: [Errno 28] No space left on device"
+    assert (outdir / "p1.json").read_bytes() == old_json
+    assert sorted(p.name for p in outdir.iterdir()) == ["p0.json", "p0.pdb", "p1.json", "p1.pdb", "summary.tsv"]
+    assert read_summary(outdir)["p1"]["status"] == "error"
+
+    monkeypatch.setattr(atomic, "_fsync_file", real_fsync)
+    retry = FakeFolder()
+    predict_fasta(fasta, outdir, model=retry, formats=("pdb", "json"), progress=False)
+    assert retry.folded == ["GSHMKT"]
+
+
+def test_outputs_hold_the_predicted_values(tmp_path):
+    fasta = write_fasta(tmp_path / "in.fasta", [("mono", "MKTAYIAKQR"), ("dimer", "MKTAY:GSHMLE")])
+    outdir = tmp_path / "out"
+    model = FakeFolder()
+    predict_fasta(fasta, outdir, model=model, formats=ALL_FORMATS, progress=False)
+    assert model.calls[0]["sequences"] == ["MKTAYIAKQR", "MKTAY:GSHMLE"]  # one batch, shorter first
+    prediction = fake_prediction(model.calls[0]["sequences"])
+    for i, name in enumerate(["mono", "dimer"]):
+        one = prediction.select(i)
+        L = int(one.mask.sum())
+        data = json.loads((outdir / f"{name}.json").read_text())
+        assert set(data) >= {"plddt", "mean_plddt", "ptm", "pae", "max_pae"}
+        assert len(data["plddt"]) == L and np.asarray(data["pae"]).shape == (L, L)
+        np.testing.assert_allclose(data["plddt"], one.plddt[0].numpy(), atol=0.01)
+        np.testing.assert_allclose(data["pae"], one.pae[0].numpy(), atol=0.01)
+        assert data["ptm"] == pytest.approx(float(one.ptm[0]), abs=1e-4)
+        assert data["max_pae"] == pytest.approx(float(one.pae.max()), abs=0.01)
+        arrays = np.load(outdir / f"{name}.npz")
+        assert arrays["positions"].shape == (L, 37, 3) and arrays["pae"].shape == (L, L)
+        np.testing.assert_allclose(arrays["positions"], one.positions[0].numpy())
+        assert str(arrays["sequence"]) == one.sequences[0]
+        atoms = pdb.PDBFile.read(str(outdir / f"{name}.pdb")).get_structure(model=1, extra_fields=["b_factor"])
+        ca = atoms[atoms.atom_name == "CA"]
+        np.testing.assert_allclose(ca.b_factor, data["plddt"], atol=0.01)
+        assert (outdir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (outdir / f"{name}.cif").read_text().startswith(f"data_{name}")
+
+
+def test_run_level_errors_raise_pipeline_error(tmp_path):
+    model = FakeFolder()
+    with pytest.raises(PipelineError, match="cannot read FASTA file"):
+        predict_fasta(tmp_path / "missing.fasta", tmp_path / "out", model=model)
+    (tmp_path / "empty.fasta").write_text("\n \n")
+    with pytest.raises(PipelineError, match="no FASTA records"):
+        predict_fasta(tmp_path / "empty.fasta", tmp_path / "out", model=model)
+    fasta = write_fasta(tmp_path / "in.fasta", [("p", "MKV")])
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(PipelineError, match="output directory .* is not a directory"):
+        predict_fasta(fasta, tmp_path / "a_file", model=model)
+    with pytest.raises(PipelineError, match="output directory .* is not usable"):
+        predict_fasta(fasta, tmp_path / "a_file" / "sub", model=model)
+    with pytest.raises(ValueError, match="formats"):
+        predict_fasta(fasta, tmp_path / "out", model=model, formats=("pdb", "xyz"))
+    assert model.calls == []
+
+
+def test_stale_temporary_files_of_a_killed_run_are_removed(tmp_path):
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    stale = outdir / ".p0.pdb.0123456789ab.tmp.pdb"
+    stale.write_text("ATOM  partial")
+    fasta = write_fasta(tmp_path / "in.fasta", [("p0", "MKV")])
+    predict_fasta(fasta, outdir, model=FakeFolder(), progress=False)
+    assert sorted(p.name for p in outdir.iterdir()) == ["p0.json", "p0.pdb", "summary.tsv"]
+
+
+def test_summary_round_trip_keeps_zeros_and_flattens_whitespace(tmp_path):
+    from esmfold_lite.io.outputs import read_summary as read_rows
+    from esmfold_lite.io.outputs import write_summary
+    from esmfold_lite.pipeline import ProteinResult
+
+    results = [
+        ProteinResult("a", 10, "ok", mean_plddt=0.0, ptm=0.5, seconds=0.0, notes="chunk size 128"),
+        ProteinResult("b", 3, "error", error="line one\nline\ttwo"),
+    ]
+    path = tmp_path / "summary.tsv"
+    write_summary(path, [r.to_row() for r in results])
+    assert path.read_text().splitlines()[0].split("\t")[:7] == [
+        "id", "length", "mean_plddt", "ptm", "status", "seconds", "error",
+    ]  # fmt: skip
+    back = [ProteinResult.from_row(row) for row in read_rows(path)]
+    assert back[0] == results[0]
+    assert back[1].error == "line one line two" and back[1].mean_plddt is None

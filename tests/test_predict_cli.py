@@ -1,0 +1,264 @@
+"""``esmfold-lite predict``: flags, outputs, exit codes, and being killed mid-run (a fake model stands in for ESMFold).
+
+``check_outputs`` verifies a finished OUTDIR the way a user would (every file parses, B-factors = pLDDT, summary rows
+complete); the end-to-end test on a checkpoint in the official format will reuse it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from biotite.structure.io import pdb, pdbx
+from fake_esmfold import FakeFolder
+
+import esmfold_lite
+from esmfold_lite.cli import build_parser, main
+
+FAKE_CLI = Path(__file__).with_name("fake_esmfold.py")
+ALL_FORMATS = ("pdb", "cif", "json", "npz", "png")
+RECORDS = {"ubq": "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG",
+           "gb1": "MTYKLILNGKTLKGETTTEAVDAATAEKVFKQYANDNGVDGEWTYDDATKTFTVTE",
+           "pair": "MKTAYIAKQRQISFVKSHFSRQ:GSHMLEDPVDAFQ"}  # fmt: skip
+
+
+def write_fasta(path: Path, records: dict[str, str]) -> Path:
+    path.write_text("".join(f">{name}\n{seq}\n" for name, seq in records.items()))
+    return path
+
+
+def read_summary(outdir: Path) -> dict[str, dict[str, str]]:
+    with (outdir / "summary.tsv").open(newline="") as handle:
+        return {row["id"]: row for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)}
+
+
+def temp_files(outdir: Path) -> list[str]:
+    return [p.name for p in outdir.iterdir() if p.name.startswith(".")]
+
+
+def check_outputs(outdir: Path, records: dict[str, str], formats=ALL_FORMATS) -> None:
+    """Every requested file of every record exists and parses; PDB/mmCIF B-factors are the JSON's pLDDT; one PDB chain
+    per ':'-separated chain; summary rows complete."""
+    summary = read_summary(outdir)
+    for name, sequence in records.items():
+        row = summary[name]
+        assert row["status"] == "ok" and row["error"] == ""
+        assert int(row["length"]) == len(sequence.replace(":", ""))
+        assert 0 <= float(row["mean_plddt"]) <= 100 and 0 <= float(row["ptm"]) <= 1 and float(row["seconds"]) >= 0
+        structures = []
+        if "pdb" in formats:
+            structures.append(
+                pdb.PDBFile.read(str(outdir / f"{name}.pdb")).get_structure(model=1, extra_fields=["b_factor"])
+            )
+        if "cif" in formats:
+            cif = pdbx.CIFFile.read(str(outdir / f"{name}.cif"))
+            structures.append(pdbx.get_structure(cif, model=1, extra_fields=["b_factor"]))
+        plddt = None
+        if "json" in formats:
+            data = json.loads((outdir / f"{name}.json").read_text())
+            plddt = np.asarray(data["plddt"])
+            assert data["mean_plddt"] == pytest.approx(float(row["mean_plddt"]), abs=1e-3)
+            assert data["ptm"] == pytest.approx(float(row["ptm"]), abs=1e-3)
+            assert np.asarray(data["pae"]).shape == (len(plddt), len(plddt)) and data["max_pae"] >= 0
+        if "npz" in formats:
+            arrays = np.load(outdir / f"{name}.npz")
+            assert arrays["positions"].shape == (int(row["length"]), 37, 3)
+            plddt = arrays["plddt"] if plddt is None else plddt
+        if "png" in formats:
+            assert (outdir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        for atoms in structures:
+            ca = atoms[atoms.atom_name == "CA"]
+            assert len(ca) == int(row["length"])
+            assert len(set(atoms.chain_id)) == sequence.count(":") + 1
+            if plddt is not None:
+                np.testing.assert_allclose(ca.b_factor, plddt, atol=0.01)
+
+
+@pytest.fixture
+def fake_models(monkeypatch) -> list[tuple[dict, FakeFolder]]:
+    """``esmfold_lite.load_model`` returns a new ``FakeFolder``; the list holds (loader arguments, model) per load."""
+    loaded = []
+
+    def load_model(source, lm=None, device=None, dtype=None, **kwargs):
+        loaded.append(({"source": source, "lm": lm, "device": device, "dtype": dtype, **kwargs}, FakeFolder()))
+        return loaded[-1][1]
+
+    monkeypatch.setattr(esmfold_lite, "load_model", load_model, raising=False)
+    return loaded
+
+
+def predict_parser():
+    return next(a for a in build_parser()._actions if a.dest == "command").choices["predict"]
+
+
+def test_help_explains_every_flag(capsys):
+    options = [a for a in predict_parser()._actions if a.option_strings and a.dest != "help"]
+    assert {a.option_strings[-1] for a in options} >= {
+        "--output-dir", "--model", "--lm", "--formats", "--num-recycles", "--chunk-size", "--max-tokens-per-batch",
+        "--max-length", "--device", "--dtype", "--cpu-offload", "--cpu-fallback", "--overwrite", "--verbose", "--quiet",
+    }  # fmt: skip
+    assert all(len(a.help) > 15 for a in options)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--help"])
+    assert exit_info.value.code == 0
+    assert "summary.tsv" in capsys.readouterr().out
+
+
+def test_predict_writes_every_format_and_passes_the_options(tmp_path, fake_models):
+    fasta = write_fasta(tmp_path / "in.fasta", RECORDS)
+    outdir = tmp_path / "out"
+    argv = ["predict", str(fasta), "-o", str(outdir), "--model", "esmfold_v1", "--lm", "lm.pt", "--device", "cpu",
+            "--dtype", "bfloat16", "--cpu-offload", "--num-recycles", "2", "--chunk-size", "64",
+            "--formats", "PDB, mmcif,json,npz,png", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    check_outputs(outdir, RECORDS)
+    (options, model), *more = fake_models
+    assert not more
+    assert options == {"source": "esmfold_v1", "lm": "lm.pt", "device": "cpu", "dtype": torch.bfloat16,
+                       "cpu_offload": True}  # fmt: skip
+    assert [(c["num_recycles"], c["chunk_size"]) for c in model.calls] == [(2, 64)]
+
+    # the same command again loads no model and folds nothing
+    assert main(argv) == 0 and len(fake_models) == 1
+
+
+def test_bad_records_fail_alone_with_exit_status_3(tmp_path, fake_models, caplog):
+    fasta = write_fasta(tmp_path / "in.fasta", {"good": "MKTAYIAK", "bad": "MKT4Y", "long": "A" * 30})
+    assert main(["predict", str(fasta), "-o", str(tmp_path / "out"), "--model", "m", "--max-length", "20"]) == 3
+    summary = read_summary(tmp_path / "out")
+    assert [row["status"] for row in summary.values()] == ["ok", "error", "error"]
+    assert "'4' at 4" in summary["bad"]["error"] and "maximum length 20" in summary["long"]["error"]
+    assert any("bad" in m and "'4' at 4" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("empty", "no FASTA records"),
+        ("missing_fasta", "cannot read FASTA file"),
+        ("outdir_is_file", "is not a directory"),
+        ("missing_weights", "cannot load the model from"),
+        ("corrupt_weights", "cannot load the model from"),
+    ],
+)
+def test_run_level_errors_are_one_line_and_exit_1(tmp_path, capsys, setup, message):
+    fasta = write_fasta(tmp_path / "in.fasta", {"p": "MKV"})
+    outdir, weights = tmp_path / "out", tmp_path / "missing.pt"
+    if setup == "empty":
+        fasta.write_text("")
+    elif setup == "missing_fasta":
+        fasta = tmp_path / "nothing.fasta"
+    elif setup == "outdir_is_file":
+        outdir.write_text("")
+    elif setup == "corrupt_weights":
+        weights = tmp_path / "corrupt.pt"
+        weights.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    assert main(["predict", str(fasta), "-o", str(outdir), "--model", str(weights), "--no-progress"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("esmfold-lite predict: error: ") and message in lines[-1]
+    assert not any(line.startswith("Traceback") for line in lines)
+
+
+@pytest.mark.parametrize("argv", [["--chunk-size", "0"], ["--formats", "pdb,xyz"], ["--max-tokens-per-batch", "-1"]])
+def test_invalid_flag_values_are_usage_errors(tmp_path, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "in.fasta", "-o", str(tmp_path), "--model", "m", *argv])
+    assert exit_info.value.code == 2
+
+
+def _start_fake_cli(fasta: Path, outdir: Path, log: Path, delay: float) -> subprocess.Popen:
+    env = {**os.environ, "FAKE_ESMFOLD_DELAY": str(delay), "FAKE_ESMFOLD_LOG": str(log)}
+    argv = [sys.executable, str(FAKE_CLI), "predict", str(fasta), "-o", str(outdir), "--model", "fake",
+            "--formats", "pdb,cif,json", "--max-tokens-per-batch", "1"]  # fmt: skip
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_ok_rows(process: subprocess.Popen, outdir: Path, count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if (outdir / "summary.tsv").exists():
+            if sum(row["status"] == "ok" for row in read_summary(outdir).values()) >= count:
+                return
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"no {count} finished proteins within {timeout} s")
+
+
+def test_killed_mid_run_leaves_no_partial_file_and_the_rerun_folds_only_the_rest(tmp_path, fake_models):
+    records = {f"p{i}": "MKTAYIAKQR"[: 3 + i % 7] * (i + 1) for i in range(8)}
+    fasta, outdir, log = write_fasta(tmp_path / "in.fasta", records), tmp_path / "out", tmp_path / "folded.log"
+    process = _start_fake_cli(fasta, outdir, log, delay=0.3)
+    _wait_for_ok_rows(process, outdir, 3)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+    summary = read_summary(outdir)
+    done = {name for name, row in summary.items() if row["status"] == "ok"}
+    assert 3 <= len(done) < len(records)
+    check_outputs(outdir, {name: records[name] for name in done}, formats=("pdb", "cif", "json"))
+    for path in outdir.iterdir():  # every file under its final name is whole, finished protein or not
+        if path.suffix == ".pdb" and not path.name.startswith("."):
+            pdb.PDBFile.read(str(path)).get_structure(model=1)
+        elif path.suffix == ".json" and not path.name.startswith("."):
+            json.loads(path.read_text())
+    stamps = {p.name: p.stat().st_mtime_ns for p in outdir.iterdir() if p.stem in done}
+
+    argv = ["predict", str(fasta), "-o", str(outdir), "--model", "fake", "--formats", "pdb,cif,json"]
+    assert main([*argv, "--max-tokens-per-batch", "1"]) == 0
+    (_, model), *_ = fake_models
+    assert sorted(model.folded) == sorted(seq for name, seq in records.items() if name not in done)
+    assert {p.name: p.stat().st_mtime_ns for p in outdir.iterdir() if p.stem in done} == stamps
+    assert temp_files(outdir) == []
+    check_outputs(outdir, records, formats=("pdb", "cif", "json"))
+
+
+def test_sigterm_stops_cleanly_with_status_143(tmp_path):
+    records = {f"p{i}": "GSHMKTAYIA" * (i + 1) for i in range(6)}
+    fasta, outdir, log = write_fasta(tmp_path / "in.fasta", records), tmp_path / "out", tmp_path / "folded.log"
+    process = _start_fake_cli(fasta, outdir, log, delay=0.3)
+    _wait_for_ok_rows(process, outdir, 1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert temp_files(outdir) == []
+    statuses = [row["status"] for row in read_summary(outdir).values()]
+    assert statuses[0] == "ok" and statuses[-1] == "pending"
+
+
+@pytest.fixture(scope="module")
+def official_checkpoint(tmp_path_factory) -> Path:
+    """A tiny randomized ESMFold written as the official fair-esm pair (``esmfold_3B_v1.pt`` + its LM beside it)."""
+    from esmfold_reference import tiny_hf_esmfold, write_fair_esmfold
+
+    esmfold_path, _ = write_fair_esmfold(tiny_hf_esmfold(), tmp_path_factory.mktemp("weights"))
+    return esmfold_path
+
+
+def test_end_to_end_on_a_checkpoint_in_the_official_format(tmp_path, official_checkpoint):
+    fasta = write_fasta(tmp_path / "in.fasta", {**RECORDS, "bad": "MKT4"})
+    outdir = tmp_path / "out"
+    argv = ["predict", str(fasta), "-o", str(outdir), "--model", str(official_checkpoint), "--device", "cpu",
+            "--num-recycles", "0", "--formats", ",".join(ALL_FORMATS), "--no-progress"]  # fmt: skip
+    assert main(argv) == 3  # the bad record
+    check_outputs(outdir, RECORDS)
+    assert read_summary(outdir)["bad"]["status"] == "error"
+
+    # batched and padded in the pipeline, each protein gets what folding it alone gives
+    model = esmfold_lite.load_model(official_checkpoint)
+    for name, sequence in RECORDS.items():
+        alone = model.fold([sequence], num_recycles=0).select(0)
+        arrays = np.load(outdir / f"{name}.npz")
+        np.testing.assert_allclose(arrays["positions"], alone.positions[0].numpy(), atol=1e-3)
+        np.testing.assert_allclose(arrays["plddt"], alone.plddt[0].numpy(), atol=1e-3)
+        assert float(arrays["ptm"]) == pytest.approx(float(alone.ptm[0]), abs=1e-4)
