@@ -1,0 +1,126 @@
+"""``esmfold-lite weights``: list, download and convert the official checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from esmfold_lite.cli import CliError
+from esmfold_lite.lm.esm2 import ESM2
+from esmfold_lite.lm.load import as_dtype, build_from_state
+from esmfold_lite.weights import registry
+from esmfold_lite.weights.download import HOME_ENV, DownloadError, cache_dir, checkpoint_path, fetch, locate
+from esmfold_lite.weights.esm2_format import checkpoint_kind_at, read_esm2, save_esm2
+from esmfold_lite.weights.safe_pickle import CheckpointError
+
+CACHE_HELP = f"checkpoint cache folder (default: ${HOME_ENV}, else ~/.cache/esmfold_lite); files go to DIR/checkpoints"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "weights",
+        help="list, download and convert official checkpoints",
+        description="Manage the official ESM / ESMFold checkpoints: list the known names and what is cached, "
+        "download them (resumable), and convert a fair-esm .pt into esmfold_lite's pickle-free format.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    listing = actions.add_parser(
+        "list",
+        help="show the known checkpoints and whether they are cached",
+        description="Show every known checkpoint name with its kind, approximate download size, whether it is in "
+        "the cache, and what it is.",
+    )
+    listing.add_argument("--cache-dir", metavar="DIR", type=Path, default=None, help=CACHE_HELP)
+    listing.set_defaults(func=run_list)
+
+    download = actions.add_parser(
+        "download",
+        help="download checkpoints into the cache",
+        description="Download checkpoints into DIR/checkpoints (see --cache-dir), with their contact-regression "
+        "file and, for ESMFold, the ESM-2 language model it needs. An interrupted download resumes from its "
+        ".part file when run again; files already in the cache are not downloaded again.",
+    )
+    download.add_argument("names", metavar="NAME", nargs="+", help="registry names, see `esmfold-lite weights list`")
+    download.add_argument("--cache-dir", metavar="DIR", type=Path, default=None, help=CACHE_HELP)
+    download.add_argument(
+        "--no-lm", action="store_true", help="for ESMFold names: skip the ESM-2 language model it needs"
+    )
+    download.set_defaults(func=run_download)
+
+    convert = actions.add_parser(
+        "convert",
+        help="convert an ESM-2 or ESMFold checkpoint to esmfold_lite's safetensors + json format",
+        description="Read an ESM-2 or ESMFold checkpoint (a fair-esm .pt, a transformers folder, or a registry "
+        "name) and write OUT.safetensors + OUT.json (or model.safetensors + model.json when OUT is an existing "
+        "folder). The result loads without unpickling anything. An ESM-2 .pt takes its contact-regression file "
+        "from beside it; a fair-esm ESMFold .pt needs its ESM-2 language model (see --lm), which is stored "
+        "inside the converted ESMFold checkpoint.",
+    )
+    convert.add_argument("input", metavar="IN", help="checkpoint to convert: .pt file, transformers folder or name")
+    convert.add_argument("output", metavar="OUT", type=Path, help="output stem (OUT.safetensors + OUT.json) or folder")
+    convert.add_argument(
+        "--lm",
+        metavar="SOURCE",
+        default=None,
+        help="fair-esm ESMFold .pt only: its ESM-2 language model (path or registry name); default: "
+        "esm2_t36_3B_UR50D.pt beside IN, else the registry copy in the cache (downloaded when missing)",
+    )
+    convert.add_argument(
+        "--dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default=None,
+        help="store the weights in this precision (default: ESM-2 keeps the precision IN stores; ESMFold is "
+        "stored in float32)",
+    )
+    convert.set_defaults(func=run_convert)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    print(f"cache: {cache_dir(args.cache_dir) / 'checkpoints'}")
+    print(f"{'name':28} {'kind':8} {'size (approx)':>13}  {'cached':6}  description")
+    for info in registry.CHECKPOINTS.values():
+        cached = "yes" if checkpoint_path(info.filename, args.cache_dir).is_file() else "no"
+        print(f"{info.name:28} {info.kind:8} {f'~{info.approx_size_gb:g} GB':>13}  {cached:6}  {info.description}")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    unknown = [name for name in args.names if registry.lookup(name) is None]
+    if unknown:
+        raise CliError(f"unknown checkpoint name(s) {', '.join(unknown)}; see `esmfold-lite weights list`")
+    names = []
+    for name in args.names:
+        info = registry.get(name)
+        names.append(info.name)
+        if info.lm and not args.no_lm:
+            names.append(info.lm)
+    for name in dict.fromkeys(names):
+        try:
+            path = fetch(name, args.cache_dir)
+        except DownloadError as exc:
+            raise CliError(str(exc)) from None
+        print(f"{name}: {path}")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    try:
+        path = locate(args.input)
+        if checkpoint_kind_at(path) == "esmfold":
+            from esmfold_lite.fold.load import load_model
+            from esmfold_lite.weights.esmfold_format import save_esmfold
+
+            model, save = load_model(args.input, lm=args.lm), save_esmfold
+        else:
+            if args.lm is not None:
+                raise CliError(f"--lm is for ESMFold checkpoints only; {args.input} is a language model")
+            config, state = read_esm2(path)
+            model, save = build_from_state(lambda: ESM2(config), state, path), save_esm2
+    except (CheckpointError, DownloadError) as exc:
+        raise CliError(str(exc)) from None
+    if args.dtype:
+        model.to(as_dtype(args.dtype))
+    stem = save(model, args.output)
+    print(f"wrote {stem.with_suffix('.safetensors')} and {stem.with_suffix('.json')}")
+    return 0

@@ -1,0 +1,304 @@
+"""ESM-2 checkpoints in their three formats -> ``(ESM2Config, state dict in ESM2's key names)``.
+
+* fair-esm ``.pt``: ``{"cfg": {"model": {encoder_layers, encoder_embed_dim, encoder_attention_heads,
+  token_dropout, ...}}, "model": state}`` with keys prefixed ``encoder.sentence_encoder.`` (the LM head:
+  ``encoder.``), plus the separate ``<stem>-contact-regression.pt`` beside it (``{"model": {contact_head...}}``).
+* transformers folder: ``config.json`` + ``model.safetensors`` / ``pytorch_model.bin`` (or their sharded
+  ``*.index.json``), keys ``esm.encoder.layer.N.attention.self.query.weight`` etc. (``esm.`` optional, as
+  ``EsmModel`` saves them; ``lm_head.*`` from ``EsmForMaskedLM``; without those the model has no LM head).
+* esmfold_lite's own ``<stem>.safetensors`` + ``<stem>.json`` (see ``own_format``).
+
+A missing contact regression is filled with zeros and warned about (the model still embeds; contacts are
+meaningless); a missing ``lm_head.weight`` is the token embedding it is tied to.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from esmfold_lite.lm.esm2 import ESM2, ESM2Config
+from esmfold_lite.weights.own_format import is_own_format, load_own_format, own_format_kind, save_own_format
+from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
+
+State = dict[str, torch.Tensor]
+
+FAIR_PREFIXES = ("encoder.sentence_encoder.", "encoder.")
+CONTACT_KEYS = ("contact_head.regression.weight", "contact_head.regression.bias")
+DROPPED_SUFFIXES = ("rot_emb.inv_freq", "rotary_embeddings.inv_freq", "embeddings.position_ids")
+"""Buffers some formats store that are recomputed here (rotary frequencies, position ids)."""
+
+# transformers module path <-> ESM2 module path, inside one layer and at the top level (without "esm.").
+HF_LAYER_MODULES = {
+    "attention.self.query": "self_attn.q_proj",
+    "attention.self.key": "self_attn.k_proj",
+    "attention.self.value": "self_attn.v_proj",
+    "attention.output.dense": "self_attn.out_proj",
+    "attention.LayerNorm": "self_attn_layer_norm",
+    "intermediate.dense": "fc1",
+    "output.dense": "fc2",
+    "LayerNorm": "final_layer_norm",
+}
+HF_TOP_MODULES = {
+    "embeddings.word_embeddings": "embed_tokens",
+    "encoder.emb_layer_norm_after": "emb_layer_norm_after",
+    "contact_head.regression": "contact_head.regression",
+}
+_HF_LEAVES = {"gamma": "weight", "beta": "bias"}  # old transformers LayerNorm names
+_HF_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
+_OUR_LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
+_OURS_TO_HF_LAYER = {ours: hf for hf, ours in HF_LAYER_MODULES.items()}
+_OURS_TO_HF_TOP = {ours: hf for hf, ours in HF_TOP_MODULES.items()}
+
+
+def hf_to_esm2_key(key: str) -> str | None:
+    """A transformers ESM key -> the ESM2 key; ``None`` for buffers/pooler weights ESM2 does not have.
+
+    ``esm.encoder.layer.3.attention.self.query.weight`` -> ``layers.3.self_attn.q_proj.weight``,
+    ``lm_head.decoder.weight`` -> ``lm_head.weight``. The ``esm.`` prefix is optional. Keys that are not part of an
+    ESM-2 model come back unchanged, so a strict load reports them.
+    """
+    if key.endswith(DROPPED_SUFFIXES) or key.startswith(("pooler.", "esm.pooler.")):
+        return None
+    if key.startswith("lm_head."):
+        module, _, leaf = key.rpartition(".")
+        return "lm_head.weight" if module == "lm_head.decoder" else f"{module}.{_HF_LEAVES.get(leaf, leaf)}"
+    inner = key.removeprefix("esm.")
+    module, _, leaf = inner.rpartition(".")
+    leaf = _HF_LEAVES.get(leaf, leaf)
+    layer = _HF_LAYER.match(module)
+    if layer and layer.group(2) in HF_LAYER_MODULES:
+        return f"layers.{layer.group(1)}.{HF_LAYER_MODULES[layer.group(2)]}.{leaf}"
+    if module in HF_TOP_MODULES:
+        return f"{HF_TOP_MODULES[module]}.{leaf}"
+    return key
+
+
+def esm2_to_hf_key(key: str, prefix: str = "esm.") -> str:
+    """An ESM2 key -> the transformers key (``prefix`` before the encoder keys; ``lm_head.*`` never prefixed).
+
+    Raises ``KeyError`` for a key that is not an ESM2 parameter.
+    """
+    if key == "lm_head.weight":
+        return "lm_head.decoder.weight"
+    if key.startswith("lm_head."):
+        return key
+    module, _, leaf = key.rpartition(".")
+    layer = _OUR_LAYER.match(module)
+    if layer and layer.group(2) in _OURS_TO_HF_LAYER:
+        return f"{prefix}encoder.layer.{layer.group(1)}.{_OURS_TO_HF_LAYER[layer.group(2)]}.{leaf}"
+    if module in _OURS_TO_HF_TOP:
+        return f"{prefix}{_OURS_TO_HF_TOP[module]}.{leaf}"
+    raise KeyError(f"{key!r} is not an ESM-2 parameter name")
+
+
+def hf_to_esm2_state_dict(state: Mapping[str, torch.Tensor]) -> State:
+    """Rename a transformers ESM state dict (EsmModel / EsmForMaskedLM) to ESM2's names, dropping buffers."""
+    renamed = {}
+    for key, value in state.items():
+        ours = hf_to_esm2_key(key)
+        if ours is not None:
+            renamed[ours] = value
+    return renamed
+
+
+def esm2_to_hf_state_dict(state: Mapping[str, torch.Tensor], prefix: str = "esm.") -> State:
+    """Rename an ESM2 state dict to transformers' ``EsmForMaskedLM`` names (``prefix=""``: EsmModel's)."""
+    return {esm2_to_hf_key(key, prefix): value for key, value in state.items()}
+
+
+def checkpoint_kind(data: Any) -> str:
+    """What a fair-esm ``.pt`` holds: "esm2", "esmfold", "esm1b" (also ESM-1v), "esm1", "msa", or "unknown"."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("model"), Mapping):
+        return "unknown"
+    cfg = data.get("cfg")
+    model_cfg = cfg.get("model") if isinstance(cfg, Mapping) else None
+    if isinstance(model_cfg, Mapping):
+        if "trunk" in model_cfg or any(str(key).startswith("trunk.") for key in data["model"]):
+            return "esmfold"
+        if "encoder_layers" in model_cfg:
+            return "esm2"
+    args = data.get("args")
+    arch = args.get("arch") if isinstance(args, Mapping) else None
+    return {"roberta_large": "esm1b", "protein_bert_base": "esm1", "msa_transformer": "msa"}.get(arch, "unknown")
+
+
+def checkpoint_kind_at(path: str | Path) -> str:
+    """:func:`checkpoint_kind` of a checkpoint in any format at an existing ``path`` ("esm2", "esmfold", ...).
+
+    A transformers folder is "esmfold" when its config says ``is_folding_model``, else "esm2"; a ``.pt`` is
+    unpickled (memory-mapped, so cheap) to look at its config.
+    """
+    path = Path(path)
+    kind = own_format_kind(path)
+    if kind is not None:
+        return kind
+    if path.is_dir():
+        config_path = path / "config.json"
+        is_folding = config_path.is_file() and json.loads(config_path.read_text()).get("is_folding_model")
+        return "esmfold" if is_folding else "esm2"
+    return checkpoint_kind(load_checkpoint(path))
+
+
+def esm2_config_from_fair(model_cfg: Mapping[str, Any]) -> ESM2Config:
+    """``cfg["model"]`` of a fair-esm ESM-2 checkpoint -> ``ESM2Config``."""
+    return ESM2Config(
+        num_layers=int(model_cfg["encoder_layers"]),
+        embed_dim=int(model_cfg["encoder_embed_dim"]),
+        attention_heads=int(model_cfg["encoder_attention_heads"]),
+        token_dropout=bool(model_cfg.get("token_dropout", True)),
+    )
+
+
+def strip_fair_prefixes(state: Mapping[str, torch.Tensor]) -> State:
+    """fair-esm's key upgrade: drop a leading ``encoder.sentence_encoder.`` or else ``encoder.``; drop buffers."""
+    stripped = {}
+    for key, value in state.items():
+        if key.endswith(DROPPED_SUFFIXES):
+            continue
+        for prefix in FAIR_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+                break
+        stripped[key] = value
+    return stripped
+
+
+def contact_regression_path(path: str | Path) -> Path:
+    """Where fair-esm expects the contact regression of ``<stem>.pt``: ``<stem>-contact-regression.pt`` beside it."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-contact-regression.pt")
+
+
+def read_fair_esm2(path: str | Path, data: Mapping[str, Any] | None = None) -> tuple[ESM2Config, State]:
+    """Config and state of a fair-esm ESM-2 ``.pt`` (``data``: its already-loaded content) and its regression file."""
+    path = Path(path)
+    data = load_checkpoint(path) if data is None else data
+    kind = checkpoint_kind(data)
+    if kind != "esm2":
+        raise CheckpointError(_wrong_kind_message(path, kind, data))
+    config = esm2_config_from_fair(data["cfg"]["model"])
+    state = strip_fair_prefixes(data["model"])
+    regression = contact_regression_path(path)
+    if regression.is_file():
+        state.update(strip_fair_prefixes(load_checkpoint(regression)["model"]))
+    hint = f"put {regression.name} (from the same release as {path.name}) at {regression}"
+    return config, complete_esm2_state(state, config, f"{path} ({hint})")
+
+
+def _wrong_kind_message(path: Path, kind: str, data: Any) -> str:
+    if kind == "esmfold":
+        return f"{path} is an ESMFold checkpoint, not a language model: load it with esmfold_lite.load_model"
+    if kind in ("esm1b", "esm1", "msa"):
+        arch = data["args"].get("arch")
+        return f"{path} is an ESM-1 family checkpoint (args.arch={arch!r}), not ESM-2; this reader handles ESM-2 only"
+    return (
+        f"not a checkpoint: {path} is not a fair-esm ESM-2 checkpoint; expected a dict with 'cfg' "
+        "({'model': {'encoder_layers': ..., ...}}) and 'model' (the state dict)"
+    )
+
+
+def esm2_config_from_hf(config: Mapping[str, Any], source: str | Path = "config.json") -> ESM2Config:
+    """A transformers ``EsmConfig`` dict -> ``ESM2Config``; refuses non-ESM-2 configurations."""
+    problems = []
+    if config.get("is_folding_model"):
+        problems.append("it is an ESMFold model (load it with esmfold_lite.load_model)")
+    if config.get("position_embedding_type") != "rotary":
+        problems.append(f"position_embedding_type is {config.get('position_embedding_type')!r}, ESM-2 uses 'rotary'")
+    if config.get("emb_layer_norm_before"):
+        problems.append("emb_layer_norm_before is set (an ESM-1b layout)")
+    if config.get("intermediate_size") != 4 * config.get("hidden_size", 0):
+        problems.append("intermediate_size is not 4 * hidden_size")
+    if config.get("vocab_size") != 33:
+        problems.append(f"vocab_size is {config.get('vocab_size')}, the ESM vocabulary has 33 tokens")
+    if problems:
+        raise CheckpointError(f"{source} does not describe an ESM-2 model: " + "; ".join(problems))
+    return ESM2Config(
+        num_layers=int(config["num_hidden_layers"]),
+        embed_dim=int(config["hidden_size"]),
+        attention_heads=int(config["num_attention_heads"]),
+        token_dropout=bool(config.get("token_dropout", False)),
+    )
+
+
+def read_transformers_state(folder: str | Path) -> State:
+    """All tensors of a transformers model folder (safetensors preferred; ``.bin`` via the safe unpickler)."""
+    folder = Path(folder)
+    for name, read in (("model.safetensors", load_file), ("pytorch_model.bin", load_checkpoint)):
+        if (folder / name).is_file():
+            return dict(read(str(folder / name)))
+        index = folder / f"{name}.index.json"
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            state: State = {}
+            for shard in shards:
+                state.update(read(str(folder / shard)))
+            return state
+    raise CheckpointError(
+        f"expected model.safetensors or pytorch_model.bin (or a sharded *.index.json) in folder {folder}"
+    )
+
+
+def read_transformers_esm2(folder: str | Path) -> tuple[ESM2Config, State]:
+    """Config and state of a transformers ESM-2 folder (``save_pretrained`` of EsmModel / EsmForMaskedLM)."""
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"expected config.json in folder {folder} (a transformers ESM-2 model folder)")
+    config = esm2_config_from_hf(json.loads(config_path.read_text()), config_path)
+    state = hf_to_esm2_state_dict(read_transformers_state(folder))
+    config.lm_head = any(key.startswith("lm_head.") for key in state)  # EsmModel folders have no LM head
+    return config, complete_esm2_state(state, config, str(folder))
+
+
+def read_own_esm2(path: str | Path) -> tuple[ESM2Config, State]:
+    """Config and state of an ESM-2 checkpoint in esmfold_lite's own format."""
+    kind, config, state = load_own_format(path)
+    if kind != "esm2":
+        raise CheckpointError(f"{path} holds an esmfold_lite {kind!r} checkpoint, not an ESM-2 language model")
+    esm2_config = ESM2Config(**config)
+    return esm2_config, complete_esm2_state(state, esm2_config, str(path))
+
+
+def read_esm2(path: str | Path) -> tuple[ESM2Config, State]:
+    """Read an ESM-2 checkpoint in any supported format (see module docstring) from an existing path."""
+    path = Path(path)
+    if is_own_format(path):
+        return read_own_esm2(path)
+    if path.is_dir():
+        return read_transformers_esm2(path)
+    if path.suffix in (".safetensors", ".json"):
+        raise CheckpointError(
+            f"not a checkpoint: {path} is a lone {path.suffix} file; pass the folder holding config.json + "
+            "model.safetensors (transformers) or the <stem>.safetensors + <stem>.json pair (esmfold_lite)"
+        )
+    return read_fair_esm2(path)
+
+
+def save_esm2(model: ESM2, path: str | Path) -> Path:
+    """Write ``model`` in esmfold_lite's own format (``<stem>.safetensors`` + ``<stem>.json``); returns the stem."""
+    return save_own_format(path, "esm2", asdict(model.config), model.state_dict())
+
+
+def complete_esm2_state(state: State, config: ESM2Config, source: str) -> State:
+    """Tie a missing ``lm_head.weight`` to the embedding; zero-fill a missing contact regression (with a warning)."""
+    if config.lm_head and "lm_head.weight" not in state and "embed_tokens.weight" in state:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    if not any(key in state for key in CONTACT_KEYS):
+        warnings.warn(
+            f"no contact regression weights for {source}: contact predictions will be meaningless "
+            "(embeddings and logits are unaffected)",
+            stacklevel=3,
+        )
+        in_features = config.num_layers * config.attention_heads
+        state[CONTACT_KEYS[0]] = torch.zeros(1, in_features)
+        state[CONTACT_KEYS[1]] = torch.zeros(1)
+    return state

@@ -1,0 +1,138 @@
+"""ESMFold checkpoints in their three formats → ``(ESMFoldConfig, trunk state, LM config or None, LM state or None)``.
+
+* fair-esm ``esmfold_3B_v1.pt``: ``{"cfg": {"model": {"trunk": {...}, "lddt_head_hid_dim": ...}}, "model": state}``
+  with no ``esm.*`` keys; the LM is a separate ESM-2 checkpoint (``esm2_t36_3B_UR50D.pt``).
+* transformers ``facebook/esmfold_v1`` folder: ``config.json`` (``esmfold_config`` with transformers' field names
+  for the structure module) + weights; trunk keys equal fair-esm's, LM keys are transformers' ``esm.*``.
+* esmfold_lite's own format, kind ``"esmfold"``: config ``{"esmfold": ..., "lm": ...}``, LM under ``esm.*``.
+
+Trunk state dicts come back without ``esm.*`` keys and without the ``af2_to_esm`` buffer (recomputed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from esmfold_lite.fold.config import ESMFoldConfig, StructureModuleConfig, TrunkConfig
+from esmfold_lite.lm.esm2 import ESM2Config
+from esmfold_lite.weights.esm2_format import (
+    checkpoint_kind,
+    complete_esm2_state,
+    esm2_config_from_hf,
+    hf_to_esm2_state_dict,
+    read_transformers_state,
+)
+from esmfold_lite.weights.own_format import is_own_format, load_own_format, save_own_format
+from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
+
+log = logging.getLogger(__name__)
+State = dict[str, torch.Tensor]
+LM_PREFIX = "esm."
+DROPPED_KEYS = ("af2_to_esm",)
+
+# transformers' StructureModuleConfig field → the official (fair-esm) name.
+HF_STRUCTURE_FIELDS = {
+    "sequence_dim": "c_s",
+    "pairwise_dim": "c_z",
+    "ipa_dim": "c_ipa",
+    "resnet_dim": "c_resnet",
+    "num_heads_ipa": "no_heads_ipa",
+    "num_qk_points": "no_qk_points",
+    "num_v_points": "no_v_points",
+    "num_blocks": "no_blocks",
+    "num_transition_layers": "no_transition_layers",
+    "num_resnet_blocks": "no_resnet_blocks",
+    "num_angles": "no_angles",
+}
+ABLATIONS = ("esm_ablate_pairwise", "esm_ablate_sequence", "bypass_lm")
+# Training-only settings of the originals that do not change inference.
+IGNORED_FIELDS = {"_name", "layer_drop", "cpu_grad_checkpoint", "fp16_esm", "use_esm_attn_map", "esm_input_dropout"}
+
+
+def _dataclass_from(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known - IGNORED_FIELDS
+    if unknown:
+        log.warning("ignoring unknown %s settings %s", where, sorted(unknown))
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def esmfold_config_from_dict(model_cfg: Mapping[str, Any], structure_names: Mapping[str, str] | None = None):
+    """A checkpoint's model config dict (fair-esm names, or transformers' with ``structure_names``) → ESMFoldConfig."""
+    trunk = dict(model_cfg.get("trunk", {}))
+    structure = {(structure_names or {}).get(k, k): v for k, v in dict(trunk.pop("structure_module", {})).items()}
+    for flag in ABLATIONS:
+        if model_cfg.get(flag):
+            raise CheckpointError(f"checkpoint config sets {flag}=True, an ablation esmfold_lite does not implement")
+    if model_cfg.get("embed_aa") is False:
+        raise CheckpointError("checkpoint config sets embed_aa=False, which esmfold_lite does not implement")
+    top = {k: v for k, v in model_cfg.items() if k not in ("trunk", "embed_aa", *ABLATIONS)}
+    config = _dataclass_from(ESMFoldConfig, top, "ESMFold")
+    config.trunk = _dataclass_from(TrunkConfig, trunk, "trunk")
+    config.trunk.structure_module = _dataclass_from(StructureModuleConfig, structure, "structure module")
+    return config
+
+
+def _split(state: Mapping[str, torch.Tensor]) -> tuple[State, State]:
+    """Checkpoint tensors → (trunk state, LM state with the ``esm.`` prefix removed)."""
+    trunk = {k: v for k, v in state.items() if not k.startswith(LM_PREFIX) and k not in DROPPED_KEYS}
+    lm = {k[len(LM_PREFIX) :]: v for k, v in state.items() if k.startswith(LM_PREFIX)}
+    return trunk, lm
+
+
+def read_fair_esmfold(path: Path) -> tuple[ESMFoldConfig, State]:
+    data = load_checkpoint(path)
+    kind = checkpoint_kind(data)
+    if kind != "esmfold":
+        raise CheckpointError(
+            f"{path} is not an ESMFold checkpoint (it looks like {kind!r}); expected esmfold_3B_v1.pt-style "
+            "{'cfg': {'model': {'trunk': ...}}, 'model': state_dict}"
+        )
+    trunk, _ = _split(data["model"])
+    return esmfold_config_from_dict(data["cfg"]["model"]), trunk
+
+
+def read_transformers_esmfold(folder: Path) -> tuple[ESMFoldConfig, State, ESM2Config, State]:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"expected config.json in folder {folder} (a transformers ESMFold model folder)")
+    config = json.loads(config_path.read_text())
+    if not config.get("is_folding_model"):
+        raise CheckpointError(f"{config_path} is not an ESMFold config (is_folding_model is not true)")
+    esmfold_config = esmfold_config_from_dict(config.get("esmfold_config") or {}, HF_STRUCTURE_FIELDS)
+    lm_config = esm2_config_from_hf({**config, "is_folding_model": False}, config_path)
+    trunk, hf_lm = _split(read_transformers_state(folder))
+    lm_state = hf_to_esm2_state_dict({LM_PREFIX + k: v for k, v in hf_lm.items()})
+    lm_config.lm_head = any(k.startswith("lm_head.") for k in lm_state)
+    return esmfold_config, trunk, lm_config, complete_esm2_state(lm_state, lm_config, str(folder))
+
+
+def read_own_esmfold(path: Path) -> tuple[ESMFoldConfig, State, ESM2Config, State]:
+    kind, config, state = load_own_format(path)
+    if kind != "esmfold":
+        raise CheckpointError(f"{path} holds an esmfold_lite {kind!r} checkpoint, not ESMFold; use load_language_model")
+    trunk, lm = _split(state)
+    return esmfold_config_from_dict(config["esmfold"]), trunk, ESM2Config(**config["lm"]), lm
+
+
+def read_esmfold(path: Path) -> tuple[ESMFoldConfig, State, ESM2Config | None, State | None]:
+    """Any supported ESMFold checkpoint at an existing ``path``; the LM parts are None for fair-esm files."""
+    if is_own_format(path):
+        return read_own_esmfold(path)
+    if path.is_dir():
+        return read_transformers_esmfold(path)
+    config, trunk = read_fair_esmfold(path)
+    return config, trunk, None, None
+
+
+def save_esmfold(model: torch.nn.Module, path: str | Path) -> Path:
+    """Write an ``ESMFold`` (trunk + LM) in esmfold_lite's own format; returns the stem."""
+    config = {"esmfold": asdict(model.cfg), "lm": asdict(model.esm.config)}
+    return save_own_format(path, "esmfold", config, model.state_dict())

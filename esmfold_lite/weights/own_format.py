@@ -1,0 +1,84 @@
+"""esmfold_lite's own checkpoint format: ``<stem>.safetensors`` (tensors) + ``<stem>.json`` (what they are).
+
+The json is ``{"format": "esmfold_lite", "kind": "esm2" | "esmfold", "config": {...}, "tied": {...}}``: ``config`` is
+the model config dataclass as a dict, ``tied`` maps each state-dict key that shares its tensor with another key
+(ESM-2's LM head and token embedding) to that key, since safetensors stores a shared tensor once. Loading needs no
+pickle. A checkpoint is addressed by its stem, either file, or a folder holding ``model.safetensors`` +
+``model.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from esmfold_lite.weights.safe_pickle import CheckpointError
+
+FORMAT = "esmfold_lite"
+FOLDER_STEM = "model"
+
+
+def own_format_stem(path: str | Path) -> Path:
+    """``x``, ``x.json`` or ``x.safetensors`` -> ``x``; a folder -> ``folder/model``."""
+    path = Path(path)
+    if path.is_dir():
+        return path / FOLDER_STEM
+    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+
+
+def own_format_kind(path: str | Path) -> str | None:
+    """The ``kind`` of the checkpoint ``path`` addresses in this format, or None when it is not in this format."""
+    meta = own_format_stem(path).with_suffix(".json")
+    if not meta.is_file():
+        return None
+    try:
+        content = json.loads(meta.read_text())
+    except ValueError:
+        return None
+    return content.get("kind") if isinstance(content, dict) and content.get("format") == FORMAT else None
+
+
+def is_own_format(path: str | Path) -> bool:
+    """Whether ``path`` addresses a checkpoint in this format (its json says ``"format": "esmfold_lite"``)."""
+    return own_format_kind(path) is not None
+
+
+def save_own_format(path: str | Path, kind: str, config: dict[str, Any], state: dict[str, torch.Tensor]) -> Path:
+    """Write ``<stem>.safetensors`` + ``<stem>.json``; returns the stem. Shared tensors are stored once."""
+    stem = own_format_stem(path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    tied: dict[str, str] = {}
+    first_key_of: dict[tuple, str] = {}
+    for key, value in state.items():
+        identity = (value.untyped_storage().data_ptr(), value.storage_offset(), value.shape, value.stride())
+        if value.numel() and identity in first_key_of:
+            tied[key] = first_key_of[identity]
+            continue
+        first_key_of[identity] = key
+        tensors[key] = value.detach().contiguous().cpu()
+    save_file(tensors, str(stem.with_suffix(".safetensors")), metadata={"format": FORMAT, "kind": kind})
+    meta = {"format": FORMAT, "kind": kind, "config": config, "tied": tied}
+    stem.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return stem
+
+
+def load_own_format(path: str | Path) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+    """``(kind, config dict, state dict)`` of a checkpoint written by :func:`save_own_format`."""
+    stem = own_format_stem(path)
+    meta_path, tensor_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    if not is_own_format(stem):
+        raise CheckpointError(
+            f'not an esmfold_lite checkpoint: expected {meta_path} with "format": "{FORMAT}" next to {tensor_path}'
+        )
+    if not tensor_path.is_file():
+        raise CheckpointError(f"incomplete esmfold_lite checkpoint: {meta_path} exists but {tensor_path} is missing")
+    meta = json.loads(meta_path.read_text())
+    state = load_file(str(tensor_path))
+    for key, source in meta.get("tied", {}).items():
+        state[key] = state[source]
+    return meta["kind"], meta["config"], state

@@ -1,0 +1,111 @@
+"""The official checkpoints: names, download URLs (as fair-esm's ``esm/pretrained.py`` builds them), companions.
+
+Sizes are approximate download sizes, for display only; no exact byte counts or checksums are published, so
+``size_bytes``/``sha256`` stay ``None`` unless filled from a trusted source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODEL_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{}.pt"
+REGRESSION_URL = "https://dl.fbaipublicfiles.com/fair-esm/regression/{}-contact-regression.pt"
+
+KINDS = ("esm2", "esmfold", "esm1b", "esm1v", "msa")
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One official checkpoint.
+
+    Attributes:
+        name: the registry name (what ``load_language_model`` / ``load_model`` accept).
+        kind: "esm2", "esmfold", "esm1b", "esm1v" or "msa".
+        file_stem: the file name without ``.pt`` (differs from ``name`` only for ESMFold).
+        approx_size_gb: approximate download size in GB (display only).
+        description: one line for ``esmfold-lite weights list``.
+        has_contact_regression: whether ``<file_stem>-contact-regression.pt`` exists (fair-esm: all but ESM-1v
+            and ESMFold).
+        lm: the registry name of the language model an ESMFold checkpoint needs.
+        size_bytes, sha256: exact size / SHA-256 of the main file when known (verified after download).
+    """
+
+    name: str
+    kind: str
+    file_stem: str
+    approx_size_gb: float
+    description: str
+    has_contact_regression: bool = True
+    lm: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+
+    @property
+    def filename(self) -> str:
+        return f"{self.file_stem}.pt"
+
+    @property
+    def url(self) -> str:
+        return MODEL_URL.format(self.file_stem)
+
+    @property
+    def regression_filename(self) -> str | None:
+        return f"{self.file_stem}-contact-regression.pt" if self.has_contact_regression else None
+
+    @property
+    def regression_url(self) -> str | None:
+        return REGRESSION_URL.format(self.file_stem) if self.has_contact_regression else None
+
+
+def _esm2(layers: int, params: str, size_gb: float, width: int) -> CheckpointInfo:
+    name = f"esm2_t{layers}_{params}_UR50D"
+    return CheckpointInfo(name, "esm2", name, size_gb, f"ESM-2, {params} parameters, {layers} layers, width {width}")
+
+
+def _esm1v(seed: int) -> CheckpointInfo:
+    name = f"esm1v_t33_650M_UR90S_{seed}"
+    description = f"ESM-1v variant-effect model {seed} of 5, 650M parameters (UniRef90)"
+    return CheckpointInfo(name, "esm1v", name, 7.3, description, has_contact_regression=False)
+
+
+CHECKPOINTS: dict[str, CheckpointInfo] = {
+    info.name: info
+    for info in (
+        _esm2(6, "8M", 0.03, 320),
+        _esm2(12, "35M", 0.13, 480),
+        _esm2(30, "150M", 0.6, 640),
+        _esm2(33, "650M", 2.5, 1280),
+        _esm2(36, "3B", 5.7, 2560),
+        _esm2(48, "15B", 29.0, 5120),
+        CheckpointInfo(
+            "esmfold_v1",
+            "esmfold",
+            "esmfold_3B_v1",
+            2.7,
+            "ESMFold v1 folding trunk and structure module (needs esm2_t36_3B_UR50D)",
+            has_contact_regression=False,
+            lm="esm2_t36_3B_UR50D",
+        ),
+        CheckpointInfo("esm1b_t33_650M_UR50S", "esm1b", "esm1b_t33_650M_UR50S", 7.3, "ESM-1b, 650M parameters"),
+        *(_esm1v(seed) for seed in range(1, 6)),
+        CheckpointInfo(
+            "esm_msa1b_t12_100M_UR50S", "msa", "esm_msa1b_t12_100M_UR50S", 1.3, "MSA Transformer, 100M parameters"
+        ),
+    )
+}
+"""Registry name -> checkpoint."""
+
+
+def lookup(name: str) -> CheckpointInfo | None:
+    """The checkpoint with this registry name or file stem (``esmfold_3B_v1`` finds ``esmfold_v1``), else None."""
+    if name in CHECKPOINTS:
+        return CHECKPOINTS[name]
+    return next((info for info in CHECKPOINTS.values() if info.file_stem == name), None)
+
+
+def get(name: str) -> CheckpointInfo:
+    """Like :func:`lookup` but raises ``KeyError`` listing the known names."""
+    info = lookup(name)
+    if info is None:
+        raise KeyError(f"unknown checkpoint name {name!r}; known names: {', '.join(CHECKPOINTS)}")
+    return info

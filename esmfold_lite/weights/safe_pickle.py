@@ -1,0 +1,255 @@
+"""Load official ``.pt`` checkpoints without running pickle code.
+
+fair-esm checkpoints are pickles that hold, next to the tensors, an omegaconf ``DictConfig`` (ESM-2, ESMFold) or an
+``argparse.Namespace`` (ESM-1b, ESM-1v, MSA Transformer). ``torch.load(weights_only=True)`` refuses those, and
+``weights_only=False`` would run whatever callable the file names. Here the unpickler resolves every global through
+an allow-list instead: torch's tensor/storage rebuild functions and dtypes, plain builtin containers, numpy scalars,
+and stand-ins for the config classes that record their pickled state without importing omegaconf. The result is
+then turned into plain Python: configs become ``dict``/``list``, a ``Namespace`` becomes a ``dict``. Any other global
+raises :class:`UnsafePickleError` naming it and the file, before anything is called.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import pickle
+import types
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be read as the checkpoint it was given as; the message names the file and the fix."""
+
+
+class UnsafePickleError(CheckpointError, pickle.UnpicklingError):
+    """The pickle names a global outside the allow-list (it would run code or build an unknown object)."""
+
+
+class _ConfigStandIn:
+    """Stand-in for a pickled config object: keeps the state ``BUILD`` gives it; :func:`to_plain` converts it."""
+
+    kind = ""  # "dict" (DictConfig), "list" (ListConfig), "node" (a leaf value), "metadata", "namespace"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _ConfigStandIn:
+        return super().__new__(cls)
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # (__dict__, __slots__ values)
+            merged: dict = {}
+            for part in state:
+                merged.update(part or {})
+            state = merged
+        self.state = state if isinstance(state, dict) else {}
+
+    def plain(self) -> Any:
+        state = getattr(self, "state", {})
+        if self.kind == "namespace":
+            return {key: to_plain(value) for key, value in state.items()}
+        if self.kind == "node":
+            return to_plain(state.get("_val", state.get("_content")))
+        if self.kind in ("dict", "list"):
+            return to_plain(state.get("_content"))  # None, "???" (missing) and "${...}" interpolations stay strings
+        return None
+
+
+_STAND_INS: dict[str, type[_ConfigStandIn]] = {}
+
+
+def _stand_in(module: str, name: str, kind: str) -> type[_ConfigStandIn]:
+    """The stand-in class for one pickled class name, created on first use."""
+    key = f"{module}.{name}"
+    if key not in _STAND_INS:
+        _STAND_INS[key] = type(name, (_ConfigStandIn,), {"kind": kind})
+    return _STAND_INS[key]
+
+
+class _TypeAnnotation(str):
+    """A typing object (``typing.Any``, ``Optional[int]``) from config metadata, kept as its name only."""
+
+
+def _subscript(base: Any, args: Any) -> _TypeAnnotation:
+    """``operator.getitem`` as typing generics pickle it (``Dict[str, Any]``); nothing else is indexed."""
+    if not isinstance(base, _TypeAnnotation):
+        raise UnsafePickleError(f"refused global '_operator.getitem' applied to {type(base).__name__}")
+    names = args if isinstance(args, tuple) else (args,)
+    return _TypeAnnotation(f"{base}[{', '.join(getattr(a, '__name__', str(a)) for a in names)}]")
+
+
+def _type_of(obj: Any) -> _TypeAnnotation:
+    """``builtins.type`` as ``type(None)`` pickles; nothing else."""
+    if obj is not None:
+        raise UnsafePickleError(f"refused global 'builtins.type' applied to {type(obj).__name__}")
+    return _TypeAnnotation("NoneType")
+
+
+def _encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles store ``bytes``; only the latin-1 codec."""
+    normalized = encoding.lower().replace("-", "").replace("_", "") if isinstance(encoding, str) else None
+    if normalized not in ("latin1", "iso88591"):
+        raise UnsafePickleError(f"refused global '_codecs.encode' with codec {encoding!r}")
+    return text.encode("latin-1")
+
+
+def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
+    """``numpy.core.multiarray.scalar`` for plain numeric dtypes (object scalars are refused)."""
+    import numpy
+
+    if not isinstance(dtype, numpy.dtype) or dtype.hasobject or not isinstance(data, bytes):
+        raise UnsafePickleError(f"refused numpy scalar of dtype {dtype!r}")
+    return numpy.frombuffer(data, dtype=dtype, count=1)[0]
+
+
+def _tensor_from_type(func: Any, new_type: Any, args: tuple, state: Any) -> torch.Tensor:
+    """``torch._tensor._rebuild_from_type_v2`` restricted to plain tensors (Python attributes are dropped)."""
+    if new_type not in (torch.Tensor, torch.nn.Parameter) or func not in _TENSOR_REBUILDERS:
+        raise UnsafePickleError(f"refused tensor subclass {getattr(new_type, '__name__', new_type)!r}")
+    return func(*args)
+
+
+_TENSOR_REBUILDERS = {
+    torch._utils._rebuild_tensor,
+    torch._utils._rebuild_tensor_v2,
+    torch._utils._rebuild_parameter,
+    torch._utils._rebuild_parameter_with_state,
+}
+
+_BUILTINS = (dict, list, tuple, set, frozenset, int, float, bool, str, bytes, bytearray, complex)
+
+
+def _allowed_globals() -> dict[str, Any]:
+    allowed: dict[str, Any] = {f"builtins.{t.__name__}": t for t in _BUILTINS}
+    allowed.update({f"torch._utils.{f.__name__}": f for f in _TENSOR_REBUILDERS})
+    allowed.update({f"torch.{n}": getattr(torch, n) for n in dir(torch) if isinstance(getattr(torch, n), torch.dtype)})
+    allowed.update(
+        {
+            "torch._tensor._rebuild_from_type_v2": _tensor_from_type,
+            "torch.Size": torch.Size,
+            "torch.device": torch.device,
+            "collections.OrderedDict": OrderedDict,
+            "collections.defaultdict": lambda *factory: {},  # config metadata caches; contents arrive as SETITEMS
+            "builtins.type": _type_of,
+            "_operator.getitem": _subscript,
+            "_codecs.encode": _encode,
+            "argparse.Namespace": _stand_in("argparse", "Namespace", "namespace"),
+        }
+    )
+    return allowed
+
+
+_ALLOWED = _allowed_globals()
+_OMEGACONF_KINDS = {"DictConfig": "dict", "ListConfig": "list", "Metadata": "metadata", "ContainerMetadata": "metadata"}
+
+
+def resolve_global(module: str, name: str) -> Any:
+    """The object an allowed pickle global stands for; :class:`UnsafePickleError` for every other global."""
+    key = f"{module}.{name}"
+    if key in _ALLOWED:
+        return _ALLOWED[key]
+    if module == "typing":
+        return _TypeAnnotation(key)
+    if module.split(".")[0] == "omegaconf":
+        if name in _OMEGACONF_KINDS:
+            return _stand_in(module, name, _OMEGACONF_KINDS[name])
+        if module == "omegaconf.nodes" and name.endswith("Node"):
+            return _stand_in(module, name, "node")
+    if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "scalar":
+        return _numpy_scalar
+    if key == "numpy.dtype":
+        import numpy
+
+        return numpy.dtype
+    raise UnsafePickleError(f"refused to unpickle global '{key}'")
+
+
+class SafeUnpickler(pickle._Unpickler):
+    """Pure-Python unpickler whose globals come from :func:`resolve_global` only.
+
+    ``BUILD`` (setting an object's state, which falls back to ``setattr``) is allowed only on config stand-ins and
+    numpy dtypes, so a pickle cannot modify the allowed functions or classes. The pure-Python unpickler is fast
+    enough: in torch files the tensor bytes live outside the pickle.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def find_class(self, module: str, name: str) -> Any:
+        if self.proto < 3:  # Python 2 names (``__builtin__.unicode``) as ``pickle`` itself maps them
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        return resolve_global(module, name)
+
+    def load_build(self) -> None:
+        target = self.stack[-2]  # the stack ends with (object, state)
+        if not isinstance(target, _ConfigStandIn) and not _is_numpy_dtype(target):
+            raise UnsafePickleError(f"refused to set the state of a {type(target).__name__} object")
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+
+def _is_numpy_dtype(obj: Any) -> bool:
+    if not type(obj).__module__.startswith("numpy"):
+        return False
+    import numpy
+
+    return isinstance(obj, numpy.dtype)
+
+
+def _load(file: Any, **kwargs: Any) -> Any:
+    return SafeUnpickler(file, **kwargs).load()
+
+
+PICKLE_MODULE = types.SimpleNamespace(Unpickler=SafeUnpickler, load=_load, __name__=__name__)
+"""What ``torch.load(..., pickle_module=PICKLE_MODULE)`` needs: ``Unpickler`` and ``load``."""
+
+
+def to_plain(obj: Any) -> Any:
+    """Config stand-ins -> ``dict``/``list``/values, numpy scalars -> Python numbers; tensors untouched."""
+    if isinstance(obj, _ConfigStandIn):
+        return obj.plain()
+    if type(obj).__module__ == "numpy" and hasattr(obj, "item"):  # numpy scalars (np.float64 is a float subclass)
+        return obj.item()
+    if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (str, int, float, bool, bytes)):
+        return obj
+    if isinstance(obj, dict):
+        converted = ((to_plain(key), to_plain(value)) for key, value in obj.items())
+        return OrderedDict(converted) if isinstance(obj, OrderedDict) else dict(converted)
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return type(obj)(to_plain(item) for item in obj)
+    return obj
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """Read a ``torch.save`` file (zip or legacy format) or a plain pickle through the allow-list.
+
+    Returns plain Python objects: tensors, ``dict``/``OrderedDict``/``list``, configs as ``dict``. Zip files are
+    memory-mapped, so a large checkpoint's tensors are paged in as they are used.
+
+    Raises:
+        UnsafePickleError: the file names a global outside the allow-list (nothing from it was called).
+        CheckpointError: the file does not exist or is not a pickle/torch checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"not a checkpoint: {path} does not exist or is not a file")
+    try:
+        data = torch.load(
+            path,
+            map_location=map_location,
+            pickle_module=PICKLE_MODULE,
+            weights_only=False,  # required with a custom pickle_module; PICKLE_MODULE is the safety
+            mmap=zipfile.is_zipfile(path),
+        )
+    except UnsafePickleError as exc:
+        raise UnsafePickleError(
+            f"{path}: {exc}. esmfold_lite only loads tensors, plain containers and omegaconf/argparse configs "
+            "from .pt files and runs no pickle code; this file holds something else, so it is not an official "
+            "ESM/ESMFold checkpoint (or it was modified)."
+        ) from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"not a checkpoint: {path} could not be read as a torch .pt file ({exc})") from exc
+    return to_plain(data)

@@ -1,0 +1,113 @@
+"""The allow-list unpickler: official-style checkpoints load into plain Python, anything executable is refused."""
+
+import argparse
+import io
+import os
+import pickle
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from esmfold_lite.weights.safe_pickle import CheckpointError, SafeUnpickler, UnsafePickleError, load_checkpoint
+
+
+class WritesMarker:
+    """Unpickling this calls os.system, which would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def state_dict() -> OrderedDict:
+    generator = torch.Generator().manual_seed(0)
+    return OrderedDict(
+        [
+            ("encoder.sentence_encoder.embed_tokens.weight", torch.randn(33, 8, generator=generator)),
+            ("encoder.lm_head.bias", torch.randn(33, generator=generator).half()),
+            ("param", torch.nn.Parameter(torch.randn(2, 3, generator=generator))),
+        ]
+    )
+
+
+def assert_same_state(loaded, original):
+    assert type(loaded) is OrderedDict and list(loaded) == list(original)
+    for key in original:
+        assert loaded[key].dtype == original[key].dtype
+        assert torch.equal(loaded[key], original[key])
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_omegaconf_cfg_becomes_plain_dicts(tmp_path, zip_format):
+    model_cfg = {
+        "encoder_layers": 2,
+        "encoder_embed_dim": 8,
+        "token_dropout": True,
+        "dropout": 0.1,
+        "arch": "esm2",
+        "layers_list": [1, 2.5, "x", None, {"nested": [True]}],
+        "interpolated": "${encoder_layers}",
+        "missing": "???",
+        "none": None,
+    }
+    state = state_dict()
+    path = tmp_path / "esm2.pt"
+    checkpoint = {
+        "cfg": {"model": OmegaConf.create(model_cfg), "task": OmegaConf.create({"name": "mlm"})},
+        "model": state,
+    }
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=zip_format)
+    loaded = load_checkpoint(path)
+    assert type(loaded["cfg"]["model"]) is dict
+    assert loaded["cfg"] == {"model": model_cfg, "task": {"name": "mlm"}}
+    assert type(loaded["cfg"]["model"]["layers_list"]) is list
+    assert_same_state(loaded["model"], state)
+
+
+def test_argparse_namespace_and_numpy_scalars_become_plain(tmp_path):
+    args = argparse.Namespace(arch="roberta_large", layers=33, lr=np.float64(1e-4), seed=np.int64(7), betas=(0.9, 0.98))
+    path = tmp_path / "esm1b.pt"
+    state = state_dict()
+    torch.save({"args": args, "model": state, "tags": {"a", "b"}, "blob": b"\x00\xff"}, path)
+    loaded = load_checkpoint(path)
+    assert loaded["args"] == {"arch": "roberta_large", "layers": 33, "lr": 1e-4, "seed": 7, "betas": (0.9, 0.98)}
+    assert type(loaded["args"]["lr"]) is float and type(loaded["args"]["seed"]) is int
+    assert loaded["tags"] == {"a", "b"} and loaded["blob"] == b"\x00\xff"
+    assert_same_state(loaded["model"], state)
+
+
+def test_malicious_reduce_is_refused_in_zip_and_plain_pickle(tmp_path):
+    marker = tmp_path / "marker"
+    in_zip = tmp_path / "evil.pt"
+    torch.save({"cfg": {}, "model": state_dict(), "payload": WritesMarker(marker)}, in_zip)
+    plain = tmp_path / "evil.pkl"
+    plain.write_bytes(pickle.dumps({"payload": WritesMarker(marker)}, protocol=2))
+    for path in (in_zip, plain):
+        with pytest.raises(UnsafePickleError, match=rf"{path.name}: refused to unpickle global '(posix|nt)\.system'"):
+            load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_setting_state_of_an_allowed_object_is_refused():
+    # OrderedDict() then BUILD with {"x": 1}: would setattr on an object that is not a config stand-in
+    payload = b"\x80\x02ccollections\nOrderedDict\n)R}X\x01\x00\x00\x00xK\x01sb."
+    with pytest.raises(UnsafePickleError, match="refused to set the state of a OrderedDict"):
+        SafeUnpickler(io.BytesIO(payload)).load()
+
+
+def test_other_globals_and_non_checkpoints_give_clear_errors(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"fn": torch.nn.Linear(2, 2)}, path)
+    with pytest.raises(UnsafePickleError, match="refused to unpickle global 'torch.nn.modules.linear.Linear'"):
+        load_checkpoint(path)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a checkpoint: .*notes.pt"):
+        load_checkpoint(text)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "absent.pt")
