@@ -7,38 +7,11 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from randomize import randomize_
 from transformers import EsmConfig, EsmForProteinFolding
 
 from esmfold_lite.weights.esm2_format import hf_to_esm2_state_dict
-
-# transformers' structure-module field names -> the official ones (fair-esm cfg)
-_STRUCTURE_NAMES = {
-    "sequence_dim": "c_s",
-    "pairwise_dim": "c_z",
-    "ipa_dim": "c_ipa",
-    "resnet_dim": "c_resnet",
-    "num_heads_ipa": "no_heads_ipa",
-    "num_qk_points": "no_qk_points",
-    "num_v_points": "no_v_points",
-    "num_blocks": "no_blocks",
-    "num_transition_layers": "no_transition_layers",
-    "num_resnet_blocks": "no_resnet_blocks",
-    "num_angles": "no_angles",
-}
-
-
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every parameter random: matrices ~ N(0, 1/fan_in), vectors ~ 0.1·N(0, 1) (+1 for norm weights)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            if p.ndim >= 2:
-                p.copy_(noise / p.shape[-1] ** 0.5)
-            else:
-                is_norm_weight = "norm" in name.lower() and name.endswith("weight")
-                p.copy_(0.1 * noise + (1.0 if is_norm_weight else 0.0))
-    return model
+from esmfold_lite.weights.esmfold_format import HF_STRUCTURE_FIELDS
 
 
 def tiny_hf_esmfold(
@@ -84,11 +57,11 @@ def tiny_hf_esmfold(
 
 def _fair_cfg(model: EsmForProteinFolding) -> dict:
     trunk = model.config.esmfold_config.trunk.to_dict()
-    structure = {_STRUCTURE_NAMES.get(k, k): v for k, v in dict(trunk.pop("structure_module")).items()}
+    structure = {HF_STRUCTURE_FIELDS.get(k, k): v for k, v in dict(trunk.pop("structure_module")).items()}
     keep = ("num_blocks", "sequence_state_dim", "pairwise_state_dim", "sequence_head_width", "pairwise_head_width",
             "position_bins", "dropout", "layer_drop", "cpu_grad_checkpoint", "max_recycles", "chunk_size")  # fmt: skip
     trunk = {k: trunk[k] for k in keep}
-    trunk["structure_module"] = {k: v for k, v in structure.items() if k in set(_STRUCTURE_NAMES.values()) | {
+    trunk["structure_module"] = {k: v for k, v in structure.items() if k in set(HF_STRUCTURE_FIELDS.values()) | {
         "dropout_rate", "trans_scale_factor", "epsilon", "inf"}}  # fmt: skip
     return {
         "_name": "ESMFoldConfig",

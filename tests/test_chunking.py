@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from randomize import randomize_
 
 from esmfold_lite.fold.attention import SequenceAttention
 from esmfold_lite.fold.chunking import chunk_apply
@@ -10,17 +11,6 @@ from esmfold_lite.fold.triangle_multiplication import TriangleMultiplication
 from esmfold_lite.fold.trunk_block import TriangularSelfAttentionBlock
 
 CHUNK_SIZES = [None, 1, 3, 16]
-
-
-def randomize_(module: torch.nn.Module, seed: int) -> None:
-    """Every parameter random (ESMFold zero-initialises many output layers, which would hide a miswiring)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
-            else:
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
 
 
 def padded_inputs(seed: int, batch: int = 2, length: int = 7, c_s: int = 32, c_z: int = 16):

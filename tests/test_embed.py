@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from randomize import randomize_
 
 from esmfold_lite.alphabet import ESM_ALPHABET
 from esmfold_lite.cli import main
@@ -14,21 +15,10 @@ TOL = dict(atol=1e-5, rtol=1e-5)
 SEQUENCES = ["MKTAYIAKQRQISF", "ACDEFGHIKLMNPQRSTVWYACDEFG", "MLVW", "GG<mask>HKL", "PQRSTVWYAC"]
 
 
-def randomize(model: torch.nn.Module, seed: int = 0) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=generator)
-            if p.ndim >= 2:
-                p.copy_(noise / p.shape[-1] ** 0.5)
-            else:
-                p.copy_((1 if "layer_norm" in name else 0) + 0.1 * noise)
-
-
 @pytest.fixture(scope="module")
 def model() -> ESM2:
     model = ESM2(ESM2Config(num_layers=3, embed_dim=40, attention_heads=5)).eval()
-    randomize(model)
+    randomize_(model)
     return model
 
 

@@ -7,6 +7,7 @@ import esm
 import pytest
 import torch
 from omegaconf import OmegaConf
+from randomize import randomize_
 from transformers import EsmConfig, EsmForMaskedLM, EsmModel
 
 import esmfold_lite
@@ -28,24 +29,10 @@ SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "AC<mask>DEFGHIK", "MLVW"]
 ATOL = 1e-5
 
 
-def randomize(model: torch.nn.Module, seed: int = 0) -> None:
-    """Every parameter random: matrices normal / sqrt(fan_in), LayerNorm weights 1 + noise, other vectors noise."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=generator)
-            if p.ndim >= 2:
-                p.copy_(noise / p.shape[-1] ** 0.5)
-            elif "layer_norm" in name:
-                p.copy_(1 + 0.1 * noise)
-            else:
-                p.copy_(0.1 * noise)
-
-
 @pytest.fixture(scope="module")
 def fair() -> esm.model.esm2.ESM2:
     model = esm.model.esm2.ESM2(NUM_LAYERS, EMBED_DIM, HEADS, esm.Alphabet.from_architecture("ESM-1b"), True)
-    randomize(model)
+    randomize_(model)
     return model.eval()
 
 

@@ -3,6 +3,7 @@
 import esm
 import pytest
 import torch
+from randomize import randomize_
 from transformers import EsmConfig, EsmForMaskedLM, EsmModel
 
 from esmfold_lite.alphabet import ESM_ALPHABET
@@ -15,24 +16,10 @@ SIZES = [(2, 30, 3), (3, 40, 5), (4, 32, 4)]
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "AC<mask>DEFG<mask>HIK", "MLVW", "<mask>KLPQR<mask><mask>STVWYA"]
 
 
-def randomize(model: torch.nn.Module, seed: int) -> None:
-    """Every parameter random: matrices normal / sqrt(fan_in), LayerNorm weights 1 + noise, other vectors noise."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=generator)
-            if p.ndim >= 2:
-                p.copy_(noise / p.shape[-1] ** 0.5)
-            elif "layer_norm" in name or "LayerNorm" in name:
-                p.copy_(1 + 0.1 * noise)
-            else:
-                p.copy_(0.1 * noise)
-
-
 def fair_esm_model(size, seed=0) -> esm.model.esm2.ESM2:
     num_layers, embed_dim, heads = size
     model = esm.model.esm2.ESM2(num_layers, embed_dim, heads, esm.Alphabet.from_architecture("ESM-1b"), True)
-    randomize(model, seed)
+    randomize_(model, seed)
     return model.eval()
 
 

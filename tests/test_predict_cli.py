@@ -124,7 +124,7 @@ def test_predict_writes_every_format_and_passes_the_options(tmp_path, fake_model
     (options, model), *more = fake_models
     assert not more
     assert options == {"source": "esmfold_v1", "lm": "lm.pt", "device": "cpu", "dtype": torch.bfloat16,
-                       "cpu_offload": True}  # fmt: skip
+                       "lm_device": "cpu", "lm_dtype": torch.float32}  # fmt: skip
     assert [(c["num_recycles"], c["chunk_size"]) for c in model.calls] == [(2, 64)]
 
     # the same command again loads no model and folds nothing

@@ -1,9 +1,9 @@
 """StructureModule equals transformers' EsmFoldStructureModule with every parameter randomized."""
 
-import math
 
 import pytest
 import torch
+from randomize import randomize_
 from transformers.models.esm.configuration_esm import StructureModuleConfig as HFStructureModuleConfig
 from transformers.models.esm.modeling_esmfold import EsmFoldStructureModule
 
@@ -27,19 +27,6 @@ def hf_config(dropout_rate):
         num_blocks=SIZES["no_blocks"],
         dropout_rate=dropout_rate,
     )
-
-
-def randomize_(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if p.dim() >= 2:
-                p.copy_(noise / math.sqrt(p.shape[-1]))
-            elif "layer_norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.1 * noise)
-            else:
-                p.copy_(0.1 * noise)
 
 
 def make_pair(seed, dropout_rate=0.1):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from randomize import randomize_
 from transformers.models.esm import modeling_esmfold as hf
 from transformers.models.esm.configuration_esm import TrunkConfig as HFTrunkConfig
 
@@ -17,17 +18,6 @@ HF_STRUCTURE = dict(
     num_blocks=2,
 )  # fmt: skip
 MAX_RECYCLES = 4
-
-
-def randomize_(module: torch.nn.Module, seed: int) -> None:
-    """Every parameter random (ESMFold zero-initialises many output layers, which would hide a miswiring)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
-            else:
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from randomize import randomize_
 from transformers.models.esm import modeling_esmfold as hf
 from transformers.models.esm.configuration_esm import TrunkConfig as HFTrunkConfig
 
@@ -12,17 +13,6 @@ from esmfold_lite.fold.trunk_block import SequenceToPair, TriangularSelfAttentio
 
 C_S, C_Z, SEQ_WIDTH, PAIR_WIDTH = 32, 16, 16, 8  # 2 sequence heads, 2 pair heads
 TOL = 1e-5
-
-
-def randomize_(module: torch.nn.Module, seed: int) -> None:
-    """Every parameter random (ESMFold zero-initialises many output layers, which would hide a miswiring)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
-            else:
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
 
 
 def hf_config() -> HFTrunkConfig:
