@@ -18,24 +18,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esmfold_lite.fold.chunking import chunk_apply
+from esmfold_lite.fold.chunking import chunk_apply, product_
 
 
 def biased_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, chunk_size: int | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor,
+    chunk_size: int | None = None,
+    key_padding: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """softmax(q kᵀ / sqrt(c) + bias) v, optionally a chunk of queries at a time.
 
     Args:
         q: (N, H, Q, c); k, v: (N, H, K, c).
-        bias: (N, H, Q, K) additive float bias (``-inf`` or a large negative number masks a key).
+        bias: (N, H, Q, K) additive float bias (``-inf`` or a large negative number masks a key); an expanded
+            (stride-0) view is broadcast by the kernel, not copied.
         chunk_size: queries per chunk; ``None`` attends all queries at once.
+        key_padding: (N, 1, 1, K) bool, True for keys to mask with ``-inf`` (applied to one chunk of the bias at
+            a time, so a masked copy of the whole bias never exists).
 
     Returns:
         (N, H, Q, c)
     """
 
     def attend(q_chunk: torch.Tensor, bias_chunk: torch.Tensor) -> torch.Tensor:
+        if key_padding is not None:
+            bias_chunk = bias_chunk.masked_fill(key_padding, float("-inf"))
         return F.scaled_dot_product_attention(q_chunk, k, v, attn_mask=bias_chunk)
 
     return chunk_apply(attend, (q, bias), (2, 2), chunk_size, out_dim=2)
@@ -74,13 +84,12 @@ class SequenceAttention(nn.Module):
         q, k, v = qkv.split(self.head_width, dim=-1)  # (B, H, L, c) each
 
         logits_bias = x.new_zeros(1, 1, 1, 1) if bias is None else bias.permute(0, 3, 1, 2)
-        if mask is not None:
-            logits_bias = torch.where(mask[:, None, None, :] == 0, float("-inf"), logits_bias)
         logits_bias = logits_bias.expand(batch, self.num_heads, length, length)
+        key_padding = None if mask is None else (mask == 0)[:, None, None, :]
 
-        y = biased_attention(q, k, v, logits_bias, chunk_size)  # (B, H, L, c)
+        y = biased_attention(q, k, v, logits_bias, chunk_size, key_padding)  # (B, H, L, c)
         y = y.transpose(1, 2).reshape(batch, length, -1)
-        return self.o_proj(torch.sigmoid(self.g_proj(x)) * y)
+        return self.o_proj(self.g_proj(x).sigmoid_() * y)
 
 
 class GatedAttention(nn.Module):
@@ -114,6 +123,6 @@ class GatedAttention(nn.Module):
         q, k, v = (self._heads(linear(flat)) for linear in (self.linear_q, self.linear_k, self.linear_v))
         bias = bias.expand(*lead, self.no_heads, n_q, n_q).reshape(-1, self.no_heads, n_q, n_q)
         o = biased_attention(q, k, v, bias).transpose(-2, -3)  # (N, Q, H, c)
-        g = torch.sigmoid(self.linear_g(flat)).view_as(o)
-        o = (o * g).reshape(*lead, n_q, -1)
+        g = self.linear_g(flat).sigmoid_().view_as(o)
+        o = product_(g, o).reshape(*lead, n_q, -1)
         return self.linear_o(o)

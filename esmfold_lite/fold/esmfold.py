@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from esmfold_lite.fold.auto_chunk import choose_chunk_size
 from esmfold_lite.fold.chains import encode_batch
 from esmfold_lite.fold.config import ESMFoldConfig
 from esmfold_lite.fold.heads import mean_plddt, pae_from_logits, plddt_from_logits, ptm_from_logits, residue_plddt
@@ -85,7 +86,7 @@ class ESMFold(nn.Module):
         mask: torch.Tensor | None = None,
         residue_index: torch.Tensor | None = None,
         num_recycles: int | None = None,
-        chunk_size: int | None = None,
+        chunk_size: int | str | None = None,
     ) -> dict[str, torch.Tensor]:
         """Raw outputs of the original ``ESMFold.forward``.
 
@@ -94,7 +95,9 @@ class ESMFold(nn.Module):
             mask: (B, L) 1 for residues, 0 for padding.
             residue_index: (B, L) long; contiguous when None.
             num_recycles: N runs N + 1 trunk passes; None runs the config's ``max_recycles`` passes.
-            chunk_size: rows per chunk for the trunk's O(L²)/O(L³) steps and the IPA (None = unchunked).
+            chunk_size: rows per chunk for the trunk's O(L²)/O(L³) steps and the IPA (None = unchunked; the
+                outputs do not depend on it); ``"auto"`` picks one from the free memory of the trunk's device and
+                L (``fold.auto_chunk.choose_chunk_size``).
 
         Returns:
             dict with ``positions`` (n_sm_blocks, B, L, 14, 3), ``atom37_positions`` (B, L, 37, 3),
@@ -108,14 +111,20 @@ class ESMFold(nn.Module):
         if residue_index is None:
             residue_index = torch.arange(L, device=aatype.device).expand(B, L)
 
+        if chunk_size == "auto":
+            chunk_size = choose_chunk_size(L, self.cfg.trunk, B, self.device, self.esm_s_combine.dtype)
+        elif isinstance(chunk_size, str):
+            raise ValueError(f'chunk_size must be a positive integer, None or "auto", got {chunk_size!r}')
+
         esm_s = self.language_model_states(aatype, mask).to(self.esm_s_combine.dtype).detach()
         esm_s = (self.esm_s_combine.softmax(0).unsqueeze(0) @ esm_s).squeeze(2)
         s_s_0 = self.esm_s_mlp(esm_s) + self.embedding(aatype)
-        s_z_0 = s_s_0.new_zeros(B, L, L, self.cfg.trunk.pairwise_state_dim)
+        s_z_0 = s_s_0.new_zeros(()).expand(B, L, L, self.cfg.trunk.pairwise_state_dim)  # zeros without memory
 
         out = self.trunk(s_s_0, s_z_0, aatype, residue_index, mask, no_recycles=num_recycles, chunk_size=chunk_size)
         disto = self.distogram_head(out["s_z"])
-        out["distogram_logits"] = (disto + disto.transpose(1, 2)) / 2
+        out["distogram_logits"] = (disto + disto.transpose(1, 2)).div_(2)
+        del disto
         out["lm_logits"] = self.lm_head(out["s_s"])
         out["atom37_positions"] = atom14_to_atom37(out["positions"][-1], aatype, mask)
         out["atom37_atom_exists"] = atom37_mask(aatype, mask)
@@ -129,7 +138,7 @@ class ESMFold(nn.Module):
 
     @torch.no_grad()
     def fold(
-        self, sequences: str | Sequence[str], num_recycles: int | None = None, chunk_size: int | None = None
+        self, sequences: str | Sequence[str], num_recycles: int | None = None, chunk_size: int | str | None = None
     ) -> Prediction:
         """Fold one or more sequences (``"SEQA:SEQB"`` for a complex) → ``Prediction`` (linkers cut on output)."""
         sequences = [sequences] if isinstance(sequences, str) else list(sequences)

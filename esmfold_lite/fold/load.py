@@ -31,6 +31,7 @@ def load_model(
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     lm_dtype: torch.dtype | str | None = None,
+    lm_device: torch.device | str | None = None,
 ) -> ESMFold:
     """An ESMFold model in eval mode.
 
@@ -43,7 +44,11 @@ def load_model(
             formats that contain their LM.
         device: where to run (default CPU).
         dtype: dtype of the trunk, structure module and heads (default float32).
-        lm_dtype: dtype of the language model; default float16 on CUDA (as the original) and float32 elsewhere.
+        lm_dtype: dtype of the language model; default float16 on CUDA (as the original) and float32 on CPU
+            (both for ``lm_device``).
+        lm_device: where the language model runs (default: ``device``). ``"cpu"`` with a CUDA ``device`` offloads
+            the LM: its weights never take GPU memory; tokens go to the CPU and its layer states come back to the
+            GPU (``ESMFold.language_model_states``). Moving the model later with ``.to()`` moves the LM too.
 
     Raises:
         CheckpointError: the source or its LM is not a readable checkpoint (the message names the file and the fix).
@@ -59,8 +64,9 @@ def load_model(
     else:
         language_model = build_from_state(lambda: ESM2(lm_config), lm_state, path)
     device = torch.device(device or "cpu")
-    lm_dtype = as_dtype(lm_dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
-    language_model = language_model.to(device=device, dtype=lm_dtype).eval()
+    lm_device = torch.device(lm_device) if lm_device is not None else device
+    lm_dtype = as_dtype(lm_dtype) or (torch.float16 if lm_device.type == "cuda" else torch.float32)
+    language_model = language_model.to(device=lm_device, dtype=lm_dtype).eval()
 
     state = {**trunk_state, **{f"esm.{k}": v for k, v in language_model.state_dict().items()}}
     model = build_from_state(lambda: ESMFold(config, language_model), state, path)

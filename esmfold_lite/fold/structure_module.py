@@ -36,7 +36,7 @@ class TransitionLayer(nn.Module):
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         """s: (..., c_s) → (..., c_s)."""
-        return s + self.linear_3(torch.relu(self.linear_2(torch.relu(self.linear_1(s)))))
+        return s + self.linear_3(self.linear_2(self.linear_1(s).relu_()).relu_())
 
 
 class Transition(nn.Module):
@@ -75,7 +75,7 @@ class AngleResnetBlock(nn.Module):
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         """a: (..., c_resnet) → (..., c_resnet)."""
-        return a + self.linear_2(torch.relu(self.linear_1(torch.relu(a))))
+        return a + self.linear_2(self.linear_1(torch.relu(a)).relu_())
 
 
 class AngleResnet(nn.Module):

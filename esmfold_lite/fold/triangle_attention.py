@@ -4,8 +4,9 @@ Starting node: for every row i of the pair representation, edge (i, j) attends t
 projected from the pair representation itself. The ending node is the same computation on the transposed pair
 representation (attention along columns), transposed back.
 
-Rows are independent, so the attention runs ``chunk_size`` rows at a time; per chunk only
-(chunk, H, L, L) logits exist.
+Rows are independent, so the attention runs ``chunk_size`` rows at a time; per chunk at most
+(chunk, H, L, L) logits exist. When the rows of a chunk share one mask row (always, without padding), they share
+one (H, J, K) bias too, which the attention kernel broadcasts instead of materialising per row.
 """
 
 from __future__ import annotations
@@ -38,17 +39,25 @@ class TriangleAttention(nn.Module):
         if not self.starting:
             z = z.transpose(-2, -3)
             mask = mask.transpose(-1, -2)
+        # One sequence at a time: the triangle bias b_jk is then one (H, J, K) tensor that every row shares.
+        update = chunk_apply(lambda z_b, mask_b: self._one_sequence(z_b, mask_b, chunk_size), (z, mask), (0, 0), 1, 0)
+        return update if self.starting else update.transpose(-2, -3)
 
-        # b_jk, shared by all rows: (B, 1, H, J, K)
+    def _one_sequence(self, z: torch.Tensor, mask: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
+        """z: (1, I, J, c_z) rows to attend along; mask: (1, I, J). Returns (1, I, J, c_z)."""
         triangle_bias = chunk_apply(
             lambda z_rows: self.linear(self.layer_norm(z_rows)), (z,), (-3,), chunk_size, out_dim=-3
         )
-        triangle_bias = triangle_bias.movedim(-1, -3).unsqueeze(-4)
+        triangle_bias = triangle_bias[0].permute(2, 0, 1).contiguous()  # b_jk: (H, J, K)
         inf = min(self.inf, torch.finfo(z.dtype).max)
-        mask_bias = (inf * (mask.to(z.dtype) - 1))[..., :, None, None, :]  # (B, I, 1, 1, K)
+        mask_bias = inf * (mask[0].to(z.dtype) - 1)  # (I, K)
 
         def rows(z_rows: torch.Tensor, mask_bias_rows: torch.Tensor) -> torch.Tensor:
-            return self.mha(self.layer_norm(z_rows), mask_bias_rows + triangle_bias)
+            """z_rows: (1, r, J, c_z); mask_bias_rows: (r, K) -> (1, r, J, c_z)."""
+            if torch.equal(mask_bias_rows, mask_bias_rows[:1].expand_as(mask_bias_rows)):
+                bias = (triangle_bias + mask_bias_rows[0]).unsqueeze(0)  # the rows share it: (1, H, J, K)
+            else:
+                bias = triangle_bias + mask_bias_rows[:, None, None, :]  # (r, H, J, K)
+            return self.mha(self.layer_norm(z_rows[0]), bias).unsqueeze(0)
 
-        update = chunk_apply(rows, (z, mask_bias), (-3, -4), chunk_size, out_dim=-3)
-        return update if self.starting else update.transpose(-2, -3)
+        return chunk_apply(rows, (z, mask_bias), (1, 0), chunk_size, out_dim=1)

@@ -14,6 +14,7 @@ import contextlib
 import torch
 from torch import nn
 
+from esmfold_lite.fold.chunking import chunk_apply
 from esmfold_lite.fold.config import TrunkConfig
 from esmfold_lite.fold.structure_module import StructureModule
 from esmfold_lite.fold.trunk_block import TriangularSelfAttentionBlock
@@ -33,10 +34,20 @@ class RelativePosition(nn.Module):
 
     def forward(self, residue_index: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """residue_index: (B, L) long; mask: (B, L), 1 = residue. Returns (B, L, L, c_z)."""
-        offset = residue_index[:, None, :] - residue_index[:, :, None]
+        return self.between(residue_index, residue_index, mask, mask)
+
+    def between(
+        self,
+        index_i: torch.Tensor,
+        index_j: torch.Tensor,
+        mask_i: torch.Tensor | None = None,
+        mask_j: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Rows i against columns j: index_i (B, I), index_j (B, J) long; masks alike. Returns (B, I, J, c_z)."""
+        offset = index_j[:, None, :] - index_i[:, :, None]
         index = offset.clamp(-self.bins, self.bins) + self.bins + 1
-        if mask is not None:
-            index = index.masked_fill(mask[:, None, :] * mask[:, :, None] == 0, 0)
+        if mask_i is not None:
+            index = index.masked_fill(mask_j[:, None, :] * mask_i[:, :, None] == 0, 0)
         return self.embedding(index)
 
 
@@ -124,18 +135,15 @@ class FoldingTrunk(nn.Module):
             chunk_size = self.chunk_size
         mask = mask.to(seq_feats.dtype)
 
-        s_s, s_z = seq_feats, pair_feats
         recycle_s = torch.zeros_like(seq_feats)
-        recycle_z = torch.zeros_like(pair_feats)
+        recycle_z = pair_feats.new_zeros(()).expand(pair_feats.shape)  # no memory: a broadcast zero
         recycle_bins = torch.zeros(pair_feats.shape[:-1], dtype=torch.long, device=pair_feats.device)
         for index in range(passes):
             last = index == passes - 1
             with contextlib.nullcontext() if last else torch.no_grad():
                 recycle_s = self.recycle_s_norm(recycle_s.detach())
-                recycle_z = self.recycle_z_norm(recycle_z.detach()) + self.recycle_disto(recycle_bins)
-
                 s_s = seq_feats + recycle_s
-                s_z = pair_feats + recycle_z + self.pairwise_positional_embedding(residx, mask)
+                s_z = self._pair_input(pair_feats, recycle_z.detach(), recycle_bins, residx, mask, chunk_size)
                 for block in self.blocks:
                     s_s, s_z = block(s_s, s_z, mask, chunk_size)
 
@@ -149,3 +157,34 @@ class FoldingTrunk(nn.Module):
         structure["s_s"] = s_s
         structure["s_z"] = s_z
         return structure
+
+    def _pair_input(
+        self,
+        pair_feats: torch.Tensor,
+        recycle_z: torch.Tensor,
+        recycle_bins: torch.Tensor,
+        residx: torch.Tensor,
+        mask: torch.Tensor,
+        chunk_size: int | None,
+    ) -> torch.Tensor:
+        """A pass's first pair state s_z_0 + (LN(z_prev) + disto(bins_prev)) + relpos, ``chunk_size`` rows at a time.
+
+        pair_feats, recycle_z: (B, L, L, c_z) (either may be a broadcast view); recycle_bins: (B, L, L) long;
+        residx, mask: (B, L). With autograd off and a real ``recycle_z`` (the previous pass's pair state, owned by
+        the trunk), the result is written over it.
+        """
+
+        def rows(pair_rows, recycle_rows, bins_rows, residx_rows, mask_rows):
+            z = self.recycle_z_norm(recycle_rows) + self.recycle_disto(bins_rows)
+            z = pair_rows + z
+            return z + self.pairwise_positional_embedding.between(residx_rows, residx, mask_rows, mask)
+
+        owned = not torch.is_grad_enabled() and recycle_z.stride(-2) != 0
+        return chunk_apply(
+            rows,
+            (pair_feats, recycle_z, recycle_bins, residx, mask),
+            (1,) * 5,
+            chunk_size,
+            out_dim=1,
+            out=recycle_z if owned else None,
+        )

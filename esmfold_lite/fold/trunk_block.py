@@ -5,7 +5,9 @@ Pair track: outer product/difference of the sequence state, triangle multiplicat
 triangle attention (starting, ending node), then a residual MLP (the pair transition).
 
 Every O(L²) or O(L³) step takes ``chunk_size`` and evaluates itself a slice of rows (or queries) at a time through
-``esmfold_lite.fold.chunking``; results do not depend on it.
+``esmfold_lite.fold.chunking``; results do not depend on it. With autograd off, the residual updates after the first
+one are added in place (``residual_add_``), so the block holds its input, its output and one update's worth of
+pair memory; the inputs themselves are never modified.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 from torch import nn
 
 from esmfold_lite.fold.attention import SequenceAttention
-from esmfold_lite.fold.chunking import chunk_apply
+from esmfold_lite.fold.chunking import chunk_apply, residual_add_
 from esmfold_lite.fold.triangle_attention import TriangleAttention
 from esmfold_lite.fold.triangle_multiplication import TriangleMultiplication
 
@@ -56,14 +58,17 @@ class PairToSequence(nn.Module):
 
 
 class ResidueMLP(nn.Module):
-    """Residual transition x + Dropout(W_2 ReLU(W_1 LN(x))), applied per position; x: (B, L, [L,] C)."""
+    """Residual transition x + Dropout(W_2 ReLU(W_1 LN(x))), applied per position; x: (B, L, [L,] C).
+
+    With autograd off the result is written into ``x`` (the caller owns it), ``chunk_size`` rows at a time.
+    """
 
     def __init__(self, embed_dim: int, inner_dim: int, dropout: float = 0.0):
         super().__init__()
         self.mlp = nn.Sequential(
             nn.LayerNorm(embed_dim),
             nn.Linear(embed_dim, inner_dim),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Linear(inner_dim, embed_dim),
             nn.Dropout(dropout),
         )
@@ -71,7 +76,8 @@ class ResidueMLP(nn.Module):
         nn.init.zeros_(self.mlp[-2].bias)
 
     def forward(self, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-        return chunk_apply(lambda x_rows: x_rows + self.mlp(x_rows), (x,), (1,), chunk_size, out_dim=1)
+        out = None if torch.is_grad_enabled() else x
+        return chunk_apply(lambda x_rows: x_rows + self.mlp(x_rows), (x,), (1,), chunk_size, out_dim=1, out=out)
 
 
 class SharedDropout(nn.Module):
@@ -138,14 +144,15 @@ class TriangularSelfAttentionBlock(nn.Module):
 
         bias = self.pair_to_sequence(z, chunk_size)
         y = self.seq_attention(self.layernorm_1(s), mask=mask, bias=bias, chunk_size=chunk_size)
-        s = s + self.drop(y)
+        del bias
+        s = residual_add_(self.drop(y), s)  # s + y, in y's memory: the input s stays untouched
         s = self.mlp_seq(s)
 
-        z = z + self.sequence_to_pair(s, chunk_size)
+        z = residual_add_(self.sequence_to_pair(s, chunk_size), z)  # z + update, in the update's memory
         pair_mask = mask[:, :, None] * mask[:, None, :] if mask is not None else None
-        z = z + self.row_drop(self.tri_mul_out(z, pair_mask, chunk_size))
-        z = z + self.col_drop(self.tri_mul_in(z, pair_mask, chunk_size))
-        z = z + self.row_drop(self.tri_att_start(z, pair_mask, chunk_size))
-        z = z + self.col_drop(self.tri_att_end(z, pair_mask, chunk_size))
+        z = residual_add_(z, self.row_drop(self.tri_mul_out(z, pair_mask, chunk_size)))
+        z = residual_add_(z, self.col_drop(self.tri_mul_in(z, pair_mask, chunk_size)))
+        z = residual_add_(z, self.row_drop(self.tri_att_start(z, pair_mask, chunk_size)))
+        z = residual_add_(z, self.col_drop(self.tri_att_end(z, pair_mask, chunk_size)))
         z = self.mlp_pair(z, chunk_size)
         return s, z
