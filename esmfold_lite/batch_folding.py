@@ -168,7 +168,8 @@ class BatchFolder:
         return [group[half:], group[:half]]
 
     def _lower_chunk_size(self, job: FoldJob) -> bool:
-        smaller = [c for c in CHUNK_SIZES if self.chunk_size is None or c < self.chunk_size]
+        current = self.chunk_size if isinstance(self.chunk_size, int) else None  # None or "auto": start at the top
+        smaller = [c for c in CHUNK_SIZES if current is None or c < current]
         if not smaller:
             return False
         logger.warning(

@@ -188,7 +188,7 @@ def predict_fasta(
     cpu_offload: bool = False,
     formats: Sequence[str] = DEFAULT_FORMATS,
     num_recycles: int | None = None,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = None,
     max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH,
     max_length: int | None = None,
     cpu_fallback: bool = False,
@@ -205,7 +205,8 @@ def predict_fasta(
             ``esmfold_lite.load_model``, which is called only if something needs folding.
         formats: any of ``FORMATS`` ("pdb", "cif", "json", "npz", "png").
         num_recycles: recycling iterations (None: the checkpoint's default).
-        chunk_size: trunk chunk size to start with (None: unchunked); lowered on out-of-memory errors.
+        chunk_size: trunk chunk size to start with (None: unchunked; "auto": from free memory and length);
+            lowered on out-of-memory errors.
         max_tokens_per_batch: budget of padded positions per batch.
         max_length: records with more residues (all chains) are rejected.
         cpu_fallback: fold proteins that do not fit in GPU memory on the CPU (slow).

@@ -213,7 +213,7 @@ def _oom_above(max_sequences: int = 10**9, max_chunk: dict[int, int] | None = No
         if len(sequences) > max_sequences:
             return True
         limit = min((v for k, v in (max_chunk or {}).items() if any(len(s) >= k for s in sequences)), default=None)
-        return limit is not None and (chunk_size is None or chunk_size > limit)
+        return limit is not None and (not isinstance(chunk_size, int) or chunk_size > limit)  # None/"auto": unbounded
 
     return oom
 
@@ -250,6 +250,11 @@ def test_out_of_memory_lowers_the_chunk_size_and_keeps_it_for_longer_proteins(tm
     model = FakeFolder(oom_if=_oom_above(max_chunk={60: 32}))
     predict_fasta(fasta, tmp_path / "out2", model=model, chunk_size=256, max_tokens_per_batch=10, progress=False)
     assert [call["chunk_size"] for call in model.calls] == [256, 256, 128, 32, 32]
+
+    # "auto" is passed to the model, and lowered from the top of the ladder on out-of-memory
+    model = FakeFolder(oom_if=_oom_above(max_chunk={60: 128}))
+    predict_fasta(fasta, tmp_path / "out3", model=model, chunk_size="auto", max_tokens_per_batch=10, progress=False)
+    assert [call["chunk_size"] for call in model.calls] == ["auto", "auto", 512, 128, 128]
 
 
 def test_a_protein_that_never_fits_is_reported_and_the_run_goes_on(tmp_path, caplog):

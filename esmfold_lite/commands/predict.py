@@ -60,8 +60,8 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _chunk_size(text: str) -> int | None:
-    return None if text.lower() == "auto" else _positive_int(text)
+def _chunk_size(text: str) -> int | str:
+    return "auto" if text.lower() == "auto" else _positive_int(text)
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -117,9 +117,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--chunk-size",
         metavar="auto|N",
         type=_chunk_size,
-        default=None,
-        help="chunk size of the trunk's axial attention (smaller needs less memory, runs slower); auto starts "
-        "unchunked and lowers it only when memory runs out (default: auto)",
+        default="auto",
+        help="chunk size of the trunk's axial attention (smaller needs less memory, runs slower); auto picks it "
+        "from free memory and sequence length, and it is lowered further when memory runs out (default: auto)",
     )
     parser.add_argument(
         "--max-tokens-per-batch",
