@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from esmfold_lite.fold.chains import AMINO_ACID_LETTERS
 from esmfold_lite.io.fasta import (
-    AMINO_ACID_LETTERS,
     FastaRecord,
     read_fasta,
     resolve_inside,

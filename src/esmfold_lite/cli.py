@@ -1,4 +1,9 @@
-"""``esmfold-lite`` command line: one sub-command per module under ``esmfold_lite/commands``."""
+"""``esmfold-lite`` command line: one sub-command per module under ``esmfold_lite/commands``.
+
+What every command shares lives here: `CliError` for one-line user errors, the exit codes and the "exit status"
+paragraph of their ``--help`` (`exit_status_help`), and ``-q``/``-v`` (`add_logging_options`), which mean the same
+before the command (``esmfold-lite -v predict ...``) and after it (``esmfold-lite predict ... -v``).
+"""
 
 from __future__ import annotations
 
@@ -12,16 +17,52 @@ from collections.abc import Sequence
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func(args) -> int``.
 COMMANDS: tuple[str, ...] = ("embed", "evaluate", "weights", "predict")
 
+EXIT_OK = 0  # everything asked for was done
+EXIT_FAILED = 1  # nothing could run (bad input file, unusable output folder, model not loadable, ...)
+EXIT_USAGE = 2  # invalid command line (argparse's own code)
+EXIT_SOME_FAILED = 3  # the run went through, but some records failed (each one's reason is in the output table)
+
+VERBOSE_HELP = "more log output (-vv for debug); also accepted before the command"
+QUIET_HELP = "only warnings and errors; also accepted before the command"
+
 
 class CliError(Exception):
-    """An error to show the user as one line (no traceback), with a non-zero exit code."""
+    """An error to show the user as one line (no traceback), with exit code `EXIT_FAILED`."""
+
+
+def exit_status_help(ok: str, failed: str, some_failed: str | None = None) -> str:
+    """The "exit status" paragraph for a command's ``--help`` epilog, in the order 0, 3, 1, 2."""
+    codes = [f"{EXIT_OK} {ok}"]
+    if some_failed is not None:
+        codes.append(f"{EXIT_SOME_FAILED} {some_failed}")
+    codes += [f"{EXIT_FAILED} {failed}", f"{EXIT_USAGE} invalid command line"]
+    return "exit status: " + "; ".join(codes) + "."
+
+
+def records_exit_code(failed: int) -> int:
+    """Exit code of a run that went through: `EXIT_OK`, or `EXIT_SOME_FAILED` when ``failed`` records failed."""
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def add_logging_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``-v``/``--verbose`` and ``-q``/``--quiet`` to a command's parser; `main` adds those before the command."""
+    parser.add_argument(
+        "-v", "--verbose", dest="command_verbose", action="count", default=argparse.SUPPRESS, help=VERBOSE_HELP
+    )
+    parser.add_argument(
+        "-q", "--quiet", dest="command_quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from esmfold_lite import __version__
+
     parser = argparse.ArgumentParser(
         prog="esmfold-lite",
         description="Fold proteins with ESMFold and embed them with the ESM language models (pure PyTorch).",
+        epilog="Every command takes -q/-v after its name too; see `esmfold-lite COMMAND --help` for its exit status.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}", help="print the version")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -33,19 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # -v/-q given after the command count like those before it; commands read args.verbose / args.quiet
+    args.verbose += vars(args).pop("command_verbose", 0)
+    args.quiet = args.quiet or vars(args).pop("command_quiet", False)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args) or EXIT_OK)
     except CliError as exc:
         print(f"esmfold-lite {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -15,8 +15,13 @@ class Prediction:
     """Structures of B sequences padded to L positions (chain linkers of complexes included).
 
     ``mask`` marks the residues of the input chains; batch padding and the poly-G linkers joining chains are 0 there
-    and are cut by ``select`` / ``to_pdb`` / ``to_mmcif``. ``mean_plddt`` and ``ptm`` are computed by the model over
-    what the trunk saw (linkers included, as in the original ESMFold).
+    and are cut by ``select`` / ``to_pdb`` / ``to_mmcif``. Those positions hold no values: ``positions``,
+    ``atom_mask``, ``plddt``, ``atom_plddt`` and their rows and columns of ``pae`` and ``distogram_logits`` are 0
+    (never NaN); the integer fields there are placeholders (linkers keep their glycine ``aatype``).
+
+    ``ptm`` is computed by the model over what the trunk saw (linkers included, as in the original ESMFold);
+    ``mean_plddt`` is the mean over the existing atoms of the input chains, and 0 for a sequence without any atom
+    (only unknown residues ``X B Z U O``, which ESMFold places no atoms for; such a prediction cannot be written).
     """
 
     positions: torch.Tensor  # (B, L, 37, 3) Å, atom37 order

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from esmfold_lite.cli import CliError
+from esmfold_lite.cli import CliError, add_logging_options, exit_status_help, records_exit_code
 from esmfold_lite.io.atomic import atomic_path, atomic_write_text
 from esmfold_lite.io.fasta import FastaRecord, read_fasta, unique_ids, validate_record
 from esmfold_lite.lm.embed import Embeddings, embed, resolve_layer
@@ -31,12 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Embed every sequence of a FASTA file with an ESM language model. Writes one file per sequence into "
             "OUTDIR, named after its FASTA id made filesystem-safe (duplicates get _2, _3, ...), and "
             "OUTDIR/manifest.tsv listing id, file, length and status per record. Records that are not one chain "
-            "of amino-acid letters are skipped with a warning (status 'skipped: reason') and the exit code is 1. "
+            "of amino-acid letters are skipped with a warning (status 'skipped: reason') and the others still run. "
             "Each file holds 'label' (the FASTA id), 'sequence', "
             "'representations' (per residue, L x D, without <cls>/<eos>), 'mean_representations' (D), "
             "'bos_representations' (the <cls> vector, D) per layer, keyed by absolute layer number "
             "(-1 is saved under the model's last layer), and 'contacts' (L x L) with --contacts. "
             "npz files flatten these to keys like 'representations_33'. Values are saved as float32."
+        ),
+        epilog=exit_status_help(
+            ok="every record embedded",
+            some_failed="some records skipped (their reason is in manifest.tsv and the log)",
+            failed="nothing could run (unreadable FASTA, no valid record, model not loadable)",
         ),
     )
     parser.add_argument("input", metavar="IN.fasta", type=Path, help="FASTA file of protein sequences")
@@ -77,6 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dtype", choices=tuple(DTYPES), default=None, help="model precision (default: as the loader chooses)"
     )
+    add_logging_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -130,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(len(chunk))
 
     write_manifest(args.output_dir / "manifest.tsv", manifest)
-    return 0 if len(valid) == len(records) else 1
+    return records_exit_code(len(records) - len(valid))
 
 
 def record_problem(record: FastaRecord) -> str | None:

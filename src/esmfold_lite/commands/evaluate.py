@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from esmfold_lite.cli import CliError
+from esmfold_lite.cli import CliError, add_logging_options, exit_status_help
 from esmfold_lite.evaluate import MATCH_MODES, evaluate_structures
 from esmfold_lite.io.atomic import atomic_write_text
 
@@ -19,6 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Compare PRED with REF on their Cα atoms: RMSD after superposition, TM-score (normalised by the "
             "reference length) and lDDT. Files: PDB, mmCIF or BinaryCIF, optionally .gz; first model. Chains pair "
             "by equal ids, else in order; residues match by number, or by sequence alignment with --match sequence."
+        ),
+        epilog=exit_status_help(
+            ok="scores computed",
+            failed="nothing could run (missing or unreadable structure, no residues to pair, bad --chains, "
+            "--json not writable)",
         ),
     )
     parser.add_argument("pred", metavar="PRED", type=Path, help="predicted structure")
@@ -36,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="pair chains explicitly, prediction=reference, comma-separated (e.g. A=H,B=L); others are skipped",
     )
+    add_logging_options(parser)
     parser.set_defaults(func=run)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from esmfold_lite.cli import CliError
+from esmfold_lite.cli import EXIT_SOME_FAILED, CliError, add_logging_options
 from esmfold_lite.pipeline import (
     DEFAULT_FORMATS,
     DEFAULT_MAX_TOKENS_PER_BATCH,
@@ -22,7 +22,6 @@ from esmfold_lite.pipeline import (
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-EXIT_SOME_FAILED = 3
 
 DESCRIPTION = f"""\
 Fold every record of a FASTA file with ESMFold. Per protein, OUTDIR/<id>.<format> is written for each of
@@ -149,12 +148,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="recompute proteins whose outputs are complete instead of skipping"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output (-vv for debug)"
-    )
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors"
-    )
+    add_logging_options(parser)
     parser.set_defaults(func=run)
 
 

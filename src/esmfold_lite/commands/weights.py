@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from esmfold_lite.cli import CliError
+from esmfold_lite.cli import CliError, add_logging_options, exit_status_help
 from esmfold_lite.lm.esm2 import ESM2
 from esmfold_lite.lm.load import as_dtype, build_from_state
 from esmfold_lite.weights import registry
@@ -14,6 +14,9 @@ from esmfold_lite.weights.esm2_format import checkpoint_kind_at, read_esm2, save
 from esmfold_lite.weights.safe_pickle import CheckpointError
 
 CACHE_HELP = f"checkpoint cache folder (default: ${HOME_ENV}, else ~/.cache/esmfold_lite); files go to DIR/checkpoints"
+EXIT_STATUS = exit_status_help(
+    ok="done", failed="nothing could be done (unknown name, download failed, checkpoint not readable or not writable)"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="list, download and convert official checkpoints",
         description="Manage the official ESM / ESMFold checkpoints: list the known names and what is cached, "
         "download them (resumable), and convert a fair-esm .pt into esmfold_lite's pickle-free format.",
+        epilog=EXIT_STATUS,
     )
+    add_logging_options(parser)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     listing = actions.add_parser(
@@ -30,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="show the known checkpoints and whether they are cached",
         description="Show every known checkpoint name with its kind, approximate download size, whether it is in "
         "the cache, and what it is.",
+        epilog=EXIT_STATUS,
     )
+    add_logging_options(listing)
     listing.add_argument("--cache-dir", metavar="DIR", type=Path, default=None, help=CACHE_HELP)
     listing.set_defaults(func=run_list)
 
@@ -40,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Download checkpoints into DIR/checkpoints (see --cache-dir), with their contact-regression "
         "file and, for ESMFold, the ESM-2 language model it needs. An interrupted download resumes from its "
         ".part file when run again; files already in the cache are not downloaded again.",
+        epilog=EXIT_STATUS,
     )
+    add_logging_options(download)
     download.add_argument("names", metavar="NAME", nargs="+", help="registry names, see `esmfold-lite weights list`")
     download.add_argument("--cache-dir", metavar="DIR", type=Path, default=None, help=CACHE_HELP)
     download.add_argument(
@@ -56,7 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "folder). The result loads without unpickling anything. An ESM-2 .pt takes its contact-regression file "
         "from beside it; a fair-esm ESMFold .pt needs its ESM-2 language model (see --lm), which is stored "
         "inside the converted ESMFold checkpoint.",
+        epilog=EXIT_STATUS,
     )
+    add_logging_options(convert)
     convert.add_argument("input", metavar="IN", help="checkpoint to convert: .pt file, transformers folder or name")
     convert.add_argument("output", metavar="OUT", type=Path, help="output stem (OUT.safetensors + OUT.json) or folder")
     convert.add_argument(

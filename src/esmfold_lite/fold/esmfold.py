@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from esmfold_lite.fold.auto_chunk import choose_chunk_size
-from esmfold_lite.fold.chains import encode_batch
+from esmfold_lite.fold.chains import checked_sequences, encode_batch
 from esmfold_lite.fold.config import ESMFoldConfig
 from esmfold_lite.fold.heads import mean_plddt, pae_from_logits, plddt_from_logits, ptm_from_logits, residue_plddt
 from esmfold_lite.fold.trunk import FoldingTrunk
@@ -140,8 +140,18 @@ class ESMFold(nn.Module):
     def fold(
         self, sequences: str | Sequence[str], num_recycles: int | None = None, chunk_size: int | str | None = None
     ) -> Prediction:
-        """Fold one or more sequences (``"SEQA:SEQB"`` for a complex) → ``Prediction`` (linkers cut on output)."""
-        sequences = [sequences] if isinstance(sequences, str) else list(sequences)
+        """Fold one or more sequences (``"SEQA:SEQB"`` for a complex) → ``Prediction`` (linkers cut on output).
+
+        Sequences follow the FASTA rule of ``fold.chains``: upper or lower case, whitespace and one trailing ``*``
+        per chain are accepted, and ``Prediction.sequences`` holds them normalized (upper case, no whitespace or
+        ``*``). Outside ``Prediction.mask`` (batch padding, chain linkers) every float value is 0.
+
+        Raises:
+            ValueError: no sequences, or a sequence with an empty chain or a character that is not a residue
+                letter (the message names the sequence's index, the character and its position).
+            TypeError: ``sequences`` is not a string or a list of strings.
+        """
+        sequences = checked_sequences(sequences)
         batch = encode_batch(sequences)
         device = self.device
         out = self(
@@ -152,20 +162,23 @@ class ESMFold(nn.Module):
             chunk_size=chunk_size,
         )
         keep = (batch.mask * batch.linker_mask).to(device)
+        dropped = ~keep.bool()  # batch padding and chain linkers: their values are zeroed (in place, no copies)
+        dropped_pairs = dropped[:, :, None] | dropped[:, None, :]
         atom_mask = out["atom37_atom_exists"] * keep.unsqueeze(-1)
-        atom_plddt = out["plddt"].float()
+        atom_plddt = out["plddt"].float().masked_fill_(dropped[..., None], 0.0)
+        has_atoms = atom_mask.sum(dim=(-2, -1)) > 0
         return Prediction(
-            positions=out["atom37_positions"].float(),
+            positions=out["atom37_positions"].float().masked_fill_(dropped[..., None, None], 0.0),
             atom_mask=atom_mask,
             plddt=residue_plddt(atom_plddt),
-            mean_plddt=mean_plddt(atom_plddt, atom_mask),
+            mean_plddt=mean_plddt(atom_plddt, atom_mask).where(has_atoms, 0.0),  # not 0/0 for an all-unknown sequence
             ptm=out["ptm"].float(),
-            pae=out["predicted_aligned_error"].float(),
+            pae=out["predicted_aligned_error"].float().masked_fill_(dropped_pairs, 0.0),
             aatype=batch.aatype.to(device),
             residue_index=batch.residue_index.to(device),
             chain_index=batch.chain_index.clamp(min=0).to(device),
             mask=keep,
             sequences=sequences,
             atom_plddt=atom_plddt,
-            distogram_logits=out["distogram_logits"],
+            distogram_logits=out["distogram_logits"].masked_fill_(dropped_pairs[..., None], 0.0),
         )

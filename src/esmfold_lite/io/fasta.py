@@ -4,12 +4,12 @@ Reading is streaming and never fails on content: a problem inside the file (sequ
 header, a header without an id, bytes that are not UTF-8) becomes part of that record, and `validate_record`
 reports it, so one bad record never stops the others. Only I/O errors (``OSError``) escape `read_fasta`.
 
-Sequence policy. Accepted: upper or lower case, whitespace anywhere inside sequence lines, blank lines, indented
-lines, CRLF line ends, a UTF-8 byte-order mark, gzip-compressed files, and one trailing ``*`` (stop codon) per chain.
-``:`` separates the chains of a multi-chain record (``CHAINA:CHAINB``). Residue letters allowed are exactly those of
-the ESM vocabulary: the 20 standard amino acids plus ``X B Z U O``; ESMFold folds the last five as unknown residues
-(``X``), as the original does. Everything else (digits, gaps ``-``/``.``, ``J``, punctuation, inner ``*``) rejects
-the record.
+Sequence policy. Accepted: blank lines, indented lines, CRLF line ends, a UTF-8 byte-order mark, gzip-compressed
+files, and the sequence rule of ``fold.chains`` (shared with ``ESMFold.fold``): upper or lower case, whitespace
+anywhere inside sequence lines, one trailing ``*`` (stop codon) per chain, ``:`` between the chains of a multi-chain
+record (``CHAINA:CHAINB``), and exactly the residue letters of the ESM vocabulary: the 20 standard amino acids plus
+``X B Z U O``, which ESMFold folds as unknown residues (``X``), as the original does. Everything else (digits, gaps
+``-``/``.``, ``J``, punctuation, inner ``*``) rejects the record.
 
 Output names. Record ids are arbitrary text; `safe_filename` and `unique_ids` turn them into names that are one
 path component on every file system, and `resolve_inside` is the last guard that a path stays inside the output
@@ -29,14 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-STANDARD_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
-UNKNOWN_AMINO_ACIDS = "XBZUO"  # in the ESM vocabulary; ESMFold treats them as X
-AMINO_ACID_LETTERS = frozenset(STANDARD_AMINO_ACIDS + UNKNOWN_AMINO_ACIDS)
-CHAIN_SEPARATOR = ":"
+from esmfold_lite.fold.chains import CHAIN_SEPARATOR, normalize_sequence, sequence_problem
 
-_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)  # ASCII only: keeps positions stable
 _GZIP_MAGIC = b"\x1f\x8b"
-_MAX_SHOWN = 5  # offending characters listed in a rejection reason
 
 
 @dataclass(frozen=True)
@@ -109,39 +104,20 @@ def _parse(lines: Iterable[str | bytes]) -> Iterator[FastaRecord]:
 
 def _record(header: tuple[str, str, int, str | None], chunks: list[str]) -> FastaRecord:
     id_, description, line, error = header
-    chains = "".join(chunks).translate(_UPPER).split(CHAIN_SEPARATOR)
-    sequence = CHAIN_SEPARATOR.join(c[:-1] if c.endswith("*") else c for c in chains)
+    sequence = normalize_sequence("".join(chunks))
     return FastaRecord(id=id_, description=description, sequence=sequence, line=line, error=error)
 
 
 def validate_record(record: FastaRecord, max_length: int | None = None) -> str | None:
     """Why `record` cannot be folded (one line of ASCII, no tabs), or None when it can.
 
-    Checks in order: parse error, empty sequence, empty chain, characters that are not residue letters (the first
-    few with their 1-based positions, counted per chain), more than `max_length` residues over all chains.
+    Checks in order: parse error, the sequence rule (``fold.chains.sequence_problem``: empty sequence, empty chain,
+    characters that are not residue letters with their 1-based positions per chain), more than `max_length`
+    residues over all chains.
     """
-    if record.error:
-        return record.error
-    if not record.sequence:
-        return "empty sequence"
-    chains = record.chains
-    empty = [str(i + 1) for i, chain in enumerate(chains) if not chain]
-    if empty:
-        return f"empty chain {', '.join(empty)} of {len(chains)} (':' separates chains)"
-    bad = [
-        (char, f"{pos + 1}" if len(chains) == 1 else f"{c + 1}:{pos + 1}")
-        for c, chain in enumerate(chains)
-        for pos, char in enumerate(chain)
-        if char not in AMINO_ACID_LETTERS
-    ]
-    if bad:
-        shown = ", ".join(f"{char!a} at {where}" for char, where in bad[:_MAX_SHOWN])
-        more = f" and {len(bad) - _MAX_SHOWN} more" if len(bad) > _MAX_SHOWN else ""
-        where = "position" if len(chains) == 1 else "chain:position"
-        return (
-            f"not amino-acid letters ({where}): {shown}{more}; "
-            f"allowed: {STANDARD_AMINO_ACIDS} and {UNKNOWN_AMINO_ACIDS} (folded as unknown)"
-        )
+    problem = record.error or sequence_problem(record.sequence)
+    if problem:
+        return problem
     if max_length is not None and record.num_residues > max_length:
         return f"{record.num_residues} residues, more than the maximum length {max_length}"
     return None

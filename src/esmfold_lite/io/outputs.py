@@ -1,8 +1,10 @@
 """Per-protein output files (PDB, mmCIF, confidence JSON, NPZ, PAE/pLDDT PNG) and the run's ``summary.tsv``.
 
 Every file is rendered in memory first and then written atomically (temporary file + rename), so a crash or a
-failing renderer never leaves a truncated file behind. The JSON uses ColabFold's names: ``plddt`` (per residue),
-``ptm``, ``pae`` (L×L, row i = residues aligned on residue i) and ``max_pae``, plus ``mean_plddt``.
+failing renderer never leaves a truncated file behind. A prediction with nothing valid to write (no atom at all, or
+NaN/inf values) is refused with a ValueError saying why, so no output holds NaN. The JSON uses ColabFold's names:
+``plddt`` (per residue), ``ptm``, ``pae`` (L×L, row i = residues aligned on residue i) and ``max_pae``, plus
+``mean_plddt``; it is strict JSON (a non-finite number would be written ``null``, never ``NaN``).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import csv
 import io
 import json
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from esmfold_lite.io.atomic import atomic_write_bytes, atomic_write_text
 from esmfold_lite.io.fasta import resolve_inside
@@ -41,23 +45,54 @@ def _numpy(x) -> np.ndarray:
     return (x.float() if x.is_floating_point() else x).numpy()
 
 
+def unwritable_reason(one: Prediction) -> str | None:
+    """Why a single-sequence prediction (``Prediction.select`` output) has nothing valid to write, or None."""
+    exists = one.atom_mask[0].bool()
+    if not exists.any():
+        return (
+            "the prediction has no atoms: every residue is unknown (X, B, Z, U or O), and ESMFold places no atoms "
+            "for unknown residues; give at least one standard amino acid"
+        )
+    values = {
+        "atom coordinates": one.positions[0][exists],
+        "pLDDT": one.plddt[0],
+        "mean pLDDT": one.mean_plddt[0],
+        "pTM": one.ptm[0],
+        "PAE": one.pae[0],
+    }
+    broken = [what for what, value in values.items() if not torch.isfinite(value).all()]
+    if broken:
+        return (
+            f"the prediction holds NaN or infinite values ({', '.join(broken)}), likely a numerical overflow in "
+            "reduced precision; fold it in float32"
+        )
+    return None
+
+
+def _json_numbers(values: np.ndarray | float, decimals: int) -> list | float | None:
+    """Numbers rounded to ``decimals`` for JSON (nested lists for arrays); NaN and ±inf become None (``null``)."""
+    rounded = np.round(np.asarray(values, dtype=np.float64), decimals)  # float64: 0.1 prints as 0.1
+    return np.where(np.isfinite(rounded), rounded, None).tolist()
+
+
 def confidence_json(one: Prediction, name: str, header: str) -> str:
     """ColabFold-like confidence JSON of a single-sequence prediction (``Prediction.select`` output).
 
     ``max_pae`` is the largest value in the ``pae`` matrix (ColabFold writes the head's upper bin edge there).
+    The text is strict JSON: a non-finite number is written as ``null``.
     """
     pae = _numpy(one.pae[0])
     record = {
         "id": name,
         "header": header,
         "sequence": one.sequences[0],
-        "plddt": np.round(_numpy(one.plddt[0]), 2).tolist(),
-        "mean_plddt": round(float(one.mean_plddt[0]), 4),
-        "ptm": round(float(one.ptm[0]), 4),
-        "max_pae": round(float(pae.max(initial=0.0)), 2),
-        "pae": np.round(pae, 2).tolist(),
+        "plddt": _json_numbers(_numpy(one.plddt[0]), 2),
+        "mean_plddt": _json_numbers(float(one.mean_plddt[0]), 4),
+        "ptm": _json_numbers(float(one.ptm[0]), 4),
+        "max_pae": _json_numbers(pae.max(initial=0.0), 2),
+        "pae": _json_numbers(pae, 2),
     }
-    return json.dumps(record, separators=(",", ":")) + "\n"
+    return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
 
 
 def arrays_npz(one: Prediction) -> bytes:
@@ -118,8 +153,14 @@ def write_protein(
 
     Each file is rendered completely before it is written atomically. ``name`` must be a safe file stem (see
     ``esmfold_lite.io.fasta.safe_filename``). Returns the paths written, in ``formats`` order.
+
+    Raises:
+        ValueError: the prediction has nothing valid to write (`unwritable_reason`); no file is written then.
     """
     one = prediction.select(i)
+    reason = unwritable_reason(one)
+    if reason is not None:
+        raise ValueError(reason)
     renderers = {
         "pdb": lambda: one.to_pdb(0),
         "cif": lambda: one.to_mmcif(0, name=name),
@@ -139,8 +180,8 @@ def write_protein(
 
 
 def _tsv_field(value: object) -> str:
-    """A value as one TSV field: None → empty, floats rounded, tabs and line breaks replaced by spaces."""
-    if value is None:
+    """A value as one TSV field: None, NaN and ±inf → empty, floats rounded, tabs and line breaks → spaces."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     if isinstance(value, float):
         value = f"{value:.4f}".rstrip("0")

@@ -1,0 +1,122 @@
+"""What every ``esmfold-lite`` command shares: --version, -q/-v before or after the command, exit codes in --help."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import logging
+import subprocess
+import sys
+
+import pytest
+
+import esmfold_lite
+from esmfold_lite import cli
+from esmfold_lite.cli import build_parser, main
+
+
+def command_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command path, parser) for every sub-command at any depth (``weights list`` included)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from command_parsers(sub, (*path, name))
+
+
+ALL_COMMANDS = [path for path, _ in command_parsers(build_parser())]
+
+
+def test_every_command_is_covered():
+    assert {path[0] for path in ALL_COMMANDS} == set(cli.COMMANDS)
+    assert ("weights", "download") in ALL_COMMANDS
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"esmfold-lite {esmfold_lite.__version__}"
+    assert esmfold_lite.__version__ == importlib.metadata.version("esmfold-lite")
+
+
+def test_version_when_run_as_a_program():
+    out = subprocess.run([sys.executable, "-m", "esmfold_lite.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"esmfold-lite {esmfold_lite.__version__}"
+
+
+@pytest.mark.parametrize("path", ALL_COMMANDS, ids=" ".join)
+def test_every_command_documents_logging_flags_and_exit_status(path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*path, "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "-q, --quiet" in text and "-v, --verbose" in text
+    assert "exit status: 0 " in text and "; 1 " in text
+    if path[0] in ("embed", "predict"):  # commands over many records
+        assert "; 3 some" in text
+
+
+@pytest.fixture
+def logging_levels(monkeypatch) -> list[int]:
+    """The levels ``main`` configures logging with, one per call."""
+    levels: list[int] = []
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: levels.append(kwargs["level"]))
+    return levels
+
+
+def _argv(command: str, tmp_path) -> list[str]:
+    """A cheap invocation of each command (it may fail after logging is set up: only the level matters here)."""
+    missing = str(tmp_path / "missing")
+    return {
+        "embed": ["embed", missing, "-o", str(tmp_path / "out"), "--model", "m"],
+        "evaluate": ["evaluate", missing, missing],
+        "weights": ["weights", "list", "--cache-dir", str(tmp_path)],
+        "predict": ["predict", missing, "-o", str(tmp_path / "out"), "--model", "m"],
+    }[command]
+
+
+@pytest.mark.parametrize("command", cli.COMMANDS)
+@pytest.mark.parametrize(
+    ("before", "after", "level"),
+    [
+        ([], [], logging.INFO),
+        (["-q"], [], logging.WARNING),
+        ([], ["-q"], logging.WARNING),
+        ([], ["--quiet"], logging.WARNING),
+        (["-vv"], [], logging.DEBUG),
+        ([], ["-vv"], logging.DEBUG),
+        ([], ["-v"], logging.INFO),
+        (["-v"], ["-v"], logging.DEBUG),  # counted together
+        (["-v"], ["-q"], logging.WARNING),  # quiet wins, wherever it is
+    ],
+)
+def test_quiet_and_verbose_mean_the_same_before_and_after_the_command(
+    command, before, after, level, tmp_path, logging_levels, capsys
+):
+    rc = main([*before, *_argv(command, tmp_path), *after])
+    assert rc in (0, 1)
+    assert logging_levels == [level]
+
+
+def test_weights_takes_the_flags_at_both_levels(tmp_path, logging_levels, capsys):
+    assert main(["weights", "-q", "list", "--cache-dir", str(tmp_path)]) == 0
+    assert main(["weights", "list", "-vv", "--cache-dir", str(tmp_path)]) == 0
+    assert logging_levels == [logging.WARNING, logging.DEBUG]
+
+
+def test_exit_codes_are_shared():
+    assert (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_SOME_FAILED) == (0, 1, 2, 3)
+    assert cli.records_exit_code(0) == 0 and cli.records_exit_code(2) == 3
+    assert cli.exit_status_help("done", "broken", "partly") == (
+        "exit status: 0 done; 3 partly; 1 broken; 2 invalid command line."
+    )
+
+
+def test_run_level_errors_exit_1_and_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "a.pdb"), str(tmp_path / "b.pdb")]) == 1
+    assert "esmfold-lite evaluate: error:" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", "--no-such-flag"])
+    assert exit_info.value.code == 2
+    assert main([]) == 2
