@@ -279,9 +279,7 @@ def write_table(path: Path, header: list[str], rows: list[list[str]], cells: dic
     atomic_write_text(path, text.getvalue())
 
 
-def heatmap_png(
-    wild_type: str, offset_idx: int, mutations: list[Mutation], scores: np.ndarray, title: str
-) -> bytes:
+def heatmap_png(wild_type: str, offset_idx: int, mutations: list[Mutation], scores: np.ndarray, title: str) -> bytes:
     """Amino acid x position heatmap of single-mutant scores as PNG bytes; wild-type cells are 0 and dotted."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from esmfold_lite.io.fasta import AMINO_ACID_LETTERS, STANDARD_AMINO_ACIDS, FastaRecord, validate_record
 
 SEPARATOR = ":"
-_SUBSTITUTION = re.compile(r"([A-Za-z])([+-]?\d+)([A-Za-z])")
+_SUBSTITUTION = re.compile(r"([A-Za-z])([+-]?[0-9]+)([A-Za-z])")
 
 
 @dataclass(frozen=True)
