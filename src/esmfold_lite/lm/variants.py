@@ -90,22 +90,23 @@ def score_mutations(
         raise ValueError(f"unknown scoring strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if not mutations:
         return torch.zeros(0, dtype=torch.float64)
-    scorer = _Scorer(model, wild_type, max_tokens_per_batch)
+    scorer = _Scorer(model, wild_type, max_tokens_per_batch, progress, description)
     method = {
         "wt-marginals": scorer.wt_marginals,
         "masked-marginals": scorer.masked_marginals,
         "mutant-marginals": scorer.mutant_marginals,
         "pseudo-ppl": scorer.pseudo_ppl,
     }[strategy]
-    with torch.no_grad(), tqdm(unit="pass", desc=description, disable=not progress) as bar:
-        scorer.bar = bar
+    with torch.no_grad():
         return method(list(mutations))
 
 
 class _Scorer:
     """One model and one wild type; each strategy method maps mutations to a ``(N,)`` float64 tensor."""
 
-    def __init__(self, model: nn.Module, wild_type: str, max_tokens: int | None):
+    def __init__(
+        self, model: nn.Module, wild_type: str, max_tokens: int | None, progress: bool, description: str | None
+    ):
         alphabet = model.alphabet
         self.model = model
         self.max_tokens = max_tokens
@@ -115,7 +116,8 @@ class _Scorer:
         self.start = int(alphabet.prepend_bos)  # token index of residue 0: +1 for <cls>
         self.wild_type = wild_type
         self.wt_tokens = self.tokens(wild_type)
-        self.bar: tqdm | None = None
+        self.progress = progress
+        self.description = description
 
     def tokens(self, sequence: str) -> torch.Tensor:
         """``(T,)``: ``<cls>`` + residues + ``<eos>`` as the alphabet asks."""
@@ -135,14 +137,12 @@ class _Scorer:
         Yields ``(row numbers, log-probabilities (b, T, V) float32)`` per forward pass.
         """
         batches = token_budget_batches([len(self.wt_tokens)] * count, self.max_tokens)
-        if self.bar is not None:
-            self.bar.reset(total=count)
-        for batch in batches:
-            tokens = torch.stack([row(i) for i in batch]).to(self.device)
-            logits = self.model(tokens)["logits"]
-            yield batch, torch.log_softmax(logits.float(), dim=-1)
-            if self.bar is not None:
-                self.bar.update(len(batch))
+        with tqdm(total=count, unit="seq", desc=self.description, disable=not self.progress) as bar:
+            for batch in batches:
+                tokens = torch.stack([row(i) for i in batch]).to(self.device)
+                logits = self.model(tokens)["logits"]
+                yield batch, torch.log_softmax(logits.float(), dim=-1)
+                bar.update(len(batch))
 
     def wt_marginals(self, mutations: list[Mutation]) -> torch.Tensor:
         ((_, log_probs),) = self.log_probs(1, lambda _: self.wt_tokens)
