@@ -299,7 +299,7 @@ def heatmap_png(wild_type: str, offset_idx: int, mutations: list[Mutation], scor
     ax = fig.subplots()
     image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
     ax.scatter([i for i, _ in wild_cells], [r for _, r in wild_cells], s=4, color="black", label="wild type")
-    step = max(1, len(wild_type) // 40)
+    step = next(n for n in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10**9) if len(wild_type) / n <= 25)
     ticks = list(range(0, len(wild_type), step))
     ax.set_xticks(ticks, [str(i + offset_idx) for i in ticks])
     ax.set_yticks(range(len(STANDARD_AMINO_ACIDS)), list(STANDARD_AMINO_ACIDS))
