@@ -3,7 +3,16 @@
 from esmfold_lite.alphabet import ESM_ALPHABET, Alphabet
 from esmfold_lite.fold.load import load_model
 from esmfold_lite.lm.load import load_language_model
+from esmfold_lite.lm.variants import score_variants
 from esmfold_lite.pipeline import predict_fasta
 
 __version__ = "0.1.0"
-__all__ = ["ESM_ALPHABET", "Alphabet", "__version__", "load_language_model", "load_model", "predict_fasta"]
+__all__ = [
+    "ESM_ALPHABET",
+    "Alphabet",
+    "__version__",
+    "load_language_model",
+    "load_model",
+    "predict_fasta",
+    "score_variants",
+]

@@ -1,0 +1,311 @@
+"""``esmfold-lite score-variants``: zero-shot mutation effects for a deep mutational scan or every single mutant.
+
+The flag names are those of fair-esm's ``examples/variant-prediction/predict.py``, so its command lines carry over
+(``--model-location`` is accepted for ``--model``); two defaults differ: ``--offset-idx`` is 1 (positions are
+1-based) and ``--scoring-strategy`` is masked-marginals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from esmfold_lite.cli import CliError
+from esmfold_lite.io.atomic import atomic_write_bytes, atomic_write_text
+from esmfold_lite.io.fasta import STANDARD_AMINO_ACIDS, read_fasta
+from esmfold_lite.io.mutations import Mutation, all_single_mutants, check_wild_type, parse_mutation
+from esmfold_lite.lm.variants import STRATEGIES, score_mutations
+
+log = logging.getLogger(__name__)
+
+EXIT_SOME_FAILED = 3
+ENSEMBLE_COLUMN = "ensemble_mean"
+ERROR_COLUMN = "error"
+SHOWN_ERRORS = 20  # bad rows logged one by one; the rest are counted (all are in the error column)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "score-variants",
+        help="zero-shot mutation effects from ESM language models (ESM-1v ensemble, ESM-2, ...)",
+        description=(
+            "Score mutations of a wild-type sequence with one or more masked language models (Meier et al. 2021). "
+            "A score is log p(mutant) - log p(wild type) summed over the mutated positions: higher means the model "
+            "favours the mutant. With --dms-input, --dms-output is that CSV with one column per model (named as "
+            f"given to --model), '{ENSEMBLE_COLUMN}' (the mean over the models) and '{ERROR_COLUMN}'. A mutation "
+            "that is malformed, outside the sequence or does not match its wild-type letter gets empty scores and "
+            "the reason in the error column; the others are still scored. With --all-singles, --dms-output lists "
+            "every single substitution (columns mutant, position, wt, mt, the model columns and the mean) and a "
+            "heatmap of the mean goes beside it as a .png. Files are replaced atomically. "
+            "Exit status: 0 all scored, 3 some mutations could not be scored, 1 nothing could run."
+        ),
+    )
+    parser.add_argument(
+        "--model",
+        "--model-location",
+        dest="models",
+        metavar="M",
+        nargs="+",
+        required=True,
+        help="one or more language models: registry names (e.g. esm1v_t33_650M_UR90S_1 ... _5, "
+        "esm2_t33_650M_UR50D), fair-esm .pt checkpoints, transformers folders or esmfold-lite model files; "
+        "several give an ensemble (loaded one at a time)",
+    )
+    wild_type = parser.add_mutually_exclusive_group(required=True)
+    wild_type.add_argument("--sequence", metavar="SEQ", help="the wild-type sequence the mutations apply to")
+    wild_type.add_argument(
+        "--fasta", metavar="F", type=Path, help="a FASTA file whose only record is the wild-type sequence"
+    )
+    task = parser.add_mutually_exclusive_group(required=True)
+    task.add_argument(
+        "--dms-input",
+        metavar="CSV",
+        type=Path,
+        help="CSV (tab-separated if it ends in .tsv) of mutations, e.g. a deep mutational scan; its columns are "
+        "kept in the output",
+    )
+    task.add_argument(
+        "--all-singles",
+        action="store_true",
+        help="score every substitution of every position to the other 19 standard amino acids; writes "
+        "--dms-output and a heatmap PNG with the same name ending in .png",
+    )
+    parser.add_argument(
+        "--mutation-col",
+        metavar="NAME",
+        default="mutant",
+        help="column of --dms-input holding mutations like A42G, or A42G:L50P for a multiple mutant (default: mutant)",
+    )
+    parser.add_argument(
+        "--dms-output",
+        metavar="CSV",
+        type=Path,
+        required=True,
+        help="output CSV (tab-separated if it ends in .tsv); its folder is created if missing",
+    )
+    parser.add_argument(
+        "--scoring-strategy",
+        choices=STRATEGIES,
+        default="masked-marginals",
+        help="wt-marginals: one pass over the wild type; masked-marginals: one pass per mutated position with that "
+        "position masked; mutant-marginals: one pass per mutant; pseudo-ppl: pseudo-log-likelihood of the mutant "
+        "minus the wild type's, one pass per position of every sequence (slow) (default: masked-marginals)",
+    )
+    parser.add_argument(
+        "--offset-idx",
+        metavar="N",
+        type=int,
+        default=1,
+        help="position number of the sequence's first residue in the mutation strings (default: 1; fair-esm's "
+        "predict.py defaults to 0)",
+    )
+    parser.add_argument(
+        "--max-tokens-per-batch",
+        metavar="N",
+        type=int,
+        default=4096,
+        help="token budget of one forward pass: count x (sequence length + 2) <= N (default: 4096)",
+    )
+    parser.add_argument(
+        "--device", metavar="D", default=None, help="torch device: cpu, cuda, cuda:1 (default: the loader's choice)"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default=None,
+        help="model precision (default: float32); log-probabilities are always taken in float32",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_tokens_per_batch < 1:
+        raise CliError("--max-tokens-per-batch must be a positive number of tokens")
+    if len(set(args.models)) < len(args.models):
+        raise CliError("a model is given twice to --model; each names one output column")
+    wild_type = read_wild_type(args)
+    if args.all_singles:
+        header, rows = ["mutant", "position", "wt", "mt"], []
+        mutations: list[Mutation | None] = list(all_single_mutants(wild_type, args.offset_idx))
+        for mutation in mutations:
+            (s,) = mutation.substitutions
+            rows.append([mutation.text, str(s.index + args.offset_idx), s.wild_type, s.mutant])
+        errors: list[str] = [""] * len(rows)
+    else:
+        header, rows = read_table(args.dms_input)
+        mutations, errors = parse_column(header, rows, args.mutation_col, wild_type, args.offset_idx)
+
+    valid = [i for i, mutation in enumerate(mutations) if mutation is not None]
+    scores: dict[str, np.ndarray] = {}
+    if valid:
+        scores = score_with_models(args, wild_type, [mutations[i] for i in valid])
+        scores[ENSEMBLE_COLUMN] = np.mean(list(scores.values()), axis=0)
+
+    columns = [*args.models, ENSEMBLE_COLUMN] + ([] if args.all_singles else [ERROR_COLUMN])
+    cells = {column: [""] * len(rows) for column in columns}
+    for column, values in scores.items():
+        for i, value in zip(valid, values, strict=True):
+            cells[column][i] = repr(float(value))
+    if not args.all_singles:
+        cells[ERROR_COLUMN] = errors
+    args.dms_output.parent.mkdir(parents=True, exist_ok=True)
+    write_table(args.dms_output, header, rows, cells)
+    log.info("wrote %s (%d mutations)", args.dms_output, len(rows))
+    if args.all_singles:
+        png = args.dms_output.with_suffix(".png")
+        title = f"{args.scoring_strategy}, mean of {len(args.models)} model(s)"
+        atomic_write_bytes(png, heatmap_png(wild_type, args.offset_idx, mutations, scores[ENSEMBLE_COLUMN], title))
+        log.info("wrote %s", png)
+    if not valid:
+        log.error("no mutation could be scored; see the %r column of %s", ERROR_COLUMN, args.dms_output)
+        return 1
+    if len(valid) < len(rows):
+        log.warning("%d of %d mutations could not be scored; see the %r column", len(rows) - len(valid), len(rows),
+                    ERROR_COLUMN)  # fmt: skip
+        return EXIT_SOME_FAILED
+    return 0
+
+
+def read_wild_type(args: argparse.Namespace) -> str:
+    """The checked wild-type sequence from ``--sequence`` or the single record of ``--fasta``."""
+    if args.fasta is not None:
+        try:
+            records = list(read_fasta(args.fasta))
+        except OSError as exc:
+            raise CliError(f"cannot read {args.fasta}: {exc}") from exc
+        if len(records) != 1:
+            raise CliError(f"{args.fasta} holds {len(records)} FASTA records; give a file with the wild type only")
+        if records[0].error:
+            raise CliError(f"{args.fasta}: {records[0].error}")
+        sequence, source = records[0].sequence, f"{args.fasta} ({records[0].id})"
+    else:
+        sequence, source = args.sequence, "--sequence"
+    try:
+        return check_wild_type(sequence)
+    except ValueError as exc:
+        raise CliError(f"{source}: {exc}") from exc
+
+
+def delimiter(path: Path) -> str:
+    return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+
+
+def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV/TSV file (a UTF-8 byte-order mark is dropped; blank lines are skipped)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            table = [row for row in csv.reader(handle, delimiter=delimiter(path)) if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CliError(f"cannot read --dms-input {path}: {exc}") from exc
+    if not table:
+        raise CliError(f"--dms-input {path} is empty; it needs a header line naming the mutation column")
+    return table[0], table[1:]
+
+
+def parse_column(
+    header: list[str], rows: list[list[str]], column: str, wild_type: str, offset_idx: int
+) -> tuple[list[Mutation | None], list[str]]:
+    """Each row's parsed mutation (None when it is bad) and error text ('' when it is fine)."""
+    if column not in header:
+        raise CliError(f"--dms-input has no column {column!r} (columns: {', '.join(header)}); set --mutation-col")
+    where = header.index(column)
+    mutations: list[Mutation | None] = []
+    errors: list[str] = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            mutations.append(parse_mutation(row[where] if where < len(row) else "", wild_type, offset_idx))
+            errors.append("")
+        except ValueError as exc:
+            mutations.append(None)
+            errors.append(str(exc))
+            if len(errors) - errors.count("") <= SHOWN_ERRORS:
+                log.warning("row %d: %s", number, exc)
+    bad = len(errors) - errors.count("")
+    if bad > SHOWN_ERRORS:
+        log.warning("... and %d more bad mutations (see the %r column)", bad - SHOWN_ERRORS, ERROR_COLUMN)
+    return mutations, errors
+
+
+def score_with_models(args: argparse.Namespace, wild_type: str, mutations: list[Mutation]) -> dict[str, np.ndarray]:
+    """One score array per model, loading each model in turn (an ensemble never sits in memory at once)."""
+    from esmfold_lite.lm.load import load_language_model
+
+    scores = {}
+    for source in args.models:
+        try:
+            model = load_language_model(source, device=args.device, dtype=args.dtype)
+        except (OSError, ValueError) as exc:  # checkpoint and download errors name the source and the fix
+            raise CliError(str(exc)) from exc
+        log.info("scoring %d mutations with %s (%s)", len(mutations), source, args.scoring_strategy)
+        try:
+            values = score_mutations(
+                model,
+                wild_type,
+                mutations,
+                args.scoring_strategy,
+                max_tokens_per_batch=args.max_tokens_per_batch,
+                progress=not getattr(args, "quiet", False),
+                description=Path(source).name,
+            )
+        except ValueError as exc:  # e.g. a sequence longer than the model's learned positions
+            raise CliError(f"{source}: {exc}") from exc
+        scores[source] = values.numpy()
+        del model
+    return scores
+
+
+def write_table(path: Path, header: list[str], rows: list[list[str]], cells: dict[str, list[str]]) -> None:
+    """``rows`` with the columns of ``cells`` added (a column already in ``header`` is overwritten), atomically."""
+    header = list(header)
+    for column in cells:
+        if column in header:
+            log.warning("column %r of the input is replaced by the new scores", column)
+        else:
+            header.append(column)
+    where = {column: header.index(column) for column in cells}
+    text = io.StringIO()
+    writer = csv.writer(text, delimiter=delimiter(path), lineterminator="\n")
+    writer.writerow(header)
+    for i, row in enumerate(rows):
+        out = row + [""] * (len(header) - len(row))
+        for column, values in cells.items():
+            out[where[column]] = values[i]
+        writer.writerow(out)
+    atomic_write_text(path, text.getvalue())
+
+
+def heatmap_png(wild_type: str, offset_idx: int, mutations: list[Mutation], scores: np.ndarray, title: str) -> bytes:
+    """Amino acid x position heatmap of single-mutant scores as PNG bytes; wild-type cells are 0 and dotted."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    row_of = {aa: r for r, aa in enumerate(STANDARD_AMINO_ACIDS)}
+    grid = np.full((len(STANDARD_AMINO_ACIDS), len(wild_type)), np.nan)
+    for mutation, score in zip(mutations, scores, strict=True):
+        (s,) = mutation.substitutions
+        grid[row_of[s.mutant], s.index] = score
+    wild_cells = [(index, row_of[aa]) for index, aa in enumerate(wild_type) if aa in row_of]
+    for index, row in wild_cells:
+        grid[row, index] = 0.0
+    limit = float(np.nanmax(np.abs(grid), initial=1e-6))
+
+    fig = Figure(figsize=(min(max(6.0, 2.0 + 0.12 * len(wild_type)), 60.0), 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+    ax.scatter([i for i, _ in wild_cells], [r for _, r in wild_cells], s=4, color="black", label="wild type")
+    step = next(n for n in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10**9) if len(wild_type) / n <= 25)
+    ticks = list(range(0, len(wild_type), step))
+    ax.set_xticks(ticks, [str(i + offset_idx) for i in ticks])
+    ax.set_yticks(range(len(STANDARD_AMINO_ACIDS)), list(STANDARD_AMINO_ACIDS))
+    ax.set(xlabel="position", ylabel="mutant amino acid", title=title)
+    fig.colorbar(image, ax=ax, label="log p(mutant) - log p(wild type)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
