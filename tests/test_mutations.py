@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from esmfold_lite.io.fasta import STANDARD_AMINO_ACIDS
+from esmfold_lite.fold.chains import STANDARD_AMINO_ACIDS
 from esmfold_lite.io.mutations import Substitution, all_single_mutants, check_wild_type, parse_mutation
 
 WILD_TYPE = "MKTAYIAKQRQISF"

@@ -146,5 +146,5 @@ def test_help_explains_every_flag(capsys):
     flags += ["--dms-output", "--scoring-strategy", "--offset-idx", "--max-tokens-per-batch", "--device", "--dtype"]
     for flag in flags:
         assert flag in text
-    for word in ("masked-marginals", "pseudo-ppl", "ensemble_mean", "Exit status"):
+    for word in ("masked-marginals", "pseudo-ppl", "ensemble_mean", "exit status"):
         assert word in text

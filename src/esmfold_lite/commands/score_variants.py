@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from esmfold_lite.cli import CliError
+from esmfold_lite.cli import EXIT_FAILED, CliError, add_logging_options, exit_status_help, records_exit_code
+from esmfold_lite.fold.chains import STANDARD_AMINO_ACIDS
 from esmfold_lite.io.atomic import atomic_write_bytes, atomic_write_text
-from esmfold_lite.io.fasta import STANDARD_AMINO_ACIDS, read_fasta
+from esmfold_lite.io.fasta import read_fasta
 from esmfold_lite.io.mutations import Mutation, all_single_mutants, check_wild_type, parse_mutation
 from esmfold_lite.lm.variants import STRATEGIES, score_mutations
 
 log = logging.getLogger(__name__)
 
-EXIT_SOME_FAILED = 3
 ENSEMBLE_COLUMN = "ensemble_mean"
 ERROR_COLUMN = "error"
 SHOWN_ERRORS = 20  # bad rows logged one by one; the rest are counted (all are in the error column)
@@ -41,8 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "that is malformed, outside the sequence or does not match its wild-type letter gets empty scores and "
             "the reason in the error column; the others are still scored. With --all-singles, --dms-output lists "
             "every single substitution (columns mutant, position, wt, mt, the model columns and the mean) and a "
-            "heatmap of the mean goes beside it as a .png. Files are replaced atomically. "
-            "Exit status: 0 all scored, 3 some mutations could not be scored, 1 nothing could run."
+            "heatmap of the mean goes beside it as a .png. Files are replaced atomically."
+        ),
+        epilog=exit_status_help(
+            ok="every mutation scored",
+            some_failed=f"some mutations could not be scored (their reason is in the '{ERROR_COLUMN}' column)",
+            failed="nothing could run (no valid mutation, unreadable input, model not loadable)",
         ),
     )
     parser.add_argument(
@@ -120,6 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="model precision (default: float32); log-probabilities are always taken in float32",
     )
+    add_logging_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -163,12 +168,11 @@ def run(args: argparse.Namespace) -> int:
         log.info("wrote %s", png)
     if not valid:
         log.error("no mutation could be scored; see the %r column of %s", ERROR_COLUMN, args.dms_output)
-        return 1
+        return EXIT_FAILED
     if len(valid) < len(rows):
         log.warning("%d of %d mutations could not be scored; see the %r column", len(rows) - len(valid), len(rows),
                     ERROR_COLUMN)  # fmt: skip
-        return EXIT_SOME_FAILED
-    return 0
+    return records_exit_code(len(rows) - len(valid))
 
 
 def read_wild_type(args: argparse.Namespace) -> str:
