@@ -234,9 +234,10 @@ def _download(
 
     with response:
         length = response.headers.get("Content-Length")
-        if response.status == 206:
-            start = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
-            total = _content_range_total(response.headers.get("Content-Range"))
+        content_range = response.headers.get("Content-Range")
+        if response.status == 206 and offset:
+            start = re.match(r"bytes (\d+)-", content_range or "")
+            total = _content_range_total(content_range)
             if not start or int(start.group(1)) != offset or total != part_record["total"]:
                 log.warning("%s answered the resume request with another range or file; starting over", url)
                 part.unlink()
@@ -244,7 +245,7 @@ def _download(
                 return _download(url, dest, size_bytes, sha256, progress, timeout)
         else:
             offset = 0  # the server sent the whole file (it ignores Range, or the file changed): rewrite from the start
-            total = int(length) if length is not None else None
+            total = _content_range_total(content_range) or (int(length) if length is not None else None)
             validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
             _write_json(_record_path(part), {"url": url, "total": total, "validator": validator})
         if size_bytes is not None and total is not None and total != size_bytes:
