@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from fair_esm_configs import fair_esm_config_classes, structured_esmfold_cfg
 from omegaconf import OmegaConf
 from randomize import randomize_
 from transformers import EsmConfig, EsmForProteinFolding
@@ -70,13 +71,21 @@ def _fair_cfg(model: EsmForProteinFolding) -> dict:
     }
 
 
-def write_fair_esmfold(model: EsmForProteinFolding, folder: Path) -> tuple[Path, Path]:
-    """The official pair: ``esmfold_3B_v1.pt`` (no ``esm.*`` keys) and ``esm2_t36_3B_UR50D.pt`` beside it."""
+def write_fair_esmfold(model: EsmForProteinFolding, folder: Path, structured: bool = False) -> tuple[Path, Path]:
+    """The official pair: ``esmfold_3B_v1.pt`` (no ``esm.*`` keys) and ``esm2_t36_3B_UR50D.pt`` beside it.
+
+    ``structured``: the ESMFold cfg as ``OmegaConf.structured(ESMFoldConfig(...))``, whose pickle names fair-esm's
+    config dataclasses, instead of ``OmegaConf.create`` of a plain dict.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
     trunk = {k: v for k, v in state.items() if not k.startswith("esm.")}
     esmfold_path = folder / "esmfold_3B_v1.pt"
-    torch.save({"cfg": {"model": OmegaConf.create(_fair_cfg(model))}, "model": trunk}, esmfold_path)
+    if structured:
+        with fair_esm_config_classes():
+            torch.save({"cfg": {"model": structured_esmfold_cfg(_fair_cfg(model))}, "model": trunk}, esmfold_path)
+    else:
+        torch.save({"cfg": {"model": OmegaConf.create(_fair_cfg(model))}, "model": trunk}, esmfold_path)
 
     lm = hf_to_esm2_state_dict({k: v for k, v in state.items() if k.startswith("esm.")})
     lm_state = {}

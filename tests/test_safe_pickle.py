@@ -1,6 +1,7 @@
 """The allow-list unpickler: official-style checkpoints load into plain Python, anything executable is refused."""
 
 import argparse
+import copyreg
 import io
 import os
 import pickle
@@ -9,6 +10,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+from fair_esm_configs import registered_at
 from omegaconf import OmegaConf
 
 from esmfold_lite.weights.safe_pickle import CheckpointError, SafeUnpickler, UnsafePickleError, load_checkpoint
@@ -111,3 +113,56 @@ def test_other_globals_and_non_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(text)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "absent.pt")
+
+
+def _touching(marker) -> type:
+    """A class named like fair-esm's ``ESMFoldConfig``: building, calling or restoring it creates ``marker``."""
+
+    class ESMFoldConfig:
+        def __init__(self, *args):
+            marker.touch()
+
+        def __setstate__(self, state):
+            marker.touch()
+
+    ESMFoldConfig.__qualname__ = "ESMFoldConfig"
+    return ESMFoldConfig
+
+
+ESM_CLASS_REFUSED = "refused to (call|create an object of) 'esm.esmfold.v1.esmfold.ESMFoldConfig'"
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize(
+    "reduce",
+    [
+        lambda cls: (cls, ("x",)),  # REDUCE: calls the class
+        lambda cls: (copyreg.__newobj__, (cls,), {"a": 1}),  # NEWOBJ + BUILD: cls.__new__, then __setstate__
+        lambda cls: (copyreg.__newobj_ex__, (cls, (), {}), {"a": 1}),  # NEWOBJ_EX + BUILD (protocol 2: a partial)
+    ],
+    ids=["reduce", "newobj", "newobj_ex"],
+)
+def test_esm_class_with_reduce_runs_nothing(tmp_path, reduce, protocol):
+    marker = tmp_path / "marker"
+    evil = _touching(marker)
+    evil.__reduce__ = lambda self: reduce(type(self))
+    refused = ESM_CLASS_REFUSED + "|refused to unpickle global 'functools.partial'"
+    with registered_at({evil: "esm.esmfold.v1.esmfold"}):
+        payload = pickle.dumps({"cfg": {"model": evil.__new__(evil)}}, protocol=protocol)
+        assert b"esm.esmfold.v1.esmfold" in payload
+        pickle.loads(payload)  # the payload is live: the standard unpickler runs it
+        assert marker.exists()
+        marker.unlink()
+        with pytest.raises(UnsafePickleError, match=refused):
+            SafeUnpickler(io.BytesIO(payload)).load()
+        path = tmp_path / "evil.pt"
+        torch.save({"cfg": {"model": evil.__new__(evil)}, "model": state_dict()}, path, pickle_protocol=protocol)
+        with pytest.raises(UnsafePickleError, match=f"evil.pt: ({refused})"):
+            load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_other_esm_globals_are_refused(tmp_path):
+    payload = b"\x80\x02cesm.pretrained\nload_model_and_alphabet\nX\x01\x00\x00\x00x\x85R."
+    with pytest.raises(UnsafePickleError, match="refused to unpickle global 'esm.pretrained.load_model_and_alphabet'"):
+        SafeUnpickler(io.BytesIO(payload)).load()

@@ -9,7 +9,7 @@ from esmfold_lite.cli import CliError, add_logging_options, exit_status_help
 from esmfold_lite.lm.esm2 import ESM2
 from esmfold_lite.lm.load import as_dtype, build_from_state
 from esmfold_lite.weights import registry
-from esmfold_lite.weights.download import HOME_ENV, DownloadError, cache_dir, checkpoint_path, fetch, locate
+from esmfold_lite.weights.download import HOME_ENV, DownloadError, cache_dir, fetch, is_cached, locate
 from esmfold_lite.weights.esm2_format import checkpoint_kind_at, read_esm2, save_esm2
 from esmfold_lite.weights.safe_pickle import CheckpointError
 
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "list",
         help="show the known checkpoints and whether they are cached",
         description="Show every known checkpoint name with its kind, approximate download size, whether it is in "
-        "the cache, and what it is.",
+        "the cache (complete and verified), and what it is.",
         epilog=EXIT_STATUS,
     )
     add_logging_options(listing)
@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="download checkpoints into the cache",
         description="Download checkpoints into DIR/checkpoints (see --cache-dir), with their contact-regression "
         "file and, for ESMFold, the ESM-2 language model it needs. An interrupted download resumes from its "
-        ".part file when run again; files already in the cache are not downloaded again.",
+        ".part file when run again; files already in the cache are not downloaded again unless they fail their "
+        "check (size, SHA-256 and structure), in which case they are downloaded anew.",
         epilog=EXIT_STATUS,
     )
     add_logging_options(download)
@@ -91,7 +92,7 @@ def run_list(args: argparse.Namespace) -> int:
     print(f"cache: {cache_dir(args.cache_dir) / 'checkpoints'}")
     print(f"{'name':28} {'kind':8} {'size (approx)':>13}  {'cached':6}  description")
     for info in registry.CHECKPOINTS.values():
-        cached = "yes" if checkpoint_path(info.filename, args.cache_dir).is_file() else "no"
+        cached = "yes" if is_cached(info.name, args.cache_dir) else "no"
         print(f"{info.name:28} {info.kind:8} {f'~{info.approx_size_gb:g} GB':>13}  {cached:6}  {info.description}")
     return 0
 

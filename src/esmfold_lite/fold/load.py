@@ -10,19 +10,68 @@ from esmfold_lite.fold.esmfold import ESMFold
 from esmfold_lite.lm.esm2 import ESM2
 from esmfold_lite.lm.load import as_dtype, build_from_state, load_language_model
 from esmfold_lite.weights import registry
-from esmfold_lite.weights.download import locate
+from esmfold_lite.weights.download import DownloadError, is_cached, locate, url_cache_path
 from esmfold_lite.weights.esmfold_format import read_esmfold
 from esmfold_lite.weights.safe_pickle import CheckpointError
 
 DEFAULT_LM = registry.get("esmfold_v1").lm
+LM_OPTION = "--lm PATH (Python: load_model(..., lm=PATH))"
 
 
-def _language_model_for(path: Path, lm: str | Path | None) -> ESM2:
-    """The LM of a fair-esm ESMFold file: ``lm`` if given, else the official one beside the file or in the cache."""
+def _lm_places_beside(checkpoint: Path, lm_filename: str) -> list[Path]:
+    """Where a fair-esm ESMFold file's LM may lie beside it: beside ``checkpoint`` itself and, when ``checkpoint``
+    (or a folder above it) is a symlink, beside the file it points to."""
+    places = [checkpoint.absolute().with_name(lm_filename)]
+    target = checkpoint.resolve().with_name(lm_filename)
+    return places if target == places[0] else [*places, target]
+
+
+def _language_model_for(path: Path, lm: str | Path | None, lm_name: str) -> ESM2:
+    """The LM of a fair-esm ESMFold file: ``lm`` if given, else the official one (``lm_name``) beside the file or
+    beside the file it links to, else the registry's copy in the cache (downloaded when missing)."""
     if lm is not None:
         return load_language_model(lm)
-    beside = path.with_name(registry.get(DEFAULT_LM).filename)
-    return load_language_model(beside if beside.is_file() else DEFAULT_LM)
+    info = registry.get(lm_name)
+    beside = _lm_places_beside(path, info.filename)
+    found = next((place for place in beside if place.is_file()), None)
+    if found is not None:
+        return load_language_model(found)
+    try:
+        return load_language_model(lm_name)
+    except DownloadError as exc:
+        cache = url_cache_path(info.url)
+        places = [*(f"{p} (beside the ESMFold checkpoint)" for p in beside if p != cache), f"{cache} (the cache)"]
+        needed = [(f"{info.filename}, the ESM-2 language model", info.url, [*places, f"or pass it with {LM_OPTION}"])]
+        raise _missing_weights(f"the language model that {path} needs", exc, needed) from None
+
+
+def _missing_weights(what: str, reason: DownloadError, needed: list[tuple[str, str, list[str]]]) -> DownloadError:
+    """One error naming every file still needed, where to download it, and every place it may go."""
+    lines = [
+        f"cannot get {what}: {str(reason).splitlines()[0]}",
+        "Files still needed (download each elsewhere, e.g. `curl -L -O URL`, and put it in one of its places):",
+    ]
+    for name, url, places in needed:
+        lines += [f"  {name}, from {url}", *(f"    {place}" for place in places)]
+    return DownloadError("\n".join(lines), reason.url, reason.dest)
+
+
+def _locate_esmfold(source: str | Path, info: registry.CheckpointInfo | None, lm: str | Path | None) -> Path:
+    """The ESMFold checkpoint file; if a registry one cannot be downloaded, the error lists its LM too (unless
+    ``lm`` is given or the LM is already in the cache)."""
+    try:
+        return locate(source, progress=True)
+    except DownloadError as exc:
+        if info is None or info.kind != "esmfold":
+            raise
+        cache = url_cache_path(info.url)
+        needed = [(info.filename, info.url, [f"{cache} (the cache)", "or give its path as the model source"])]
+        lm_info = registry.get(info.lm)
+        if lm is None and not is_cached(lm_info.name):
+            lm_places = [f"{url_cache_path(lm_info.url)} (the cache)", "or beside the ESMFold checkpoint",
+                         f"or pass it with {LM_OPTION}"]  # fmt: skip
+            needed.append((f"{lm_info.filename}, its ESM-2 language model", lm_info.url, lm_places))
+        raise _missing_weights(f"the weights of {info.name}", exc, needed) from None
 
 
 def load_model(
@@ -40,8 +89,8 @@ def load_model(
             use), a fair-esm ESMFold ``.pt`` (``{"cfg": ..., "model": ...}``), a transformers ESMFold folder
             (``config.json`` + weights, LM included) or a checkpoint esmfold_lite wrote (``save_esmfold``).
         lm: the ESM-2 language model for a fair-esm ``.pt`` (path or registry name). By default
-            ``esm2_t36_3B_UR50D.pt`` beside the checkpoint, else the registry's copy in the cache. Ignored for
-            formats that contain their LM.
+            ``esm2_t36_3B_UR50D.pt`` beside the checkpoint (for a symlink: beside the link, else beside the file it
+            points to), else the registry's copy in the cache. Ignored for formats that contain their LM.
         device: where to run (default CPU).
         dtype: dtype of the trunk, structure module and heads (default float32).
         lm_dtype: dtype of the language model; default float16 on CUDA (as the original) and float32 on CPU
@@ -52,15 +101,16 @@ def load_model(
 
     Raises:
         CheckpointError: the source or its LM is not a readable checkpoint (the message names the file and the fix).
-        DownloadError: a registry file could not be downloaded (the message says where to put it by hand).
+        DownloadError: a needed file could not be downloaded; the message names every file still needed (the LM
+            too) and every place each may go.
     """
-    path = locate(source, progress=True)
     info = registry.lookup(str(source)) if not Path(source).exists() else None
     if info is not None and info.kind != "esmfold":
         raise CheckpointError(f"{source} is a {info.kind} language model, not ESMFold: use load_language_model")
+    path = _locate_esmfold(source, info, lm)
     config, trunk_state, lm_config, lm_state = read_esmfold(path)
     if lm_config is None:
-        language_model = _language_model_for(path, lm if lm is not None else (info.lm if info else None))
+        language_model = _language_model_for(path, lm, info.lm if info else DEFAULT_LM)
     else:
         language_model = build_from_state(lambda: ESM2(lm_config), lm_state, path)
     device = torch.device(device or "cpu")

@@ -1,7 +1,8 @@
 """The official checkpoints: names, download URLs (as fair-esm's ``esm/pretrained.py`` builds them), companions.
 
 Sizes are approximate download sizes, for display only; no exact byte counts or checksums are published, so
-``size_bytes``/``sha256`` stay ``None`` unless filled from a trusted source.
+``size_bytes``/``sha256`` stay ``None`` unless filled from a trusted source. Without them a download is verified by
+the length the server announces and the file's structure (:mod:`esmfold_lite.weights.download`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ an allow-list instead: torch's tensor/storage rebuild functions and dtypes, plai
 and stand-ins for the config classes that record their pickled state without importing omegaconf. The result is
 then turned into plain Python: configs become ``dict``/``list``, a ``Namespace`` becomes a ``dict``. Any other global
 raises :class:`UnsafePickleError` naming it and the file, before anything is called.
+
+A structured omegaconf config (``OmegaConf.structured(ESMFoldConfig(...))``) names its dataclasses, e.g. fair-esm's
+``esm.esmfold.v1.trunk.FoldingTrunkConfig``, in its metadata (``object_type``/``ref_type``). Such names, like typing
+objects, become inert :class:`ClassName` strings: nothing is imported, and calling one or building an object from it
+raises :class:`UnsafePickleError`. The values themselves sit in the config's nodes, as in a plain config.
 """
 
 from __future__ import annotations
@@ -68,23 +73,27 @@ def _stand_in(module: str, name: str, kind: str) -> type[_ConfigStandIn]:
     return _STAND_INS[key]
 
 
-class _TypeAnnotation(str):
-    """A typing object (``typing.Any``, ``Optional[int]``) from config metadata, kept as its name only."""
+class ClassName(str):
+    """A class named only as config metadata (``typing.Any``, ``Optional[int]``, fair-esm's config dataclasses),
+    kept as its dotted name. It cannot be called: a pickle that tries raises :class:`UnsafePickleError`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise UnsafePickleError(f"refused to call '{self}': config classes are read as metadata, never run")
 
 
-def _subscript(base: Any, args: Any) -> _TypeAnnotation:
+def _subscript(base: Any, args: Any) -> ClassName:
     """``operator.getitem`` as typing generics pickle it (``Dict[str, Any]``); nothing else is indexed."""
-    if not isinstance(base, _TypeAnnotation):
+    if not isinstance(base, ClassName):
         raise UnsafePickleError(f"refused global '_operator.getitem' applied to {type(base).__name__}")
     names = args if isinstance(args, tuple) else (args,)
-    return _TypeAnnotation(f"{base}[{', '.join(getattr(a, '__name__', str(a)) for a in names)}]")
+    return ClassName(f"{base}[{', '.join(getattr(a, '__name__', str(a)) for a in names)}]")
 
 
-def _type_of(obj: Any) -> _TypeAnnotation:
+def _type_of(obj: Any) -> ClassName:
     """``builtins.type`` as ``type(None)`` pickles; nothing else."""
     if obj is not None:
         raise UnsafePickleError(f"refused global 'builtins.type' applied to {type(obj).__name__}")
-    return _TypeAnnotation("NoneType")
+    return ClassName("NoneType")
 
 
 def _encode(text: str, encoding: str = "utf-8") -> bytes:
@@ -150,8 +159,8 @@ def resolve_global(module: str, name: str) -> Any:
     key = f"{module}.{name}"
     if key in _ALLOWED:
         return _ALLOWED[key]
-    if module == "typing":
-        return _TypeAnnotation(key)
+    if module == "typing" or (module.split(".")[0] == "esm" and name.endswith("Config")):
+        return ClassName(key)  # metadata of a (structured) config, e.g. esm.esmfold.v1.trunk.FoldingTrunkConfig
     if module.split(".")[0] == "omegaconf":
         if name in _OMEGACONF_KINDS:
             return _stand_in(module, name, _OMEGACONF_KINDS[name])
@@ -189,6 +198,24 @@ class SafeUnpickler(pickle._Unpickler):
         super().load_build()
 
     dispatch[pickle.BUILD[0]] = load_build
+
+    def load_newobj(self) -> None:
+        _require_class(self.stack[-2])  # the stack ends with (class, args)
+        super().load_newobj()
+
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+
+    def load_newobj_ex(self) -> None:
+        _require_class(self.stack[-3])  # the stack ends with (class, args, kwargs)
+        super().load_newobj_ex()
+
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+
+
+def _require_class(cls: Any) -> None:
+    """``NEWOBJ`` calls ``cls.__new__``: only real classes from the allow-list, never a :class:`ClassName`."""
+    if not isinstance(cls, type):
+        raise UnsafePickleError(f"refused to create an object of '{cls}': config classes are read as metadata only")
 
 
 def _is_numpy_dtype(obj: Any) -> bool:
