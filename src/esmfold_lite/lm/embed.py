@@ -92,6 +92,14 @@ def embed(
     lengths = [len(alphabet.encode(s)) for s in sequences]
     if 0 in lengths:
         raise ValueError(f"sequence {lengths.index(0)} is empty")
+    limit = getattr(model, "max_residues", None)
+    too_long = [i for i, n in enumerate(lengths) if limit is not None and n > limit]
+    if too_long:
+        i = too_long[0]
+        raise ValueError(
+            f"sequence {i} has {lengths[i]} residues, more than the {limit} {type(model).__name__} can embed; "
+            "split it into windows of at most that length, or use ESM-2 (no length limit)"
+        )
     start = int(alphabet.prepend_bos)
     extra = start + int(alphabet.append_eos)
     device = next(model.parameters()).device

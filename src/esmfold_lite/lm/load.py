@@ -12,13 +12,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from esmfold_lite.lm.esm1 import ESM1, ESM1Config
 from esmfold_lite.lm.esm2 import ESM2, ESM2Config
 from esmfold_lite.weights import registry
 from esmfold_lite.weights.download import locate
 from esmfold_lite.weights.language_model import LanguageModelCheckpoint, read_language_model
 from esmfold_lite.weights.safe_pickle import CheckpointError
 
-LANGUAGE_MODELS: dict[str, tuple[type[nn.Module], type]] = {"esm2": (ESM2, ESM2Config)}
+LANGUAGE_MODELS: dict[str, tuple[type[nn.Module], type]] = {"esm2": (ESM2, ESM2Config), "esm1b": (ESM1, ESM1Config)}
 """Checkpoint kind (``weights.language_model``) -> (model class, its config dataclass)."""
 
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "float": "float32"}
@@ -89,24 +90,29 @@ def load_language_model(
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
 ) -> nn.Module:
-    """An ESM language model in eval mode.
+    """An ESM language model in eval mode: ``ESM2``, ``ESM1`` (ESM-1b / ESM-1v) or ``MSATransformer``.
+
+    All share fair-esm's ``forward(tokens, repr_layers, need_head_weights, return_contacts)`` and ``embed``.
 
     Args:
-        source: a registry name (``"esm2_t33_650M_UR50D"``, downloaded to the cache when missing), a URL, a
-            fair-esm ``.pt`` (its ``<stem>-contact-regression.pt`` is read from beside it), a transformers folder
-            (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``) or an esmfold_lite
-            ``<stem>.safetensors`` + ``<stem>.json`` pair (``esmfold-lite weights convert`` writes those).
+        source: a registry name (``"esm2_t33_650M_UR50D"``, ``"esm1b_t33_650M_UR50S"``,
+            ``"esm1v_t33_650M_UR90S_1"`` ... ``_5``, ``"esm_msa1b_t12_100M_UR50S"``; downloaded to the cache when
+            missing), a URL, a fair-esm ``.pt`` (its ``<stem>-contact-regression.pt`` is read from beside it), a
+            transformers ESM-2 folder (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``) or an
+            esmfold_lite ``<stem>.safetensors`` + ``<stem>.json`` pair (``esmfold-lite weights convert`` writes those).
         device: where to put the model (default CPU).
         dtype: floating dtype of the parameters (default float32, whatever the checkpoint stores).
 
     Raises:
-        CheckpointError: ``source`` is not a readable ESM-2 checkpoint (the message names it and the fix).
+        CheckpointError: ``source`` is not a readable language-model checkpoint (the message names it and the fix).
         DownloadError: a registry name or URL that could not be downloaded (the message says where to put the file).
     """
     info = None if Path(source).expanduser().exists() else registry.lookup(str(source))
-    if info is not None and info.kind not in LANGUAGE_MODELS:
-        fix = "load it with esmfold_lite.load_model" if info.kind == "esmfold" else "this loader reads ESM-2 only"
-        raise CheckpointError(f"{source} is not an ESM-2 language model (registry kind {info.kind!r}): {fix}")
+    if info is not None and info.kind == "esmfold":
+        raise CheckpointError(
+            f"{source} is not an ESM-2 / ESM-1b / ESM-1v / MSA Transformer language model but a folding model: "
+            "load it with esmfold_lite.load_model"
+        )
     path = locate(source)
     model = build_language_model(read_language_model(path), path)
     return model.to(device=device, dtype=as_dtype(dtype) or torch.float32).eval()

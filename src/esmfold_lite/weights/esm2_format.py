@@ -196,7 +196,7 @@ def read_fair_esm2(path: str | Path, data: Mapping[str, Any] | None = None) -> t
     regression = contact_regression_path(path)
     read_contact_regression(path, state)
     hint = f"put {regression.name} (from the same release as {path.name}) at {regression}"
-    return config, complete_esm2_state(state, config, f"{path} ({hint})")
+    return config, complete_lm_state(state, config, f"{path} ({hint})")
 
 
 def read_contact_regression(path: Path, state: State) -> bool:
@@ -273,7 +273,7 @@ def read_transformers_esm2(folder: str | Path) -> tuple[Config, State]:
     config = esm2_config_from_hf(json.loads(config_path.read_text()), config_path)
     state = hf_to_esm2_state_dict(read_transformers_state(folder))
     config["lm_head"] = any(key.startswith("lm_head.") for key in state)  # EsmModel folders have no LM head
-    return config, complete_esm2_state(state, config, str(folder))
+    return config, complete_lm_state(state, config, str(folder))
 
 
 def read_own_esm2(path: str | Path) -> tuple[Config, State]:
@@ -281,7 +281,7 @@ def read_own_esm2(path: str | Path) -> tuple[Config, State]:
     kind, config, state = load_own_format(path)
     if kind != "esm2":
         raise CheckpointError(f"{path} holds an esmfold_lite {kind!r} checkpoint, not an ESM-2 language model")
-    return config, complete_esm2_state(state, config, str(path))
+    return config, complete_lm_state(state, config, str(path))
 
 
 def read_esm2(path: str | Path) -> tuple[Config, State]:
@@ -304,7 +304,7 @@ def save_esm2(model: nn.Module, path: str | Path) -> Path:
     return save_own_format(path, "esm2", asdict(model.config), model.state_dict())
 
 
-def complete_esm2_state(state: State, config: Mapping[str, Any], source: str, warn: bool = True) -> State:
+def complete_lm_state(state: State, config: Mapping[str, Any], source: str, warn: bool = True) -> State:
     """Tie a missing ``lm_head.weight`` to the embedding; zero-fill a missing contact regression.
 
     ``config`` needs ``num_layers`` and ``attention_heads`` (the regression's input size) and may set ``lm_head``.

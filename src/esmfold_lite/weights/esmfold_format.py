@@ -26,7 +26,7 @@ import torch
 from esmfold_lite.weights.esm2_format import (
     Config,
     checkpoint_kind,
-    complete_esm2_state,
+    complete_lm_state,
     esm2_config_from_hf,
     hf_to_esm2_state_dict,
     read_transformers_state,
@@ -95,7 +95,7 @@ def read_transformers_esmfold(folder: Path) -> tuple[Config, State, Config, Stat
     trunk, hf_lm = _split(read_transformers_state(folder))
     lm_state = hf_to_esm2_state_dict({LM_PREFIX + k: v for k, v in hf_lm.items()})
     lm_config["lm_head"] = any(k.startswith("lm_head.") for k in lm_state)
-    return esmfold_config, trunk, lm_config, complete_esm2_state(lm_state, lm_config, str(folder))
+    return esmfold_config, trunk, lm_config, complete_lm_state(lm_state, lm_config, str(folder))
 
 
 def read_own_esmfold(path: Path) -> tuple[Config, State, Config, State]:
