@@ -180,6 +180,7 @@ class EncoderLanguageModel(nn.Module):
         sequences: str | Sequence[str],
         layers: Sequence[int] = (-1,),
         contacts: bool = False,
+        logits: bool = False,
         max_tokens_per_batch: int | None = None,
         progress: bool = False,
     ) -> Embeddings:
@@ -189,6 +190,7 @@ class EncoderLanguageModel(nn.Module):
             sequences,
             layers=layers,
             contacts=contacts,
+            logits=logits,
             max_tokens_per_batch=max_tokens_per_batch,
             progress=progress,
         )

@@ -14,12 +14,17 @@ from torch import nn
 
 from esmfold_lite.lm.esm1 import ESM1, ESM1Config
 from esmfold_lite.lm.esm2 import ESM2, ESM2Config
+from esmfold_lite.lm.msa_transformer import MSATransformer, MSATransformerConfig
 from esmfold_lite.weights import registry
 from esmfold_lite.weights.download import locate
 from esmfold_lite.weights.language_model import LanguageModelCheckpoint, read_language_model
 from esmfold_lite.weights.safe_pickle import CheckpointError
 
-LANGUAGE_MODELS: dict[str, tuple[type[nn.Module], type]] = {"esm2": (ESM2, ESM2Config), "esm1b": (ESM1, ESM1Config)}
+LANGUAGE_MODELS: dict[str, tuple[type[nn.Module], type]] = {
+    "esm2": (ESM2, ESM2Config),
+    "esm1b": (ESM1, ESM1Config),
+    "msa": (MSATransformer, MSATransformerConfig),
+}
 """Checkpoint kind (``weights.language_model``) -> (model class, its config dataclass)."""
 
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "float": "float32"}

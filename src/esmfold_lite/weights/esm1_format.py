@@ -60,7 +60,10 @@ def esm1_config_from_args(args: Mapping[str, Any], state: Mapping[str, torch.Ten
 
 
 def msa_config_from_args(args: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> Config:
-    """MSA Transformer ``args`` -> config fields; the MSA position width comes from the stored tensor."""
+    """MSA Transformer ``args`` -> config fields; the MSA position width comes from the stored tensor.
+
+    The column-attention chunk budget is ``max_tokens_per_msa``, else fairseq's ``max_tokens`` (as fair-esm reads it).
+    """
     msa_positions = state.get(MSA_POSITION_KEY) if args.get("embed_positions_msa", False) else None
     return {
         "num_layers": size_arg(args, "layers"),
@@ -69,7 +72,7 @@ def msa_config_from_args(args: Mapping[str, Any], state: Mapping[str, torch.Tens
         "attention_heads": size_arg(args, "attention_heads"),
         "max_positions": int(args.get("max_positions", 1024)),
         "msa_position_dim": None if msa_positions is None else int(msa_positions.shape[-1]),
-        "max_tokens_per_msa": int(args.get("max_tokens_per_msa", 2**14)),
+        "max_tokens_per_msa": int(args.get("max_tokens_per_msa") or args.get("max_tokens") or 2**14),
     }
 
 
