@@ -143,7 +143,7 @@ def test_cli_writes_files_and_manifest(model, saved_model, tmp_path):
 def test_cli_npz_format_and_skipped_records(model, saved_model, tmp_path, caplog):
     fasta = tmp_path / "in.fasta"
     fasta.write_text(">a\nmktayiak\n>bad\nMK1L\n>two\nMKL:LLG\n>b\nMLVW\n")
-    assert main(["embed", str(fasta), "-o", str(tmp_path), "--model", saved_model, "--format", "npz"]) == 1
+    assert main(["embed", str(fasta), "-o", str(tmp_path), "--model", saved_model, "--format", "npz"]) == 3
     assert "skipping record 'bad'" in caplog.text and "skipping record 'two'" in caplog.text
     saved = np.load(tmp_path / "a.npz")
     assert str(saved["label"]) == "a" and str(saved["sequence"]) == "MKTAYIAK"
