@@ -211,3 +211,13 @@ def test_registry_names_load_through_the_cache(tmp_path, monkeypatch):
         warnings.simplefilter("error")
         model = esmfold_lite.load_language_model("esm1v_t33_650M_UR90S_3")  # found in the cache, no download
     assert isinstance(model, ESM1) and model.num_layers == LAYERS
+
+
+def test_esmfold_refuses_an_esm1b_language_model(tmp_path):
+    from esmfold_reference import tiny_hf_esmfold, write_fair_esmfold
+
+    esmfold_pt, _ = write_fair_esmfold(tiny_hf_esmfold(num_blocks=1, sm_blocks=1), tmp_path / "fair")
+    esm1b_pt = tmp_path / "esm1b_t3_tiny.pt"
+    save_official(fair_model(token_dropout=True), esm1b_pt)
+    with pytest.raises(CheckpointError, match="ESMFold reads an ESM-2 language model.*ESM1"):
+        esmfold_lite.load_model(esmfold_pt, lm=esm1b_pt)

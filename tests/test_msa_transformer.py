@@ -10,6 +10,7 @@ import torch
 from randomize import randomize_
 
 import esmfold_lite
+from esmfold_lite.cli import main
 from esmfold_lite.lm.msa_transformer import MSA_ALPHABET, MSATransformer, MSATransformerConfig
 from esmfold_lite.weights.esm1_format import swap_axial_attention_names
 from esmfold_lite.weights.esm2_format import contact_regression_path
@@ -165,6 +166,11 @@ def test_official_file_with_swapped_attention_names_matches_fair_esm(tmp_path):
     assert ours.config == config_of(fair)
     tokens = fair_tokens(MSA_A, MSA_B)
     assert_same(run(ours, tokens), run(reference, tokens))
+
+    assert main(["weights", "convert", str(path), str(tmp_path / "own")]) == 0  # pickle-free copy, same outputs
+    converted = esmfold_lite.load_language_model(tmp_path / "own")
+    assert isinstance(converted, MSATransformer) and converted.config == ours.config
+    assert_same(run(converted, tokens), run(reference, tokens))
 
 
 def test_embed_gives_the_query_row(tmp_path):

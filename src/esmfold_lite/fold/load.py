@@ -65,6 +65,11 @@ def load_model(
         language_model = _language_model_for(path, lm if lm is not None else (info.lm if info else None))
     else:
         language_model = build_from_state(lambda: ESM2(ESM2Config(**lm_config)), lm_state, path)
+    if not isinstance(language_model, ESM2):
+        raise CheckpointError(
+            f"ESMFold reads an ESM-2 language model, but the one given for {path} is a {type(language_model).__name__}"
+            " (ESM-1b/1v or MSA Transformer); pass lm= an esm2_t36_3B_UR50D checkpoint"
+        )
     device = torch.device(device or "cpu")
     lm_device = torch.device(lm_device) if lm_device is not None else device
     lm_dtype = as_dtype(lm_dtype) or (torch.float16 if lm_device.type == "cuda" else torch.float32)
