@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from esmfold_lite.fold.chains import AMINO_ACID_LETTERS
 from esmfold_lite.io.fasta import (
     FastaRecord,
     read_fasta,
@@ -16,6 +15,7 @@ from esmfold_lite.io.fasta import (
     unique_ids,
     validate_record,
 )
+from esmfold_lite.sequences import AMINO_ACID_LETTERS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "proteins.fasta"
 

@@ -10,8 +10,8 @@ import torch
 from esmfold_reference import tiny_hf_esmfold, write_fair_esmfold
 
 from esmfold_lite import load_model
-from esmfold_lite.fold.chains import checked_sequences, normalize_sequence, sequence_problem
 from esmfold_lite.io.fasta import FastaRecord, validate_record
+from esmfold_lite.sequences import checked_sequences, normalize_sequence, sequence_problem
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from esmfold_lite.fold.chains import STANDARD_AMINO_ACIDS
 from esmfold_lite.io.mutations import Substitution, all_single_mutants, check_wild_type, parse_mutation
+from esmfold_lite.sequences import STANDARD_AMINO_ACIDS
 
 WILD_TYPE = "MKTAYIAKQRQISF"
 letters = st.sampled_from(STANDARD_AMINO_ACIDS)

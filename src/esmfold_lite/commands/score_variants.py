@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from esmfold_lite.cli import EXIT_FAILED, CliError, add_logging_options, exit_status_help, records_exit_code
-from esmfold_lite.fold.chains import STANDARD_AMINO_ACIDS
 from esmfold_lite.io.atomic import atomic_write_bytes, atomic_write_text
 from esmfold_lite.io.fasta import read_fasta
 from esmfold_lite.io.mutations import Mutation, all_single_mutants, check_wild_type, parse_mutation
 from esmfold_lite.lm.variants import STRATEGIES, score_mutations
+from esmfold_lite.sequences import STANDARD_AMINO_ACIDS
 
 log = logging.getLogger(__name__)
 

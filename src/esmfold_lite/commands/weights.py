@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
 from esmfold_lite.cli import CliError, add_logging_options, exit_status_help
-from esmfold_lite.lm.esm2 import ESM2
-from esmfold_lite.lm.load import as_dtype, build_from_state
+from esmfold_lite.lm.load import as_dtype, build_language_model
 from esmfold_lite.weights import registry
 from esmfold_lite.weights.download import HOME_ENV, DownloadError, cache_dir, fetch, is_cached, locate
-from esmfold_lite.weights.esm2_format import checkpoint_kind_at, read_esm2, save_esm2
+from esmfold_lite.weights.esm2_format import checkpoint_kind_at
+from esmfold_lite.weights.language_model import read_language_model
+from esmfold_lite.weights.own_format import save_own_format
 from esmfold_lite.weights.safe_pickle import CheckpointError
 
 CACHE_HELP = f"checkpoint cache folder (default: ${HOME_ENV}, else ~/.cache/esmfold_lite); files go to DIR/checkpoints"
@@ -117,22 +119,25 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from esmfold_lite.fold.load import load_model
+    from esmfold_lite.weights.esmfold_format import save_esmfold
+
     try:
         path = locate(args.input)
         if checkpoint_kind_at(path) == "esmfold":
-            from esmfold_lite.fold.load import load_model
-            from esmfold_lite.weights.esmfold_format import save_esmfold
-
-            model, save = load_model(args.input, lm=args.lm), save_esmfold
+            model, kind = load_model(args.input, lm=args.lm), "esmfold"
         else:
             if args.lm is not None:
                 raise CliError(f"--lm is for ESMFold checkpoints only; {args.input} is a language model")
-            config, state = read_esm2(path)
-            model, save = build_from_state(lambda: ESM2(config), state, path), save_esm2
+            checkpoint = read_language_model(path)
+            model, kind = build_language_model(checkpoint, path), checkpoint.kind
     except (CheckpointError, DownloadError) as exc:
         raise CliError(str(exc)) from None
     if args.dtype:
         model.to(as_dtype(args.dtype))
-    stem = save(model, args.output)
+    if kind == "esmfold":
+        stem = save_esmfold(model, args.output)
+    else:
+        stem = save_own_format(args.output, kind, asdict(model.config), model.state_dict())
     print(f"wrote {stem.with_suffix('.safetensors')} and {stem.with_suffix('.json')}")
     return 0

@@ -1,4 +1,4 @@
-"""ESMFold hyper-parameters as small dataclasses.
+"""ESMFold hyper-parameters as small dataclasses, and the check that turns a checkpoint's config dict into them.
 
 Field names follow the official fair-esm checkpoint config (``cfg["model"]``), so a checkpoint's config dict maps
 onto these classes directly; defaults are those of ``esmfold_v1``.
@@ -6,7 +6,18 @@ onto these classes directly; defaults are those of ``esmfold_v1``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from esmfold_lite.weights.safe_pickle import CheckpointError
+
+log = logging.getLogger(__name__)
+
+ABLATIONS = ("esm_ablate_pairwise", "esm_ablate_sequence", "bypass_lm")
+# Training-only settings of the originals that do not change inference.
+IGNORED_FIELDS = {"_name", "layer_drop", "cpu_grad_checkpoint", "fp16_esm", "use_esm_attn_map", "esm_input_dropout"}
 
 
 @dataclass
@@ -56,3 +67,30 @@ class ESMFoldConfig:
     distogram_bins: int = 64
     lddt_bins: int = 50
     ptm_bins: int = 64
+
+
+def _dataclass_from(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known - IGNORED_FIELDS
+    if unknown:
+        log.warning("ignoring unknown %s settings %s", where, sorted(unknown))
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def esmfold_config_from_dict(model_cfg: Mapping[str, Any]) -> ESMFoldConfig:
+    """A checkpoint's model config dict (official field names, as ``weights.esmfold_format`` reads it) → config.
+
+    Unknown settings are logged and ignored; ablations esmfold_lite does not implement raise ``CheckpointError``.
+    """
+    trunk = dict(model_cfg.get("trunk") or {})
+    structure = dict(trunk.pop("structure_module", None) or {})
+    for flag in ABLATIONS:
+        if model_cfg.get(flag):
+            raise CheckpointError(f"checkpoint config sets {flag}=True, an ablation esmfold_lite does not implement")
+    if model_cfg.get("embed_aa") is False:
+        raise CheckpointError("checkpoint config sets embed_aa=False, which esmfold_lite does not implement")
+    top = {k: v for k, v in model_cfg.items() if k not in ("trunk", "embed_aa", *ABLATIONS)}
+    config = _dataclass_from(ESMFoldConfig, top, "ESMFold")
+    config.trunk = _dataclass_from(TrunkConfig, trunk, "trunk")
+    config.trunk.structure_module = _dataclass_from(StructureModuleConfig, structure, "structure module")
+    return config

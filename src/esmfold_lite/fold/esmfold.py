@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from esmfold_lite.fold.auto_chunk import choose_chunk_size
-from esmfold_lite.fold.chains import checked_sequences, encode_batch
+from esmfold_lite.fold.chains import encode_batch
 from esmfold_lite.fold.config import ESMFoldConfig
 from esmfold_lite.fold.heads import mean_plddt, pae_from_logits, plddt_from_logits, ptm_from_logits, residue_plddt
 from esmfold_lite.fold.trunk import FoldingTrunk
@@ -22,6 +22,7 @@ from esmfold_lite.geometry.atoms import atom14_to_atom37, atom37_mask
 from esmfold_lite.geometry.residue_constants import restype_num, restypes_with_x
 from esmfold_lite.lm.esm2 import ESM2
 from esmfold_lite.prediction import Prediction
+from esmfold_lite.sequences import checked_sequences
 
 # Trunk residue vocabulary: 0 = padding, 1..21 = AF2 restypes + X, then unknown and mask (the original's 23 tokens).
 N_TRUNK_TOKENS = restype_num + 3

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
+from esmfold_lite.fold.config import esmfold_config_from_dict
 from esmfold_lite.fold.esmfold import ESMFold
-from esmfold_lite.lm.esm2 import ESM2
+from esmfold_lite.lm.esm2 import ESM2, ESM2Config
 from esmfold_lite.lm.load import as_dtype, build_from_state, load_language_model
 from esmfold_lite.weights import registry
 from esmfold_lite.weights.download import DownloadError, is_cached, locate, url_cache_path
@@ -108,11 +109,17 @@ def load_model(
     if info is not None and info.kind != "esmfold":
         raise CheckpointError(f"{source} is a {info.kind} language model, not ESMFold: use load_language_model")
     path = _locate_esmfold(source, info, lm)
-    config, trunk_state, lm_config, lm_state = read_esmfold(path)
+    config_dict, trunk_state, lm_config, lm_state = read_esmfold(path)
+    config = esmfold_config_from_dict(config_dict)
     if lm_config is None:
         language_model = _language_model_for(path, lm, info.lm if info else DEFAULT_LM)
     else:
-        language_model = build_from_state(lambda: ESM2(lm_config), lm_state, path)
+        language_model = build_from_state(lambda: ESM2(ESM2Config(**lm_config)), lm_state, path)
+    if not isinstance(language_model, ESM2):
+        raise CheckpointError(
+            f"ESMFold reads an ESM-2 language model, but the one given for {path} is a {type(language_model).__name__}"
+            " (ESM-1b/1v or MSA Transformer); pass lm= an esm2_t36_3B_UR50D checkpoint"
+        )
     device = torch.device(device or "cpu")
     lm_device = torch.device(lm_device) if lm_device is not None else device
     lm_dtype = as_dtype(lm_dtype) or (torch.float16 if lm_device.type == "cuda" else torch.float32)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from esmfold_lite.fold.chains import CHAIN_SEPARATOR, normalize_sequence, sequence_problem
+from esmfold_lite.sequences import CHAIN_SEPARATOR, normalize_sequence, sequence_problem
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -62,23 +62,26 @@ class FastaRecord:
         return len(self.sequence) - self.sequence.count(CHAIN_SEPARATOR)
 
 
-def read_fasta(source: str | os.PathLike | IO) -> Iterator[FastaRecord]:
-    """Yield the records of a FASTA file (path, gzip-compressed path, or an open text/binary file) one by one."""
+def read_fasta(source: str | os.PathLike | IO, keep_case: bool = False) -> Iterator[FastaRecord]:
+    """Yield the records of a FASTA file (path, gzip-compressed path, or an open text/binary file) one by one.
+
+    ``keep_case``: leave lower-case letters as they are (alignments mark insertions with them); default upper-case.
+    """
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as raw:  # peek, not seek: works for pipes such as /dev/stdin too
             if raw.peek(2)[:2] == _GZIP_MAGIC:
                 try:
                     with gzip.GzipFile(fileobj=raw) as unpacked:
-                        yield from _parse(unpacked)
+                        yield from _parse(unpacked, keep_case)
                 except (EOFError, zlib.error) as exc:
                     raise OSError(f"{source}: corrupt or truncated gzip file ({exc})") from exc
             else:
-                yield from _parse(raw)
+                yield from _parse(raw, keep_case)
     else:
-        yield from _parse(source)
+        yield from _parse(source, keep_case)
 
 
-def _parse(lines: Iterable[str | bytes]) -> Iterator[FastaRecord]:
+def _parse(lines: Iterable[str | bytes], keep_case: bool = False) -> Iterator[FastaRecord]:
     header: tuple[str, str, int, str | None] | None = None  # id, description, line, error
     chunks: list[str] = []
     for number, line in enumerate(lines, start=1):
@@ -89,7 +92,7 @@ def _parse(lines: Iterable[str | bytes]) -> Iterator[FastaRecord]:
         line = line.strip()
         if line.startswith(">"):
             if header is not None:
-                yield _record(header, chunks)
+                yield _record(header, chunks, keep_case)
             words = line[1:].strip().split(None, 1)
             error = None if words else "header line has no id"
             header = (words[0] if words else "", words[1].strip() if len(words) > 1 else "", number, error)
@@ -99,19 +102,19 @@ def _parse(lines: Iterable[str | bytes]) -> Iterator[FastaRecord]:
                 header = ("", "", number, "sequence data before the first '>' header")
             chunks.append("".join(line.split()))
     if header is not None:
-        yield _record(header, chunks)
+        yield _record(header, chunks, keep_case)
 
 
-def _record(header: tuple[str, str, int, str | None], chunks: list[str]) -> FastaRecord:
+def _record(header: tuple[str, str, int, str | None], chunks: list[str], keep_case: bool = False) -> FastaRecord:
     id_, description, line, error = header
-    sequence = normalize_sequence("".join(chunks))
+    sequence = normalize_sequence("".join(chunks), upper=not keep_case)
     return FastaRecord(id=id_, description=description, sequence=sequence, line=line, error=error)
 
 
 def validate_record(record: FastaRecord, max_length: int | None = None) -> str | None:
     """Why `record` cannot be folded (one line of ASCII, no tabs), or None when it can.
 
-    Checks in order: parse error, the sequence rule (``fold.chains.sequence_problem``: empty sequence, empty chain,
+    Checks in order: parse error, the sequence rule (``sequences.sequence_problem``: empty sequence, empty chain,
     characters that are not residue letters with their 1-based positions per chain), more than `max_length`
     residues over all chains.
     """

@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from esmfold_lite.fold.chains import AMINO_ACID_LETTERS, STANDARD_AMINO_ACIDS
 from esmfold_lite.io.fasta import FastaRecord, validate_record
+from esmfold_lite.sequences import AMINO_ACID_LETTERS, STANDARD_AMINO_ACIDS
 
 SEPARATOR = ":"
 _SUBSTITUTION = re.compile(r"([A-Za-z])([+-]?[0-9]+)([A-Za-z])")

@@ -1,4 +1,4 @@
-"""Per-protein output files (PDB, mmCIF, confidence JSON, NPZ, PAE/pLDDT PNG) and the run's ``summary.tsv``.
+"""Per-protein output files (PDB, mmCIF, confidence JSON, NPZ, PAE/pLDDT PNG, contact-map PNG) and ``summary.tsv``.
 
 Every file is rendered in memory first and then written atomically (temporary file + rename), so a crash or a
 failing renderer never leaves a truncated file behind. A prediction with nothing valid to write (no atom at all, or
@@ -140,6 +140,29 @@ def confidence_png(one: Prediction, title: str) -> bytes:
         right.axvline(b, color="black", linewidth=0.8)
         right.axhline(b, color="black", linewidth=0.8)
     fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def contact_map_png(contacts, title: str) -> bytes:
+    """A predicted contact map ``(L, L)`` (probabilities, tensor or array) as PNG bytes, residues numbered from 1.
+
+    Same rendering as ``confidence_png``: matplotlib's object API on the Agg canvas.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    probabilities = _numpy(contacts) if hasattr(contacts, "detach") else np.asarray(contacts, dtype=np.float32)
+    length = probabilities.shape[0]
+    fig = Figure(figsize=(6, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots()
+    extent = (0.5, length + 0.5, length + 0.5, 0.5)
+    image = axes.imshow(probabilities, cmap="Blues", vmin=0, vmax=1, extent=extent, interpolation="nearest")
+    axes.set(xlabel="residue", ylabel="residue", title=title)
+    fig.colorbar(image, ax=axes, label="contact probability")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

@@ -1,19 +1,24 @@
-"""Embeddings of raw sequences from any ESM language model.
+"""Embeddings of raw sequences, or of MSAs' query rows, from any ESM language model.
 
 Works with every model that has ESM-2's ``forward(tokens, repr_layers, need_head_weights, return_contacts)``, a
-``num_layers`` attribute and an ``alphabet`` (``esmfold_lite.alphabet.Alphabet``). Sequences are sorted by length and
-packed into batches under a token budget; per-sequence results are cut out of the padded batch and put back in input
-order, so they equal (up to float rounding) one-sequence runs.
+``num_layers`` attribute and an ``alphabet`` (``esmfold_lite.alphabet.Alphabet``); ``max_residues`` (a length limit)
+is honoured when the model has one. Single-sequence models: sequences are sorted by length and packed into batches
+under a token budget; per-sequence results are cut out of the padded batch and put back in input order, so they equal
+(up to float rounding) one-sequence runs. MSA models (``model.takes_msa``, the MSA Transformer): each MSA is read
+(``esmfold_lite.io.msa``), cut to ``max_depth`` rows and run alone; results are its query row's.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH, MSA, as_msa, select_rows
 
 
 @dataclass
@@ -26,6 +31,9 @@ class Embeddings:
         mean: ``{layer: (B, D)}`` mean over each sequence's residues.
         cls: ``{layer: (B, D)}`` the ``<cls>`` token's vector.
         contacts: ``[ (L_i, L_i) ]`` contact probabilities, or ``None`` when not asked for.
+        logits: ``[ (L_i, V) ]`` masked-LM logits at the residues (vocabulary order of ``model.alphabet.tokens``),
+            or ``None`` when not asked for.
+        msas: for an MSA model, the MSAs as run (after row selection); ``sequences`` are their queries.
     """
 
     sequences: list[str]
@@ -33,6 +41,8 @@ class Embeddings:
     mean: dict[int, torch.Tensor]
     cls: dict[int, torch.Tensor]
     contacts: list[torch.Tensor] | None = None
+    logits: list[torch.Tensor] | None = None
+    msas: list[MSA] | None = None
 
 
 def resolve_layer(layer: int, num_layers: int) -> int:
@@ -61,63 +71,128 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int | None) -> list
     return batches
 
 
+def _as_msas(inputs, max_depth: int | None, selection: str) -> list[MSA]:
+    """One MSA (a path or an ``MSA``) or a list of MSAs (paths, lists of aligned rows, ``MSA``) -> selected MSAs."""
+    items = [inputs] if isinstance(inputs, (str, os.PathLike, MSA)) else list(inputs)
+    msas = []
+    for i, item in enumerate(items):
+        if isinstance(item, str) and not os.path.exists(item):
+            raise ValueError(
+                f"MSA {i} ({item[:30]!r}) is not an existing file; give each MSA as an a3m/aligned-FASTA path or as "
+                "a list of aligned rows, query first (e.g. embed(model, [[query, row2, ...]]))"
+            )
+        msas.append(select_rows(as_msa(item), max_depth, selection))
+    return msas
+
+
 def embed(
     model: nn.Module,
-    sequences: str | Sequence[str],
+    sequences,
     layers: Sequence[int] = (-1,),
     contacts: bool = False,
+    logits: bool = False,
     max_tokens_per_batch: int | None = None,
     progress: bool = False,
+    max_depth: int | None = DEFAULT_MAX_DEPTH,
+    selection: str = "diverse",
 ) -> Embeddings:
-    """Embed sequences with a language model, without gradients, on the model's device.
+    """Embed sequences (or MSAs, for the MSA Transformer) with a language model, without gradients, on its device.
 
     Args:
         model: an ESM language model (see the module docstring).
-        sequences: one sequence or a list; residue letters (any case), special tokens such as ``<mask>`` inline.
+        sequences: single-sequence models: one sequence or a list; residue letters (any case), special tokens such as
+            ``<mask>`` inline. MSA models: one MSA or a list of MSAs, each an a3m / a2m / aligned-FASTA path, a list
+            of aligned rows (query first) or an ``esmfold_lite.io.msa.MSA``.
         layers: layers to return: 0 = token embeddings, ``num_layers`` or -1 = the last (after its final LayerNorm).
         contacts: also predict contact maps.
+        logits: also return the masked-LM logits at every residue (the model needs its LM head).
         max_tokens_per_batch: budget on the padded batch size ``count * (longest + 2)`` in tokens; ``None`` runs
-            one sequence at a time.
+            one sequence at a time. MSAs always run one at a time.
         progress: show a progress bar (tqdm) over the sequences.
+        max_depth, selection: MSA models only: rows kept per MSA and how they are chosen
+            (``esmfold_lite.io.msa.select_rows``: ``"diverse"`` or ``"first"``; ``max_depth=None`` keeps all).
 
     Returns:
         ``Embeddings`` with tensors on the model's device, in the model's dtype.
+
+    Raises:
+        ValueError: an empty or too long sequence, a bad MSA (naming it), a layer out of range, logits without an
+            LM head.
     """
-    sequences = [sequences] if isinstance(sequences, str) else list(sequences)
-    if not sequences:
+    takes_msa = getattr(model, "takes_msa", False)
+    if takes_msa:
+        msas = _as_msas(sequences, max_depth, selection)
+        texts = [msa.query for msa in msas]
+    else:
+        msas = None
+        texts = [sequences] if isinstance(sequences, str) else list(sequences)
+    if not texts:
         raise ValueError("no sequences to embed")
+    if logits and getattr(model, "lm_head", None) is None:
+        raise ValueError(
+            f"this {type(model).__name__} has no masked-LM head (e.g. loaded from a transformers EsmModel folder), so "
+            "it gives no logits; load a checkpoint saved with its LM head"
+        )
     alphabet = model.alphabet
     layers = list(dict.fromkeys(layers))
     resolved = {layer: resolve_layer(layer, model.num_layers) for layer in layers}
-    lengths = [len(alphabet.encode(s)) for s in sequences]
+    lengths = [len(alphabet.encode(s)) for s in texts]
     if 0 in lengths:
         raise ValueError(f"sequence {lengths.index(0)} is empty")
+    limit = getattr(model, "max_residues", None)
+    too_long = [i for i, n in enumerate(lengths) if limit is not None and n > limit]
+    if too_long:
+        i = too_long[0]
+        if takes_msa:
+            what = f"MSA {i} ({msas[i].source}) has {lengths[i]} columns"
+        else:
+            what = f"sequence {i} has {lengths[i]} residues"
+        raise ValueError(
+            f"{what}, more than the {limit} {type(model).__name__} can embed; split it into windows of at most that "
+            "length" + ("" if takes_msa else ", or use ESM-2 (no length limit)")
+        )
     start = int(alphabet.prepend_bos)
     extra = start + int(alphabet.append_eos)
     device = next(model.parameters()).device
 
-    per_residue: dict[int, list] = {layer: [None] * len(sequences) for layer in layers}
-    cls: dict[int, list] = {layer: [None] * len(sequences) for layer in layers}
-    contact_maps: list = [None] * len(sequences)
-    batches = token_budget_batches([n + extra for n in lengths], max_tokens_per_batch)
-    with torch.no_grad(), tqdm(total=len(sequences), unit="seq", disable=not progress) as bar:
+    per_residue: dict[int, list] = {layer: [None] * len(texts) for layer in layers}
+    cls: dict[int, list] = {layer: [None] * len(texts) for layer in layers}
+    contact_maps: list = [None] * len(texts)
+    residue_logits: list = [None] * len(texts)
+    if takes_msa:
+        batches = [[i] for i in range(len(texts))]
+    else:
+        batches = token_budget_batches([n + extra for n in lengths], max_tokens_per_batch)
+    with torch.no_grad(), tqdm(total=len(texts), unit="msa" if takes_msa else "seq", disable=not progress) as bar:
         for batch in batches:
-            tokens = alphabet.batch_encode([sequences[i] for i in batch]).to(device)
-            out = model(tokens, repr_layers=sorted(set(resolved.values())), return_contacts=contacts)
+            if takes_msa:
+                tokens = alphabet.batch_encode(msas[batch[0]].rows)[None]
+            else:
+                tokens = alphabet.batch_encode([texts[i] for i in batch])
+            out = model(tokens.to(device), repr_layers=sorted(set(resolved.values())), return_contacts=contacts)
             for row, i in enumerate(batch):
                 n = lengths[i]
                 for layer, index in resolved.items():
-                    hidden = out["representations"][index][row]
+                    hidden = _query_row(out["representations"][index][row], takes_msa)
                     per_residue[layer][i] = hidden[start : start + n].clone()
                     cls[layer][i] = hidden[0].clone()
                 if contacts:
                     contact_maps[i] = out["contacts"][row, :n, :n].clone()
+                if logits:
+                    residue_logits[i] = _query_row(out["logits"][row], takes_msa)[start : start + n].clone()
             bar.update(len(batch))
 
     return Embeddings(
-        sequences=sequences,
+        sequences=texts,
         representations=per_residue,
         mean={layer: torch.stack([r.mean(0) for r in rows]) for layer, rows in per_residue.items()},
         cls={layer: torch.stack(rows) for layer, rows in cls.items()},
         contacts=contact_maps if contacts else None,
+        logits=residue_logits if logits else None,
+        msas=msas,
     )
+
+
+def _query_row(x: torch.Tensor, takes_msa: bool) -> torch.Tensor:
+    """One batch item's ``(T, ...)`` values: as is, or an MSA's ``(R, C, ...)`` cut to its query row."""
+    return x[0] if takes_msa else x

@@ -1,4 +1,8 @@
-"""``load_language_model``: any ESM-2 checkpoint source -> an ``ESM2`` in eval mode."""
+"""``load_language_model``: any language-model checkpoint source -> the model, in eval mode.
+
+``esmfold_lite.weights`` reads a checkpoint into a kind, a config dict and a state dict; this module owns the step
+from there to a model: ``LANGUAGE_MODELS`` maps each kind to its model class and config dataclass.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from esmfold_lite.lm.esm2 import ESM2
+from esmfold_lite.lm.esm1 import ESM1, ESM1Config
+from esmfold_lite.lm.esm2 import ESM2, ESM2Config
+from esmfold_lite.lm.msa_transformer import MSATransformer, MSATransformerConfig
 from esmfold_lite.weights import registry
 from esmfold_lite.weights.download import locate
-from esmfold_lite.weights.esm2_format import read_esm2
+from esmfold_lite.weights.language_model import LanguageModelCheckpoint, read_language_model
 from esmfold_lite.weights.safe_pickle import CheckpointError
+
+LANGUAGE_MODELS: dict[str, tuple[type[nn.Module], type]] = {
+    "esm2": (ESM2, ESM2Config),
+    "esm1b": (ESM1, ESM1Config),
+    "msa": (MSATransformer, MSATransformerConfig),
+}
+"""Checkpoint kind (``weights.language_model``) -> (model class, its config dataclass)."""
 
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "float": "float32"}
 _SHOWN_KEYS = 5
@@ -67,30 +80,44 @@ def build_from_state(factory: Callable[[], nn.Module], state: Mapping[str, torch
     return model
 
 
+def build_language_model(checkpoint: LanguageModelCheckpoint, source: object) -> nn.Module:
+    """The model a checkpoint describes, holding its tensors as stored (dtype and device unchanged)."""
+    model_class, config_class = LANGUAGE_MODELS[checkpoint.kind]
+    try:
+        config = config_class(**checkpoint.config)
+    except TypeError as exc:  # a missing or unknown field
+        raise CheckpointError(f"the config in {source} does not describe a {model_class.__name__}: {exc}") from None
+    return build_from_state(lambda: model_class(config), checkpoint.state, source)
+
+
 def load_language_model(
     source: str | Path,
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
-) -> ESM2:
-    """An ESM-2 language model in eval mode.
+) -> nn.Module:
+    """An ESM language model in eval mode: ``ESM2``, ``ESM1`` (ESM-1b / ESM-1v) or ``MSATransformer``.
+
+    All share fair-esm's ``forward(tokens, repr_layers, need_head_weights, return_contacts)`` and ``embed``.
 
     Args:
-        source: a registry name (``"esm2_t33_650M_UR50D"``, downloaded to the cache when missing), a URL, a
-            fair-esm ``.pt`` (its ``<stem>-contact-regression.pt`` is read from beside it), a transformers folder
-            (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``) or an esmfold_lite
-            ``<stem>.safetensors`` + ``<stem>.json`` pair (``esmfold-lite weights convert`` writes those).
+        source: a registry name (``"esm2_t33_650M_UR50D"``, ``"esm1b_t33_650M_UR50S"``,
+            ``"esm1v_t33_650M_UR90S_1"`` ... ``_5``, ``"esm_msa1b_t12_100M_UR50S"``; downloaded to the cache when
+            missing), a URL, a fair-esm ``.pt`` (its ``<stem>-contact-regression.pt`` is read from beside it), a
+            transformers ESM-2 folder (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``) or an
+            esmfold_lite ``<stem>.safetensors`` + ``<stem>.json`` pair (``esmfold-lite weights convert`` writes those).
         device: where to put the model (default CPU).
         dtype: floating dtype of the parameters (default float32, whatever the checkpoint stores).
 
     Raises:
-        CheckpointError: ``source`` is not a readable ESM-2 checkpoint (the message names it and the fix).
+        CheckpointError: ``source`` is not a readable language-model checkpoint (the message names it and the fix).
         DownloadError: a registry name or URL that could not be downloaded (the message says where to put the file).
     """
     info = None if Path(source).expanduser().exists() else registry.lookup(str(source))
-    if info is not None and info.kind != "esm2":
-        fix = "load it with esmfold_lite.load_model" if info.kind == "esmfold" else "this loader reads ESM-2 only"
-        raise CheckpointError(f"{source} is not an ESM-2 language model (registry kind {info.kind!r}): {fix}")
+    if info is not None and info.kind == "esmfold":
+        raise CheckpointError(
+            f"{source} is not an ESM-2 / ESM-1b / ESM-1v / MSA Transformer language model but a folding model: "
+            "load it with esmfold_lite.load_model"
+        )
     path = locate(source)
-    config, state = read_esm2(path)
-    model = build_from_state(lambda: ESM2(config), state, path)
+    model = build_language_model(read_language_model(path), path)
     return model.to(device=device, dtype=as_dtype(dtype) or torch.float32).eval()

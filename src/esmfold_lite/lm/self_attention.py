@@ -1,4 +1,5 @@
-"""Multi-head self-attention with rotary position embeddings (the attention of an ESM-2 block)."""
+"""Multi-head self-attention, with rotary position embeddings (ESM-2) or without (ESM-1b, whose positions are
+added to the input)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from esmfold_lite.lm.rotary import RotaryEmbedding
 
 
 class SelfAttention(nn.Module):
-    """Scaled dot-product self-attention over ``H`` heads of width ``D / H``, rotary positions on ``q`` and ``k``.
+    """Scaled dot-product self-attention over ``H`` heads of width ``D / H``; with ``rotary``, rotary positions on
+    ``q`` and ``k``.
 
     Parameter names equal fair-esm's ``MultiheadAttention`` (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``).
     The query is scaled by ``1 / sqrt(D / H)`` before the rotation, as in the original.
@@ -18,7 +20,7 @@ class SelfAttention(nn.Module):
     with it, an explicit float32 softmax returns the per-head probabilities.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int):
+    def __init__(self, embed_dim: int, num_heads: int, rotary: bool = True):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
@@ -30,7 +32,7 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(embed_dim, embed_dim)
         self.q_proj = nn.Linear(embed_dim, embed_dim)
         self.out_proj = nn.Linear(embed_dim, embed_dim)
-        self.rot_emb = RotaryEmbedding(self.head_dim)
+        self.rot_emb = RotaryEmbedding(self.head_dim) if rotary else None
 
     def forward(
         self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, need_weights: bool = False
@@ -49,7 +51,8 @@ class SelfAttention(nn.Module):
         q = self._split_heads(self.q_proj(x) * self.scaling)
         k = self._split_heads(self.k_proj(x))
         v = self._split_heads(self.v_proj(x))
-        q, k = self.rot_emb(q, k)
+        if self.rot_emb is not None:
+            q, k = self.rot_emb(q, k)
 
         weights = None
         if need_weights:

@@ -1,4 +1,8 @@
-"""ESM-2 checkpoints in their three formats -> ``(ESM2Config, state dict in ESM2's key names)``.
+"""ESM-2 checkpoints in their three formats -> ``(config dict, state dict in ESM2's key names)``.
+
+The config dict holds the fields of ``esmfold_lite.lm.esm2.ESM2Config`` (``num_layers``, ``embed_dim``,
+``attention_heads``, ``token_dropout``, ``lm_head``); ``esmfold_lite.lm.load`` builds the model from it. Nothing here
+imports a model.
 
 * fair-esm ``.pt``: ``{"cfg": {"model": {encoder_layers, encoder_embed_dim, encoder_attention_heads,
   token_dropout, ...}}, "model": state}`` with keys prefixed ``encoder.sentence_encoder.`` (the LM head:
@@ -24,12 +28,13 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
-from esmfold_lite.lm.esm2 import ESM2, ESM2Config
 from esmfold_lite.weights.own_format import is_own_format, load_own_format, own_format_kind, save_own_format
 from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
 
 State = dict[str, torch.Tensor]
+Config = dict[str, Any]
 
 FAIR_PREFIXES = ("encoder.sentence_encoder.", "encoder.")
 CONTACT_KEYS = ("contact_head.regression.weight", "contact_head.regression.bias")
@@ -148,14 +153,15 @@ def checkpoint_kind_at(path: str | Path) -> str:
     return checkpoint_kind(load_checkpoint(path))
 
 
-def esm2_config_from_fair(model_cfg: Mapping[str, Any]) -> ESM2Config:
-    """``cfg["model"]`` of a fair-esm ESM-2 checkpoint -> ``ESM2Config``."""
-    return ESM2Config(
-        num_layers=int(model_cfg["encoder_layers"]),
-        embed_dim=int(model_cfg["encoder_embed_dim"]),
-        attention_heads=int(model_cfg["encoder_attention_heads"]),
-        token_dropout=bool(model_cfg.get("token_dropout", True)),
-    )
+def esm2_config_from_fair(model_cfg: Mapping[str, Any]) -> Config:
+    """``cfg["model"]`` of a fair-esm ESM-2 checkpoint -> the ``ESM2Config`` fields."""
+    return {
+        "num_layers": int(model_cfg["encoder_layers"]),
+        "embed_dim": int(model_cfg["encoder_embed_dim"]),
+        "attention_heads": int(model_cfg["encoder_attention_heads"]),
+        "token_dropout": bool(model_cfg.get("token_dropout", True)),
+        "lm_head": True,
+    }
 
 
 def strip_fair_prefixes(state: Mapping[str, torch.Tensor]) -> State:
@@ -178,7 +184,7 @@ def contact_regression_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}-contact-regression.pt")
 
 
-def read_fair_esm2(path: str | Path, data: Mapping[str, Any] | None = None) -> tuple[ESM2Config, State]:
+def read_fair_esm2(path: str | Path, data: Mapping[str, Any] | None = None) -> tuple[Config, State]:
     """Config and state of a fair-esm ESM-2 ``.pt`` (``data``: its already-loaded content) and its regression file."""
     path = Path(path)
     data = load_checkpoint(path) if data is None else data
@@ -188,10 +194,17 @@ def read_fair_esm2(path: str | Path, data: Mapping[str, Any] | None = None) -> t
     config = esm2_config_from_fair(data["cfg"]["model"])
     state = strip_fair_prefixes(data["model"])
     regression = contact_regression_path(path)
+    read_contact_regression(path, state)
+    hint = f"put {regression.name} (from the same release as {path.name}) at {regression}"
+    return config, complete_lm_state(state, config, f"{path} ({hint})")
+
+
+def read_contact_regression(path: Path, state: State) -> bool:
+    """Add the tensors of ``<stem>-contact-regression.pt`` beside ``path`` to ``state``; whether the file exists."""
+    regression = contact_regression_path(path)
     if regression.is_file():
         state.update(strip_fair_prefixes(load_checkpoint(regression)["model"]))
-    hint = f"put {regression.name} (from the same release as {path.name}) at {regression}"
-    return config, complete_esm2_state(state, config, f"{path} ({hint})")
+    return regression.is_file()
 
 
 def _wrong_kind_message(path: Path, kind: str, data: Any) -> str:
@@ -206,8 +219,11 @@ def _wrong_kind_message(path: Path, kind: str, data: Any) -> str:
     )
 
 
-def esm2_config_from_hf(config: Mapping[str, Any], source: str | Path = "config.json") -> ESM2Config:
-    """A transformers ``EsmConfig`` dict -> ``ESM2Config``; refuses non-ESM-2 configurations."""
+def esm2_config_from_hf(config: Mapping[str, Any], source: str | Path = "config.json") -> Config:
+    """A transformers ``EsmConfig`` dict -> the ``ESM2Config`` fields; refuses non-ESM-2 configurations.
+
+    ``lm_head`` is left True: whether the folder holds the head shows in its weights, not in its config.
+    """
     problems = []
     if config.get("is_folding_model"):
         problems.append("it is an ESMFold model (load it with esmfold_lite.load_model)")
@@ -221,12 +237,13 @@ def esm2_config_from_hf(config: Mapping[str, Any], source: str | Path = "config.
         problems.append(f"vocab_size is {config.get('vocab_size')}, the ESM vocabulary has 33 tokens")
     if problems:
         raise CheckpointError(f"{source} does not describe an ESM-2 model: " + "; ".join(problems))
-    return ESM2Config(
-        num_layers=int(config["num_hidden_layers"]),
-        embed_dim=int(config["hidden_size"]),
-        attention_heads=int(config["num_attention_heads"]),
-        token_dropout=bool(config.get("token_dropout", False)),
-    )
+    return {
+        "num_layers": int(config["num_hidden_layers"]),
+        "embed_dim": int(config["hidden_size"]),
+        "attention_heads": int(config["num_attention_heads"]),
+        "token_dropout": bool(config.get("token_dropout", False)),
+        "lm_head": True,
+    }
 
 
 def read_transformers_state(folder: str | Path) -> State:
@@ -247,7 +264,7 @@ def read_transformers_state(folder: str | Path) -> State:
     )
 
 
-def read_transformers_esm2(folder: str | Path) -> tuple[ESM2Config, State]:
+def read_transformers_esm2(folder: str | Path) -> tuple[Config, State]:
     """Config and state of a transformers ESM-2 folder (``save_pretrained`` of EsmModel / EsmForMaskedLM)."""
     folder = Path(folder)
     config_path = folder / "config.json"
@@ -255,20 +272,19 @@ def read_transformers_esm2(folder: str | Path) -> tuple[ESM2Config, State]:
         raise CheckpointError(f"expected config.json in folder {folder} (a transformers ESM-2 model folder)")
     config = esm2_config_from_hf(json.loads(config_path.read_text()), config_path)
     state = hf_to_esm2_state_dict(read_transformers_state(folder))
-    config.lm_head = any(key.startswith("lm_head.") for key in state)  # EsmModel folders have no LM head
-    return config, complete_esm2_state(state, config, str(folder))
+    config["lm_head"] = any(key.startswith("lm_head.") for key in state)  # EsmModel folders have no LM head
+    return config, complete_lm_state(state, config, str(folder))
 
 
-def read_own_esm2(path: str | Path) -> tuple[ESM2Config, State]:
+def read_own_esm2(path: str | Path) -> tuple[Config, State]:
     """Config and state of an ESM-2 checkpoint in esmfold_lite's own format."""
     kind, config, state = load_own_format(path)
     if kind != "esm2":
         raise CheckpointError(f"{path} holds an esmfold_lite {kind!r} checkpoint, not an ESM-2 language model")
-    esm2_config = ESM2Config(**config)
-    return esm2_config, complete_esm2_state(state, esm2_config, str(path))
+    return config, complete_lm_state(state, config, str(path))
 
 
-def read_esm2(path: str | Path) -> tuple[ESM2Config, State]:
+def read_esm2(path: str | Path) -> tuple[Config, State]:
     """Read an ESM-2 checkpoint in any supported format (see module docstring) from an existing path."""
     path = Path(path)
     if is_own_format(path):
@@ -283,22 +299,27 @@ def read_esm2(path: str | Path) -> tuple[ESM2Config, State]:
     return read_fair_esm2(path)
 
 
-def save_esm2(model: ESM2, path: str | Path) -> Path:
+def save_esm2(model: nn.Module, path: str | Path) -> Path:
     """Write ``model`` in esmfold_lite's own format (``<stem>.safetensors`` + ``<stem>.json``); returns the stem."""
     return save_own_format(path, "esm2", asdict(model.config), model.state_dict())
 
 
-def complete_esm2_state(state: State, config: ESM2Config, source: str) -> State:
-    """Tie a missing ``lm_head.weight`` to the embedding; zero-fill a missing contact regression (with a warning)."""
-    if config.lm_head and "lm_head.weight" not in state and "embed_tokens.weight" in state:
+def complete_lm_state(state: State, config: Mapping[str, Any], source: str, warn: bool = True) -> State:
+    """Tie a missing ``lm_head.weight`` to the embedding; zero-fill a missing contact regression.
+
+    ``config`` needs ``num_layers`` and ``attention_heads`` (the regression's input size) and may set ``lm_head``.
+    A zero-filled regression is warned about unless ``warn`` is False (ESM-1v, released without one).
+    """
+    if config.get("lm_head", True) and "lm_head.weight" not in state and "embed_tokens.weight" in state:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     if not any(key in state for key in CONTACT_KEYS):
-        warnings.warn(
-            f"no contact regression weights for {source}: contact predictions will be meaningless "
-            "(embeddings and logits are unaffected)",
-            stacklevel=3,
-        )
-        in_features = config.num_layers * config.attention_heads
+        if warn:
+            warnings.warn(
+                f"no contact regression weights for {source}: contact predictions will be meaningless "
+                "(embeddings and logits are unaffected)",
+                stacklevel=3,
+            )
+        in_features = int(config["num_layers"]) * int(config["attention_heads"])
         state[CONTACT_KEYS[0]] = torch.zeros(1, in_features)
         state[CONTACT_KEYS[1]] = torch.zeros(1)
     return state

@@ -1,4 +1,8 @@
-"""ESMFold checkpoints in their three formats → ``(ESMFoldConfig, trunk state, LM config or None, LM state or None)``.
+"""ESMFold checkpoints in their three formats → ``(config dict, trunk state, LM config dict | None, LM state | None)``.
+
+The config dict is the checkpoint's model config in the official (fair-esm) field names, nested like
+``esmfold_lite.fold.config.ESMFoldConfig`` (``{"trunk": {..., "structure_module": {...}}, ...}``); the LM config dict
+holds the ``ESM2Config`` fields. ``esmfold_lite.fold.load`` checks and builds the model; nothing here imports one.
 
 * fair-esm ``esmfold_3B_v1.pt``: ``{"cfg": {"model": {"trunk": {...}, "lddt_head_hid_dim": ...}}, "model": state}``
   with no ``esm.*`` keys; the LM is a separate ESM-2 checkpoint (``esm2_t36_3B_UR50D.pt``).
@@ -12,19 +16,17 @@ Trunk state dicts come back without ``esm.*`` keys and without the ``af2_to_esm`
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from esmfold_lite.fold.config import ESMFoldConfig, StructureModuleConfig, TrunkConfig
-from esmfold_lite.lm.esm2 import ESM2Config
 from esmfold_lite.weights.esm2_format import (
+    Config,
     checkpoint_kind,
-    complete_esm2_state,
+    complete_lm_state,
     esm2_config_from_hf,
     hf_to_esm2_state_dict,
     read_transformers_state,
@@ -32,7 +34,6 @@ from esmfold_lite.weights.esm2_format import (
 from esmfold_lite.weights.own_format import is_own_format, load_own_format, save_own_format
 from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
 
-log = logging.getLogger(__name__)
 State = dict[str, torch.Tensor]
 LM_PREFIX = "esm."
 DROPPED_KEYS = ("af2_to_esm",)
@@ -51,32 +52,15 @@ HF_STRUCTURE_FIELDS = {
     "num_resnet_blocks": "no_resnet_blocks",
     "num_angles": "no_angles",
 }
-ABLATIONS = ("esm_ablate_pairwise", "esm_ablate_sequence", "bypass_lm")
-# Training-only settings of the originals that do not change inference.
-IGNORED_FIELDS = {"_name", "layer_drop", "cpu_grad_checkpoint", "fp16_esm", "use_esm_attn_map", "esm_input_dropout"}
 
 
-def _dataclass_from(cls: type, values: Mapping[str, Any], where: str) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = set(values) - known - IGNORED_FIELDS
-    if unknown:
-        log.warning("ignoring unknown %s settings %s", where, sorted(unknown))
-    return cls(**{k: v for k, v in values.items() if k in known})
-
-
-def esmfold_config_from_dict(model_cfg: Mapping[str, Any], structure_names: Mapping[str, str] | None = None):
-    """A checkpoint's model config dict (fair-esm names, or transformers' with ``structure_names``) → ESMFoldConfig."""
-    trunk = dict(model_cfg.get("trunk", {}))
-    structure = {(structure_names or {}).get(k, k): v for k, v in dict(trunk.pop("structure_module", {})).items()}
-    for flag in ABLATIONS:
-        if model_cfg.get(flag):
-            raise CheckpointError(f"checkpoint config sets {flag}=True, an ablation esmfold_lite does not implement")
-    if model_cfg.get("embed_aa") is False:
-        raise CheckpointError("checkpoint config sets embed_aa=False, which esmfold_lite does not implement")
-    top = {k: v for k, v in model_cfg.items() if k not in ("trunk", "embed_aa", *ABLATIONS)}
-    config = _dataclass_from(ESMFoldConfig, top, "ESMFold")
-    config.trunk = _dataclass_from(TrunkConfig, trunk, "trunk")
-    config.trunk.structure_module = _dataclass_from(StructureModuleConfig, structure, "structure module")
+def official_structure_names(model_cfg: Mapping[str, Any]) -> Config:
+    """transformers' ``esmfold_config`` dict → the same config with fair-esm's structure-module field names."""
+    config = dict(model_cfg)
+    trunk = dict(config.get("trunk") or {})
+    structure = trunk.get("structure_module") or {}
+    trunk["structure_module"] = {HF_STRUCTURE_FIELDS.get(k, k): v for k, v in structure.items()}
+    config["trunk"] = trunk
     return config
 
 
@@ -87,7 +71,7 @@ def _split(state: Mapping[str, torch.Tensor]) -> tuple[State, State]:
     return trunk, lm
 
 
-def read_fair_esmfold(path: Path) -> tuple[ESMFoldConfig, State]:
+def read_fair_esmfold(path: Path) -> tuple[Config, State]:
     data = load_checkpoint(path)
     kind = checkpoint_kind(data)
     if kind != "esmfold":
@@ -96,33 +80,33 @@ def read_fair_esmfold(path: Path) -> tuple[ESMFoldConfig, State]:
             "{'cfg': {'model': {'trunk': ...}}, 'model': state_dict}"
         )
     trunk, _ = _split(data["model"])
-    return esmfold_config_from_dict(data["cfg"]["model"]), trunk
+    return dict(data["cfg"]["model"]), trunk
 
 
-def read_transformers_esmfold(folder: Path) -> tuple[ESMFoldConfig, State, ESM2Config, State]:
+def read_transformers_esmfold(folder: Path) -> tuple[Config, State, Config, State]:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"expected config.json in folder {folder} (a transformers ESMFold model folder)")
     config = json.loads(config_path.read_text())
     if not config.get("is_folding_model"):
         raise CheckpointError(f"{config_path} is not an ESMFold config (is_folding_model is not true)")
-    esmfold_config = esmfold_config_from_dict(config.get("esmfold_config") or {}, HF_STRUCTURE_FIELDS)
+    esmfold_config = official_structure_names(config.get("esmfold_config") or {})
     lm_config = esm2_config_from_hf({**config, "is_folding_model": False}, config_path)
     trunk, hf_lm = _split(read_transformers_state(folder))
     lm_state = hf_to_esm2_state_dict({LM_PREFIX + k: v for k, v in hf_lm.items()})
-    lm_config.lm_head = any(k.startswith("lm_head.") for k in lm_state)
-    return esmfold_config, trunk, lm_config, complete_esm2_state(lm_state, lm_config, str(folder))
+    lm_config["lm_head"] = any(k.startswith("lm_head.") for k in lm_state)
+    return esmfold_config, trunk, lm_config, complete_lm_state(lm_state, lm_config, str(folder))
 
 
-def read_own_esmfold(path: Path) -> tuple[ESMFoldConfig, State, ESM2Config, State]:
+def read_own_esmfold(path: Path) -> tuple[Config, State, Config, State]:
     kind, config, state = load_own_format(path)
     if kind != "esmfold":
         raise CheckpointError(f"{path} holds an esmfold_lite {kind!r} checkpoint, not ESMFold; use load_language_model")
     trunk, lm = _split(state)
-    return esmfold_config_from_dict(config["esmfold"]), trunk, ESM2Config(**config["lm"]), lm
+    return config["esmfold"], trunk, config["lm"], lm
 
 
-def read_esmfold(path: Path) -> tuple[ESMFoldConfig, State, ESM2Config | None, State | None]:
+def read_esmfold(path: Path) -> tuple[Config, State, Config | None, State | None]:
     """Any supported ESMFold checkpoint at an existing ``path``; the LM parts are None for fair-esm files."""
     if is_own_format(path):
         return read_own_esmfold(path)

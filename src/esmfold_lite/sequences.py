@@ -1,0 +1,85 @@
+"""Protein sequences as users write them: the residue letters and the one rule every entry point checks.
+
+`normalize_sequence` accepts upper or lower case, whitespace anywhere and one trailing ``*`` (stop codon) per chain;
+`sequence_problem` then allows exactly the residue letters of the ESM vocabulary, the 20 standard amino acids plus
+``X B Z U O`` (unknown), in one or more non-empty chains separated by ``:``. Everything else (digits, gaps ``-``/``.``,
+``J``, punctuation, an inner ``*``, non-ASCII letters) is refused. The FASTA validator, ``ESMFold.fold``, MSA reading
+and mutation parsing all use these, so the rule is written once.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+
+CHAIN_SEPARATOR = ":"
+STANDARD_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+UNKNOWN_AMINO_ACIDS = "XBZUO"  # in the ESM vocabulary; ESMFold treats them as X
+AMINO_ACID_LETTERS = frozenset(STANDARD_AMINO_ACIDS + UNKNOWN_AMINO_ACIDS)
+
+
+_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)  # ASCII only: keeps positions stable
+_MAX_SHOWN = 5  # offending characters listed in a problem description
+
+
+def normalize_sequence(text: str, upper: bool = True) -> str:
+    """``text`` with whitespace removed, ASCII letters upper-cased (unless ``upper=False``, e.g. for alignments that
+    mark insertions in lower case) and one trailing ``*`` per chain dropped."""
+    text = "".join(text.split())
+    chains = (text.translate(_UPPER) if upper else text).split(CHAIN_SEPARATOR)
+    return CHAIN_SEPARATOR.join(chain[:-1] if chain.endswith("*") else chain for chain in chains)
+
+
+def sequence_problem(sequence: str) -> str | None:
+    """Why a `normalize_sequence` result cannot be folded (one line of ASCII, no tabs), or None when it can.
+
+    Checks in order: empty sequence, empty chain, characters that are not residue letters (the first few with their
+    1-based positions, counted per chain and written ``chain:position`` for complexes).
+    """
+    if not sequence:
+        return "empty sequence"
+    chains = sequence.split(CHAIN_SEPARATOR)
+    empty = [str(i + 1) for i, chain in enumerate(chains) if not chain]
+    if empty:
+        return f"empty chain {', '.join(empty)} of {len(chains)} (':' separates chains)"
+    bad = [
+        (char, f"{pos + 1}" if len(chains) == 1 else f"{c + 1}:{pos + 1}")
+        for c, chain in enumerate(chains)
+        for pos, char in enumerate(chain)
+        if char not in AMINO_ACID_LETTERS
+    ]
+    if not bad:
+        return None
+    shown = ", ".join(f"{char!a} at {where}" for char, where in bad[:_MAX_SHOWN])
+    more = f" and {len(bad) - _MAX_SHOWN} more" if len(bad) > _MAX_SHOWN else ""
+    where = "position" if len(chains) == 1 else "chain:position"
+    return (
+        f"not amino-acid letters ({where}): {shown}{more}; "
+        f"allowed: {STANDARD_AMINO_ACIDS} and {UNKNOWN_AMINO_ACIDS} (folded as unknown)"
+    )
+
+
+def checked_sequences(sequences: str | Sequence[str]) -> list[str]:
+    """One sequence or a list of them → normalized sequences (see `normalize_sequence`), each checked.
+
+    Raises:
+        TypeError: ``sequences`` is not a string or a sequence of strings (the index of a non-string is named).
+        ValueError: no sequences, or one that breaks the rule: its 0-based index and `sequence_problem` (the letter
+            and its position) are named.
+    """
+    if isinstance(sequences, str):
+        sequences = [sequences]
+    elif not isinstance(sequences, Sequence):
+        raise TypeError(f"sequences must be a string or a list of strings, got {type(sequences).__name__}")
+    checked = []
+    for i, sequence in enumerate(sequences):
+        if not isinstance(sequence, str):
+            raise TypeError(f"sequence at index {i} is a {type(sequence).__name__}, not a string")
+        sequence = normalize_sequence(sequence)
+        problem = sequence_problem(sequence)
+        if problem:
+            raise ValueError(f"sequence at index {i}: {problem}")
+        checked.append(sequence)
+    if not checked:
+        raise ValueError("no sequences given: pass a string or a non-empty list of strings")
+    return checked

@@ -1,0 +1,137 @@
+"""`embed` (API and CLI) with every family member: ESM-2, ESM-1b/1v, MSA Transformer; logits, contacts, contact PNG."""
+
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+from randomize import randomize_
+
+from esmfold_lite.alphabet import ESM_ALPHABET
+from esmfold_lite.cli import main
+from esmfold_lite.lm.esm1 import ESM1, ESM1Config
+from esmfold_lite.lm.esm2 import ESM2, ESM2Config
+from esmfold_lite.lm.msa_transformer import MSA_ALPHABET, MSATransformer, MSATransformerConfig
+from esmfold_lite.weights.own_format import save_own_format
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+SEQUENCES = ["MKTAYIAK", "ACDEFG<mask>IK", "MLVW"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def esm1b() -> ESM1:
+    return randomize_(ESM1(ESM1Config(2, 16, 32, 4, max_positions=12, token_dropout=True))).eval()
+
+
+@pytest.fixture(scope="module")
+def msa_model() -> MSATransformer:
+    return randomize_(MSATransformer(MSATransformerConfig(2, 16, 32, 4, max_positions=40, msa_position_dim=16))).eval()
+
+
+def save(model, kind: str, path) -> str:
+    return str(save_own_format(path, kind, asdict(model.config), model.state_dict()))
+
+
+@pytest.mark.parametrize("family", ["esm2", "esm1b"])
+def test_logits_and_contacts_of_single_sequence_models(family, esm1b):
+    model = esm1b if family == "esm1b" else randomize_(ESM2(ESM2Config(2, 16, 4))).eval()
+    out = model.embed(SEQUENCES, layers=(-1,), contacts=True, logits=True, max_tokens_per_batch=40)
+    with torch.no_grad():
+        for i, sequence in enumerate(SEQUENCES):
+            full = model(ESM_ALPHABET.batch_encode([sequence]), return_contacts=True)
+            torch.testing.assert_close(out.logits[i], full["logits"][0, 1:-1], **TOL)
+            torch.testing.assert_close(out.contacts[i], full["contacts"][0], **TOL)
+    assert out.logits[2].shape == (4, 33) and out.msas is None
+    assert model.embed("MK").logits is None
+
+
+def test_logits_need_an_lm_head():
+    model = ESM2(ESM2Config(1, 8, 2, lm_head=False)).eval()
+    with pytest.raises(ValueError, match="no masked-LM head"):
+        model.embed("MKT", logits=True)
+
+
+def test_msa_embed_equals_the_forward_query_row(msa_model):
+    rows = ["MKTAYIAK", "MKT-YIAK", "MRTAYV-K"]
+    out = msa_model.embed([rows], layers=(1, -1), contacts=True, logits=True)
+    with torch.no_grad():
+        full = msa_model(MSA_ALPHABET.batch_encode(rows)[None], repr_layers=[1, 2], return_contacts=True)
+    torch.testing.assert_close(out.representations[1][0], full["representations"][1][0, 0, 1:], **TOL)
+    torch.testing.assert_close(out.representations[-1][0], full["representations"][2][0, 0, 1:], **TOL)
+    torch.testing.assert_close(out.logits[0], full["logits"][0, 0, 1:], **TOL)
+    torch.testing.assert_close(out.contacts[0], full["contacts"][0], **TOL)
+
+
+def read_manifest(path):
+    lines = path.read_text().splitlines()
+    assert lines[0] == "id\tfile\tlength\tstatus"
+    return [line.split("\t") for line in lines[1:]]
+
+
+def test_cli_esm1b_logits_contact_png_and_length_limit(esm1b, tmp_path):
+    model_path = save(esm1b, "esm1b", tmp_path / "esm1b_tiny")
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">ok\nMKTAYIAK\n>long\nMKTAYIAKQRQ\n>short\nMLVW\n")
+    out_dir = tmp_path / "out"
+    argv = ["embed", str(fasta), "-o", str(out_dir), "--model", model_path, "--logits", "--contacts-png"]
+    assert main(argv) == 3  # one record longer than the 10 residues of this model: skipped, the others done
+    rows = read_manifest(out_dir / "manifest.tsv")
+    assert [r[:3] for r in rows] == [["ok", "ok.pt", "8"], ["long", "", "11"], ["short", "short.pt", "4"]]
+    assert rows[1][3] == "skipped: 11 residues, more than the maximum length 10" and rows[0][3] == "ok"
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(
+        ["manifest.tsv", "ok.pt", "short.pt", "ok.contacts.png", "short.contacts.png"]
+    )
+    assert (out_dir / "ok.contacts.png").read_bytes().startswith(PNG_MAGIC)
+    saved = torch.load(out_dir / "ok.pt")
+    assert "contacts" not in saved  # drawn, not saved, without --contacts
+    expected = esm1b.embed("MKTAYIAK", contacts=True, logits=True)
+    torch.testing.assert_close(saved["logits"], expected.logits[0], **TOL)
+    torch.testing.assert_close(saved["representations"][2], expected.representations[-1][0], **TOL)
+
+
+def test_cli_msa_transformer(msa_model, tmp_path):
+    model_path = save(msa_model, "msa", tmp_path / "msa_tiny")
+    good = tmp_path / "good.a3m"
+    good.write_text(">query\nMKTAYIAK\n>hit1\nMKTaaAYIAK\n>hit2\nMRTAYV-K\n>hit3\nMKTAYIAR\n")
+    bad = tmp_path / "bad.a3m"
+    bad.write_text(">query2\nMKTAYIAK\n>hit\nMKTAY\n")
+    out_dir = tmp_path / "out"
+    argv = ["embed", str(good), str(bad), "-o", str(out_dir), "--model", model_path, "--contacts", "--logits"]
+    assert main(argv + ["--max-depth", "3", "--format", "npz", "--layers", "0", "-1"]) == 3
+    rows = read_manifest(out_dir / "manifest.tsv")
+    assert rows[0] == ["query", "query.npz", "8", "ok"]
+    assert rows[1][:3] == ["bad", "", "0"] and "row 'hit' (line 3) has 5 alignment columns" in rows[1][3]
+    saved = np.load(out_dir / "query.npz")
+    assert int(saved["msa_depth"]) == 3 and str(saved["sequence"]) == "MKTAYIAK"
+    expected = msa_model.embed(str(good), layers=(0, -1), contacts=True, logits=True, max_depth=3)
+    np.testing.assert_allclose(saved["representations_2"], expected.representations[-1][0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(saved["representations_0"], expected.representations[0][0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(saved["contacts"], expected.contacts[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(saved["logits"], expected.logits[0].numpy(), atol=1e-5)
+
+
+def test_cli_refuses_contacts_without_regression_and_logits_without_head(tmp_path, capsys):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">a\nMKTAYIAK\n")
+    esm1v = randomize_(ESM1(ESM1Config(1, 8, 16, 2)))
+    with torch.no_grad():
+        esm1v.contact_head.regression.weight.zero_()
+        esm1v.contact_head.regression.bias.zero_()
+    esm1v_path = save(esm1v, "esm1b", tmp_path / "esm1v_like")
+    out_dir = tmp_path / "out"
+    assert main(["embed", str(fasta), "-o", str(out_dir), "--model", esm1v_path, "--contacts"]) == 1
+    assert "no contact regression weights" in capsys.readouterr().err
+    headless = randomize_(ESM2(ESM2Config(1, 8, 2, lm_head=False)))
+    headless_path = save(headless, "esm2", tmp_path / "headless")
+    assert main(["embed", str(fasta), "-o", str(out_dir), "--model", headless_path, "--logits"]) == 1
+    assert "without its masked-LM head" in capsys.readouterr().err
+    assert not out_dir.exists()
+
+
+def test_contact_map_png_renders():
+    from esmfold_lite.io.outputs import contact_map_png
+
+    png = contact_map_png(torch.rand(7, 7), "x")
+    assert png.startswith(PNG_MAGIC) and len(png) > 1000
+    assert contact_map_png(np.eye(3), "eye").startswith(PNG_MAGIC)
