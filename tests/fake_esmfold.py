@@ -3,8 +3,8 @@
 ``FakeFolder.fold`` returns a real ``Prediction`` (so PDB/mmCIF writing runs for real) built from the sequences:
 residues on a line 3.8 Å apart, pLDDT and PAE from simple formulas. It records every call and can be told to run
 out of memory or fail. Run as a script, it is ``esmfold-lite`` with ``load_model`` returning a ``FakeFolder``
-(``FAKE_ESMFOLD_DELAY`` seconds per call, folded sequences appended to the file ``FAKE_ESMFOLD_LOG``), for tests
-that run the CLI in a subprocess.
+(``FAKE_ESMFOLD_DELAY`` seconds per call, folded sequences appended to the file ``FAKE_ESMFOLD_LOG``, calls after
+the first waiting until the file ``FAKE_ESMFOLD_GATE`` exists), for tests that run the CLI in a subprocess.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class FakeFolder(torch.nn.Module):
         on_gpu: start with a float64 parameter standing for "on the accelerator"; ``.to(dtype=float32)`` (what the
             CPU fallback does) then means "on the CPU".
         delay: seconds to sleep per call.
+        log_path: append the folded sequences to this file.
+        gate: a path; every call after the first waits until it exists (a test holds a run mid-way with it).
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class FakeFolder(torch.nn.Module):
         on_gpu: bool = False,
         delay: float = 0.0,
         log_path: str | None = None,
+        gate: str | None = None,
     ) -> None:
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64 if on_gpu else torch.float32))
@@ -60,6 +63,7 @@ class FakeFolder(torch.nn.Module):
         self.interrupt_at_call = interrupt_at_call
         self.delay = delay
         self.log_path = log_path
+        self.gate = gate
         self.calls: list[dict] = []
 
     @property
@@ -74,6 +78,8 @@ class FakeFolder(torch.nn.Module):
         call["ok"] = False
         self.calls.append(call)
         time.sleep(self.delay)
+        while self.gate and len(self.calls) > 1 and not os.path.exists(self.gate):
+            time.sleep(0.02)
         if self.interrupt_at_call == len(self.calls):
             raise KeyboardInterrupt
         if self.oom_if is not None and self.oom_if(sequences, chunk_size, on_cpu):
@@ -124,7 +130,9 @@ if __name__ == "__main__":
 
     def _load_fake(*args, **kwargs) -> FakeFolder:
         return FakeFolder(
-            delay=float(os.environ.get("FAKE_ESMFOLD_DELAY", "0")), log_path=os.environ.get("FAKE_ESMFOLD_LOG")
+            delay=float(os.environ.get("FAKE_ESMFOLD_DELAY", "0")),
+            log_path=os.environ.get("FAKE_ESMFOLD_LOG"),
+            gate=os.environ.get("FAKE_ESMFOLD_GATE"),
         )
 
     esmfold_lite.load_model = _load_fake

@@ -88,3 +88,19 @@ def test_remove_stale_temp_files(tmp_path):
     assert remove_stale_temp_files(tmp_path, min_age_s=3600) == []
     assert remove_stale_temp_files(tmp_path) == [temp]
     assert sorted(os.listdir(tmp_path)) == sorted(keep)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX symlinks")
+def test_a_symlink_at_the_target_is_replaced_never_written_through(tmp_path):
+    outside = tmp_path / "outside.pdb"
+    outside.write_text("keep")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "to_file.pdb").symlink_to(outside)
+    (folder / "dangling.pdb").symlink_to(tmp_path / "nowhere.pdb")
+    (folder / "to_dir.pdb").symlink_to(tmp_path)
+    for name in ("to_file.pdb", "dangling.pdb", "to_dir.pdb"):
+        atomic_write_text(folder / name, "new")
+        assert not (folder / name).is_symlink() and (folder / name).read_text() == "new"
+    assert outside.read_text() == "keep" and not (tmp_path / "nowhere.pdb").exists()
+    assert sorted(os.listdir(tmp_path)) == ["out", "outside.pdb"]

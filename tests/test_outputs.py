@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fake_esmfold import FakeFolder, fake_prediction
 
-from esmfold_lite.io.outputs import confidence_json, write_protein, write_summary
+from esmfold_lite.io.outputs import confidence_json, render_protein, write_files, write_summary
 from esmfold_lite.pipeline import predict_fasta
 
 
@@ -59,7 +59,7 @@ def test_a_prediction_with_nothing_valid_is_refused_and_nothing_is_written(tmp_p
     if spoil is not None:
         getattr(prediction, spoil[0]).view(-1)[0] = spoil[1]
     with pytest.raises(ValueError, match=re.escape(reason)):
-        write_protein(tmp_path, "p", prediction, 0, ("pdb", "cif", "json", "npz"))
+        write_files(tmp_path, "p", render_protein(prediction, 0, "p", ("pdb", "cif", "json", "npz")))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -43,6 +43,11 @@ def tree(root: Path) -> dict[str, tuple[int, int]]:
     return listing
 
 
+def outputs(outdir: Path) -> list[str]:
+    """The protein files in OUTDIR (not the summary, the run report or the run state)."""
+    return sorted(p.name for p in outdir.iterdir() if p.name not in ("summary.tsv", "run.json", ".esmfold-lite"))
+
+
 def sequence(length: int, seed: int = 0) -> str:
     letters = "ACDEFGHIKLMNPQRSTVWY"
     return "".join(letters[(i * 7 + seed * 3) % 20] for i in range(length))
@@ -62,7 +67,7 @@ def test_hostile_fasta_folds_valid_records_reports_invalid_and_stays_inside_outd
         b">dup\nMKVAAA\n>dup\nMKVAAW\n>DUP\nMKVAAY\n"
         b">" + b"H" * 10_000 + b"\nMKVLLA\n"
         b">CON\nACDEF\n>aux.txt\nACDEF\n>LPT1\nACDEF\n"
-        b">summary.tsv\nACDEF\n"
+        b">summary.tsv\nACDEF\n>run\nACDEF\n"
         b">\nACDEF\n"  # header without id
         b">complex chains A and B\r\nmktay*:\r\n\r\nGSHM*\r\n"
         b">half_empty_chain\nMKV:\n"
@@ -79,16 +84,17 @@ def test_hostile_fasta_folds_valid_records_reports_invalid_and_stays_inside_outd
     by_status = {"ok": [], "error": []}
     for result in results:
         by_status[result.status].append(result)
-    assert len(results) == 24
+    assert len(results) == 25
     assert {r.error.split(" ")[0] for r in by_status["error"]} == {"sequence", "empty", "not", "header", "41"}
     assert len(by_status["error"]) == 6
-    assert len(by_status["ok"]) == 18
+    assert len(by_status["ok"]) == 19
     names = [r.id for r in results]
     assert len({n.lower() for n in names}) == len(names), "names must be unique, also case-insensitively"
     for name in names:
         assert "/" not in name and "\\" not in name and not name.startswith(".") and len(name) <= 100
         assert name.isascii() and name.isprintable()
         assert name.split(".")[0].upper() not in {"CON", "AUX", "LPT1", "NUL"}
+    assert "run_2" in names, "a protein never gets the name of the run's own files (run.json)"
     # every error is reported (log → stderr) with its reason
     for result in by_status["error"]:
         assert any(result.id in m and result.error in m for m in caplog.messages)
@@ -100,8 +106,9 @@ def test_hostile_fasta_folds_valid_records_reports_invalid_and_stays_inside_outd
     assert not escape_target.exists() and not Path("/etc/passwd.pdb").exists()
     assert not (tmp_path / "x.pdb").exists() and not (tmp_path / "a" / "x.pdb").exists()
 
-    # OUTDIR holds exactly the summary and the five files of every folded protein
-    expected = {"summary.tsv"} | {f"{r.id}.{ext}" for r in by_status["ok"] for ext in FILE_FORMATS}
+    # OUTDIR holds exactly the summary, the run report, the run state and the files of every folded protein
+    expected = {"summary.tsv", "run.json", ".esmfold-lite"}
+    expected |= {f"{r.id}.{ext}" for r in by_status["ok"] for ext in FILE_FORMATS}
     assert {p.name for p in outdir.iterdir()} == expected
     summary = read_summary(outdir)
     assert list(summary) == names
@@ -118,16 +125,29 @@ def test_hostile_fasta_folds_valid_records_reports_invalid_and_stays_inside_outd
     assert model.calls and all(call["chunk_size"] is None for call in model.calls)
 
 
-def test_a_symlink_in_outdir_pointing_outside_is_refused(tmp_path):
-    outdir, target = tmp_path / "out", tmp_path / "elsewhere.pdb"
+def test_symlinks_in_outdir_are_replaced_never_written_through(tmp_path):
+    outdir, outside = tmp_path / "out", tmp_path / "elsewhere.pdb"
     outdir.mkdir()
-    target.write_text("keep me")
-    (outdir / "p0.pdb").symlink_to(target)
-    fasta = write_fasta(tmp_path / "in.fasta", [("p0", "MKVL"), ("p1", "MKVW")])
-    results = predict_fasta(fasta, outdir, model=FakeFolder(), formats=("pdb",), progress=False)
-    assert [r.status for r in results] == ["error", "ok"]
-    assert "outside the output directory" in results[0].error
-    assert target.read_text() == "keep me"
+    outside.write_text("keep me")
+    (outdir / "p0.pdb").symlink_to(outside)  # pointing outside OUTDIR
+    (outdir / "p1.pdb").symlink_to("p2.pdb")  # pointing at another protein's file
+    (outdir / "p2.json").symlink_to(tmp_path / "missing.json")  # dangling
+    (outdir / "summary.tsv").symlink_to(outside)
+    fasta = write_fasta(tmp_path / "in.fasta", [("p0", "MKVL"), ("p1", "MKVW"), ("p2", "MKVY")])
+    results = predict_fasta(fasta, outdir, model=FakeFolder(), formats=("pdb", "json"), progress=False)
+    assert [r.status for r in results] == ["ok", "ok", "ok"]
+    assert outside.read_text() == "keep me" and not (tmp_path / "missing.json").exists()
+    for name in ("p0.pdb", "p1.pdb", "p2.pdb", "p2.json", "summary.tsv"):
+        assert not (outdir / name).is_symlink()
+    for name, sequence in (("p0", "MKVL"), ("p1", "MKVW"), ("p2", "MKVY")):
+        atoms = pdb.PDBFile.read(str(outdir / f"{name}.pdb")).get_structure(model=1)
+        assert len(atoms[atoms.atom_name == "CA"]) == len(sequence)
+    # a link planted over a finished file later makes that protein incomplete: it is folded again and the link replaced
+    (outdir / "p1.pdb").unlink()
+    (outdir / "p1.pdb").symlink_to("p2.pdb")
+    again = FakeFolder()
+    predict_fasta(fasta, outdir, model=again, formats=("pdb", "json"), progress=False)
+    assert again.folded == ["MKVW"] and not (outdir / "p1.pdb").is_symlink()
 
 
 def test_batches_are_sorted_by_length_and_packed_by_padded_tokens(tmp_path):
@@ -197,7 +217,7 @@ def test_a_crash_mid_run_keeps_finished_batches_and_resume_folds_only_the_rest(t
         predict_fasta(fasta, outdir, model=crashing, max_tokens_per_batch=1, progress=False)
     summary = read_summary(outdir)
     assert [row["status"] for row in summary.values()] == ["ok", "ok", "pending", "pending", "pending", "pending"]
-    assert sorted(p.name for p in outdir.iterdir()) == ["p0.json", "p0.pdb", "p1.json", "p1.pdb", "summary.tsv"]
+    assert outputs(outdir) == ["p0.json", "p0.pdb", "p1.json", "p1.pdb"]
 
     resumed = FakeFolder()
     results = predict_fasta(fasta, outdir, model=resumed, max_tokens_per_batch=1, progress=False)
@@ -310,7 +330,7 @@ def test_a_failing_writer_leaves_no_partial_file_and_keeps_the_old_one(tmp_path,
     assert [r.status for r in results] == ["ok", "error"]
     assert results[1].error == "writing outputs failed: OSError: [Errno 28] No space left on device"
     assert (outdir / "p1.json").read_bytes() == old_json
-    assert sorted(p.name for p in outdir.iterdir()) == ["p0.json", "p0.pdb", "p1.json", "p1.pdb", "summary.tsv"]
+    assert outputs(outdir) == ["p0.json", "p0.pdb", "p1.json", "p1.pdb"]
     assert read_summary(outdir)["p1"]["status"] == "error"
 
     monkeypatch.setattr(atomic, "_fsync_file", real_fsync)
@@ -372,11 +392,11 @@ def test_stale_temporary_files_of_a_killed_run_are_removed(tmp_path):
     stale.write_text("ATOM  partial")
     fasta = write_fasta(tmp_path / "in.fasta", [("p0", "MKV")])
     predict_fasta(fasta, outdir, model=FakeFolder(), progress=False)
-    assert sorted(p.name for p in outdir.iterdir()) == ["p0.json", "p0.pdb", "summary.tsv"]
+    assert sorted(p.name for p in outdir.iterdir()) == [".esmfold-lite", "p0.json", "p0.pdb", "run.json", "summary.tsv"]
+    assert not list((outdir / ".esmfold-lite").glob("*.tmp*"))
 
 
 def test_summary_round_trip_keeps_zeros_and_flattens_whitespace(tmp_path):
-    from esmfold_lite.io.outputs import read_summary as read_rows
     from esmfold_lite.io.outputs import write_summary
     from esmfold_lite.pipeline import ProteinResult
 
@@ -389,6 +409,140 @@ def test_summary_round_trip_keeps_zeros_and_flattens_whitespace(tmp_path):
     assert path.read_text().splitlines()[0].split("\t")[:7] == [
         "id", "length", "mean_plddt", "ptm", "status", "seconds", "error",
     ]  # fmt: skip
-    back = [ProteinResult.from_row(row) for row in read_rows(path)]
+    back = [ProteinResult.from_row(row) for row in read_summary(tmp_path).values()]
     assert back[0] == results[0]
     assert back[1].error == "line one line two" and back[1].mean_plddt is None
+
+
+def stamps(outdir: Path) -> dict[str, int]:
+    """mtime_ns of every protein file, to show that nothing was rewritten."""
+    return {name: (outdir / name).stat().st_mtime_ns for name in outputs(outdir)}
+
+
+def test_resume_refolds_truncated_edited_replaced_or_missing_files_and_nothing_else(tmp_path):
+    seqs = {f"p{i}": sequence(12 + i, i) for i in range(6)}
+    fasta, outdir = write_fasta(tmp_path / "in.fasta", list(seqs.items())), tmp_path / "out"
+    predict_fasta(fasta, outdir, model=FakeFolder(), formats=("pdb", "json"), progress=False)
+    before = stamps(outdir)
+
+    unchanged = FakeFolder()
+    results = predict_fasta(fasta, outdir, model=unchanged, formats=("pdb", "json"), progress=False)
+    assert unchanged.calls == [] and all(r.reused for r in results)
+    assert stamps(outdir) == before, "an unchanged rerun rewrites nothing"
+
+    pdb_text = (outdir / "p0.pdb").read_bytes()
+    (outdir / "p0.pdb").write_bytes(pdb_text[:100])  # truncated: a 100-byte PDB is not a result
+    json_text = (outdir / "p1.json").read_bytes()
+    (outdir / "p1.json").write_bytes(json_text.replace(b'"ptm":0.5', b'"ptm":0.9'))  # same size, other content
+    (outdir / "p2.pdb").unlink()
+    (outdir / "p2.pdb").symlink_to("p5.pdb")  # another protein's file under its name
+    (outdir / "p3.json").unlink()  # missing
+    os.utime(outdir / "p4.pdb", ns=(1, 1))  # touched but intact: hashed, found whole, kept
+    repaired = FakeFolder()
+    predict_fasta(fasta, outdir, model=repaired, formats=("pdb", "json"), progress=False)
+    assert sorted(repaired.folded) == sorted(seqs[f"p{i}"] for i in range(4))
+    assert (outdir / "p0.pdb").read_bytes() == pdb_text and (outdir / "p1.json").read_bytes() == json_text
+    assert not (outdir / "p2.pdb").is_symlink()
+    after = stamps(outdir)
+    assert after["p5.pdb"] == before["p5.pdb"] and after["p5.json"] == before["p5.json"]
+    assert after["p4.json"] == before["p4.json"] and after["p4.pdb"] == 1
+    assert all(row["status"] == "ok" for row in read_summary(outdir).values())
+
+
+def test_changed_settings_stop_the_run_unless_overwrite(tmp_path):
+    seqs = {f"p{i}": sequence(10 + i, i) for i in range(3)}
+    fasta, outdir = write_fasta(tmp_path / "in.fasta", list(seqs.items())), tmp_path / "out"
+    predict_fasta(fasta, outdir, model=FakeFolder(), num_recycles=3, progress=False)
+    before = {**stamps(outdir), "summary.tsv": (outdir / "summary.tsv").stat().st_mtime_ns}
+
+    other_model = FakeFolder(on_gpu=True)  # other weights (their dtype)
+    for kwargs in ({"num_recycles": 1}, {"num_recycles": 3, "dtype": torch.bfloat16}, {"model": other_model}):
+        options = {"model": FakeFolder(), "num_recycles": 3, **kwargs}
+        with pytest.raises(PipelineError, match="other settings .*--overwrite.* or write to another output dir"):
+            predict_fasta(fasta, outdir, progress=False, **options)
+        assert options["model"].calls == []
+    assert {**stamps(outdir), "summary.tsv": (outdir / "summary.tsv").stat().st_mtime_ns} == before
+    with pytest.raises(PipelineError, match=r"num_recycles: 3 -> 1"):
+        predict_fasta(fasta, outdir, model=FakeFolder(), num_recycles=1, progress=False)
+
+    # overwrite recomputes this FASTA with the new settings; rows of another FASTA made with the old ones turn stale
+    other_fasta = write_fasta(tmp_path / "other.fasta", [("q0", "MKVLA")])
+    predict_fasta(other_fasta, outdir, model=FakeFolder(), num_recycles=3, progress=False)
+    model = FakeFolder()
+    results = predict_fasta(fasta, outdir, model=model, num_recycles=1, overwrite=True, progress=False)
+    assert sorted(model.folded) == sorted(seqs.values()) and all(r.status == "ok" for r in results)
+    assert all(call["num_recycles"] == 1 for call in model.calls)
+    summary = read_summary(outdir)
+    assert summary["q0"]["status"] == "stale" and "other settings" in summary["q0"]["error"]
+    # the new settings are now OUTDIR's: the same command skips everything
+    again = FakeFolder()
+    predict_fasta(fasta, outdir, model=again, num_recycles=1, progress=False)
+    assert again.calls == []
+    report = json.loads((outdir / "run.json").read_text())
+    assert report["settings"]["num_recycles"] == 1 and report["proteins"]["skipped_complete"] == 3
+
+
+def test_run_settings_identify_checkpoints_cheaply(tmp_path, monkeypatch):
+    import shutil
+
+    import esmfold_lite
+    from esmfold_lite.pipeline import run_settings
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.save({"model": {"w": torch.arange(4.0)}}, weights / "a.pt")
+    torch.save({"model": {"w": torch.arange(4.0) + 1}}, weights / "b.pt")
+    a, b = run_settings(model_source=weights / "a.pt"), run_settings(model_source=weights / "b.pt")
+    assert a.digest != b.digest
+    copy = tmp_path / "copy" / "a.pt"
+    copy.parent.mkdir()
+    shutil.copy(weights / "a.pt", copy)
+    os.utime(copy, ns=(5, 5))
+    assert run_settings(model_source=copy).digest == a.digest, "a moved or copied checkpoint is the same"
+    (weights / "legacy.bin").write_bytes(b"x" * 3_000_000)
+    legacy = run_settings(model_source=weights / "legacy.bin")
+    (weights / "legacy.bin").write_bytes(b"x" * 2_999_999 + b"y")
+    assert run_settings(model_source=weights / "legacy.bin").digest != legacy.digest
+    # the LM: given, or the official file beside the checkpoint
+    assert run_settings(model_source=weights / "a.pt", lm=weights / "b.pt").digest != a.digest
+    shutil.copy(weights / "b.pt", weights / "esm2_t36_3B_UR50D.pt")
+    assert run_settings(model_source=weights / "a.pt").values["lm"]["files"][0]["file"] == "esm2_t36_3B_UR50D.pt"
+    # a folder (transformers) and a registry name
+    assert run_settings(model_source=weights).values["model"]["files"][0]["file"] == "a.pt"
+    assert run_settings(model_source="esmfold_v1").values["model"] == {"name": "esmfold_v1"}
+    official = run_settings(model_source="esmfold_v1")
+    assert run_settings(model_source="esmfold_v1", num_recycles=0).digest != official.digest
+    monkeypatch.setattr(esmfold_lite, "__version__", "9.9.9")
+    assert run_settings(model_source=weights / "b.pt").digest != b.digest
+
+
+def test_a_busy_outdir_stops_a_second_run_at_once_and_its_files_are_left_alone(tmp_path):
+    from esmfold_lite.io.run_state import open_run_state
+
+    fasta, outdir = write_fasta(tmp_path / "in.fasta", [("p0", "MKVL")]), tmp_path / "out"
+    outdir.mkdir()
+    with open_run_state(outdir):  # another run holds OUTDIR
+        in_flight = outdir / ".p9.pdb.0123456789ab.tmp.pdb"
+        in_flight.write_text("ATOM  being written by the other run")
+        model = FakeFolder()
+        with pytest.raises(PipelineError, match=rf"in use by another esmfold-lite run \(pid {os.getpid()} on "):
+            predict_fasta(fasta, outdir, model=model, progress=False)
+        assert model.calls == [] and in_flight.exists()
+        assert outputs(outdir) == [in_flight.name]
+    # once the other run is over, its leftovers are cleaned up and the run goes through
+    assert predict_fasta(fasta, outdir, model=FakeFolder(), progress=False)[0].status == "ok"
+    assert not in_flight.exists()
+
+
+def test_a_run_that_fails_before_writing_anything_leaves_no_outdir_behind(tmp_path):
+    fasta = write_fasta(tmp_path / "in.fasta", [("p0", "MKVL")])
+    with pytest.raises(PipelineError, match="cannot load the model"):
+        predict_fasta(fasta, tmp_path / "new" / "deeper" / "out", model_source=tmp_path / "missing.pt", progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["in.fasta"]
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    with pytest.raises(PipelineError, match="cannot load the model"):
+        predict_fasta(fasta, existing, model_source=tmp_path / "missing.pt", progress=False)
+    assert (existing / "keep.txt").read_text() == "mine" and not (existing / "summary.tsv").exists()

@@ -42,7 +42,8 @@ def read_summary(outdir: Path) -> dict[str, dict[str, str]]:
 
 
 def temp_files(outdir: Path) -> list[str]:
-    return [p.name for p in outdir.iterdir() if p.name.startswith(".")]
+    """Temporary files of interrupted atomic writes, in OUTDIR and its run state."""
+    return [p.name for p in outdir.rglob(".*.tmp*")]
 
 
 def check_outputs(outdir: Path, records: dict[str, str], formats=ALL_FORMATS) -> None:
@@ -166,6 +167,8 @@ def test_run_level_errors_are_one_line_and_exit_1(tmp_path, capsys, setup, messa
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("esmfold-lite predict: error: ") and message in lines[-1]
     assert not any(line.startswith("Traceback") for line in lines)
+    if setup != "outdir_is_file":
+        assert not outdir.exists(), "a run that fails before writing anything leaves no OUTDIR behind"
 
 
 @pytest.mark.parametrize("argv", [["--chunk-size", "0"], ["--formats", "pdb,xyz"], ["--max-tokens-per-batch", "-1"]])
@@ -175,10 +178,16 @@ def test_invalid_flag_values_are_usage_errors(tmp_path, argv, capsys):
     assert exit_info.value.code == 2
 
 
-def _start_fake_cli(fasta: Path, outdir: Path, log: Path, delay: float) -> subprocess.Popen:
+def _start_fake_cli(
+    fasta: Path, outdir: Path, log: Path, delay: float, *more: str, gate: Path | None = None
+) -> subprocess.Popen:
+    """``esmfold-lite predict`` with the fake model in a subprocess; stderr is a pipe, not a terminal. With ``gate``,
+    the run waits after its first batch until that file exists."""
     env = {**os.environ, "FAKE_ESMFOLD_DELAY": str(delay), "FAKE_ESMFOLD_LOG": str(log)}
+    if gate is not None:
+        env["FAKE_ESMFOLD_GATE"] = str(gate)
     argv = [sys.executable, str(FAKE_CLI), "predict", str(fasta), "-o", str(outdir), "--model", "fake",
-            "--formats", "pdb,cif,json", "--max-tokens-per-batch", "1"]  # fmt: skip
+            "--formats", "pdb,cif,json", "--max-tokens-per-batch", "1", *more]  # fmt: skip
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -214,7 +223,7 @@ def test_killed_mid_run_leaves_no_partial_file_and_the_rerun_folds_only_the_rest
     stamps = {p.name: p.stat().st_mtime_ns for p in outdir.iterdir() if p.stem in done}
 
     argv = ["predict", str(fasta), "-o", str(outdir), "--model", "fake", "--formats", "pdb,cif,json"]
-    assert main([*argv, "--max-tokens-per-batch", "1"]) == 0
+    assert main([*argv, "--max-tokens-per-batch", "1"]) == 0  # the killed run's lock does not block it
     (_, model), *_ = fake_models
     assert sorted(model.folded) == sorted(seq for name, seq in records.items() if name not in done)
     assert {p.name: p.stat().st_mtime_ns for p in outdir.iterdir() if p.stem in done} == stamps
@@ -262,3 +271,87 @@ def test_end_to_end_on_a_checkpoint_in_the_official_format(tmp_path, official_ch
         np.testing.assert_allclose(arrays["positions"], alone.positions[0].numpy(), atol=1e-3)
         np.testing.assert_allclose(arrays["plddt"], alone.plddt[0].numpy(), atol=1e-3)
         assert float(arrays["ptm"]) == pytest.approx(float(alone.ptm[0]), abs=1e-4)
+
+
+def test_esm_fold_flags_work_as_in_fair_esm(tmp_path, fake_models):
+    fasta, outdir = write_fasta(tmp_path / "in.fasta", RECORDS), tmp_path / "out"
+    argv = ["predict", "-i", str(fasta), "-o", str(outdir), "--model", "m", "--cpu-only", "--cpu-offload",
+            "--chunk-size", "32", "--max-tokens-per-batch", "100", "--num-recycles", "1", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    check_outputs(outdir, RECORDS, formats=("pdb", "json"))
+    (options, model), *_ = fake_models
+    assert options["device"] == "cpu" and options["lm_device"] == "cpu"
+    assert [(c["chunk_size"], c["num_recycles"], len(c["sequences"])) for c in model.calls] == [(32, 1, 1)] * 3
+    argv = ["predict", str(fasta), "-i", str(fasta), "-o", str(outdir), "--model", "m", "--num-recycles", "1"]
+    assert main(argv) == 0 and len(fake_models) == 1, "the same input twice is one input; all complete"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "the FASTA file is required"),
+        (["-i", "other.fasta"], "two inputs given"),
+        (["--cpu-only", "--device", "cuda"], "--cpu-only contradicts --device cuda"),
+    ],
+)
+def test_input_and_device_usage_errors(tmp_path, capsys, argv, message):
+    positional = [] if argv == [] else ["in.fasta"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", *positional, "-o", str(tmp_path / "out"), "--model", "m", *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_a_terminal_one_log_line_per_protein_and_a_final_summary(tmp_path):
+    records = {"p0": "MKTAYIAK", "p1": "GSHMLEDPVDAF", "bad": "MK4"}
+    fasta, outdir = write_fasta(tmp_path / "in.fasta", records), tmp_path / "out"
+    process = _start_fake_cli(fasta, outdir, tmp_path / "folded.log", 0.0)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 3, stderr
+    summary = read_summary(outdir)
+    for name in ("p0", "p1"):
+        row = summary[name]
+        line = (f"{name}: {row['length']} residues, mean pLDDT {float(row['mean_plddt']):.1f}, "
+                f"pTM {float(row['ptm']):.3f}, ")  # fmt: skip
+        assert sum(line in text for text in stderr.splitlines()) == 1, stderr
+    assert "bad" in stderr and "'4' at 3" in stderr
+    final = stderr.strip().splitlines()[-1]
+    assert "finished: 3 proteins in" in stderr and "2 ok (0 skipped as complete), 1 failed" in stderr, stderr
+    assert "proteins/s" in stderr and "\r" not in stderr and "it/s" not in stderr, "no progress bar in a log file"
+    assert final.startswith("WARNING") and "1 of 3 proteins failed" in final
+    report = json.loads((outdir / "run.json").read_text())
+    assert report["status"] == "finished" and report["proteins"] == {
+        "total": 3, "ok": 2, "failed": 1, "skipped_complete": 0, "folded": 2, "pending": 0,
+    }  # fmt: skip
+
+
+def test_two_concurrent_runs_on_one_outdir_lose_nothing_and_exit_honestly(tmp_path):
+    records = {f"p{i}": "MKTAYIAKQR"[: 3 + i % 7] * (i + 1) for i in range(6)}
+    fasta, outdir, log = write_fasta(tmp_path / "in.fasta", records), tmp_path / "out", tmp_path / "folded.log"
+    gate = tmp_path / "go on"
+    first = _start_fake_cli(fasta, outdir, log, 0.0, gate=gate)  # holds after its first protein until `gate`
+    _wait_for_ok_rows(first, outdir, 1)
+    second = _start_fake_cli(fasta, outdir, log, 0.0)
+    _, second_err = second.communicate(timeout=60)
+    assert first.poll() is None
+    gate.touch()
+    assert second.returncode == 1
+    assert f"is in use by another esmfold-lite run (pid {first.pid} on " in second_err
+    assert "Traceback" not in second_err
+    _, first_err = first.communicate(timeout=60)
+    assert first.returncode == 0, first_err
+    assert sorted(log.read_text().split()) == sorted(records.values()), "every protein folded once, by the first run"
+    check_outputs(outdir, records, formats=("pdb", "cif", "json"))
+    assert temp_files(outdir) == []
+
+
+def test_other_settings_in_outdir_stop_the_cli_until_overwrite(tmp_path, fake_models, capsys):
+    fasta, outdir = write_fasta(tmp_path / "in.fasta", RECORDS), tmp_path / "out"
+    argv = ["predict", str(fasta), "-o", str(outdir), "--model", "m", "-q"]
+    assert main(argv) == 0
+    assert main([*argv, "--num-recycles", "1"]) == 1
+    error = capsys.readouterr().err
+    assert "made with other settings (num_recycles: null -> 1)" in error and "--overwrite" in error
+    assert len(fake_models) == 1, "the model is not even loaded"
+    assert main([*argv, "--num-recycles", "1", "--overwrite"]) == 0
+    assert sorted(fake_models[-1][1].folded) == sorted(RECORDS.values())

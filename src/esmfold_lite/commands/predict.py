@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ from esmfold_lite.pipeline import (
     DEFAULT_FORMATS,
     DEFAULT_MAX_TOKENS_PER_BATCH,
     FORMATS,
+    RUN_REPORT_NAME,
     SUMMARY_NAME,
     PipelineError,
     predict_fasta,
@@ -26,33 +28,44 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 DESCRIPTION = f"""\
 Fold every record of a FASTA file with ESMFold. Per protein, OUTDIR/<id>.<format> is written for each of
 --formats; OUTDIR/{SUMMARY_NAME} has one row per protein: id, length, mean_plddt, ptm, status (ok / error /
-pending), seconds, error, notes (what out-of-memory recovery was needed), sequence_hash.
+pending / stale), seconds, error, notes (what out-of-memory recovery was needed), sequence_hash;
+OUTDIR/{RUN_REPORT_NAME} the run's counts, rates and settings. The options of fair-esm's esm-fold (-i, -o,
+--num-recycles, --max-tokens-per-batch, --chunk-size, --cpu-only, --cpu-offload) work the same here.
 
 Records: ':' separates the chains of a complex (A:B). Lower case, a trailing '*', blank lines and CRLF are
 accepted; a record that is empty, holds letters that are not amino acids, or is longer than --max-length gets
 status=error with the reason, and the others still fold. File names are the record ids made safe for every file
 system (duplicates get _2, _3, ...); nothing is written outside OUTDIR.
 
-Re-running the same command resumes: proteins whose summary row says ok (for the same sequence) and whose files
-all exist are skipped, all others are folded again. Files are written atomically, so an interrupted run leaves
-no truncated file. Two runs must not write to the same OUTDIR at the same time."""
+Re-running the same command resumes. OUTDIR/.esmfold-lite/ records the settings that made the results (checkpoint
+and LM fingerprints, --num-recycles, --dtype, the esmfold-lite version) and, per protein, a completion record
+written after its files (their sizes, times and SHA-256): a protein is skipped only if its record holds for the
+same sequence and settings and all its files are still intact; a missing, truncated or edited file is folded again.
+A run with other settings than the results in OUTDIR stops with an error: add --overwrite to recompute them, or
+use a new OUTDIR. Files are written atomically (a symlink in OUTDIR is replaced, never written through), so an
+interrupted run leaves no partial file. One run per OUTDIR: a second run on a busy OUTDIR stops at once; the lock
+of a killed run is free again. A run that fails before writing anything removes the OUTDIR it created.
+
+When stderr is not a terminal (nohup, cluster logs), one line per protein (id, length, mean pLDDT, pTM, seconds)
+and a final line with the totals are logged instead of the progress bar."""
 
 EPILOG = f"""\
 out of memory: a batch is split, then the chunk size lowered (512, 128, 32, 8), then, with --cpu-fallback,
 the protein and all longer ones are folded on the CPU.
 
 exit status: 0 all proteins ok; {EXIT_SOME_FAILED} some proteins failed (see {SUMMARY_NAME});
-1 nothing could run (unreadable or empty FASTA, unusable OUTDIR, model not loadable); 130/143 interrupted."""
+1 nothing could run (unreadable or empty FASTA, unusable or busy OUTDIR, results of other settings in OUTDIR,
+model not loadable); 130/143 interrupted."""
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
@@ -60,7 +73,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def _chunk_size(text: str) -> int | str:
-    return "auto" if text.lower() == "auto" else _positive_int(text)
+    return "auto" if text.lower() == "auto" else positive_int(text)
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -71,15 +84,8 @@ def _formats(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "predict",
-        help="fold the proteins of a FASTA file (PDB, mmCIF, confidence JSON/NPZ/PNG)",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("fasta", metavar="INPUT.fasta", type=Path, help="FASTA file (may be gzip-compressed)")
+def add_folding_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``predict`` and ``fold-proteome`` share: model, outputs, folding, resume, logging."""
     parser.add_argument(
         "-o", "--output-dir", dest="outdir", metavar="OUTDIR", type=Path, required=True,
         help="output directory (created if missing)",
@@ -109,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--num-recycles",
         metavar="N",
-        type=_non_negative_int,
+        type=non_negative_int,
         help="recycling iterations: N+1 trunk passes (default: the checkpoint's, 3 for esmfold_v1)",
     )
     parser.add_argument(
@@ -123,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-tokens-per-batch",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_TOKENS_PER_BATCH,
         help="sequences are sorted by length and batched while count x longest (linkers included) <= N; a longer "
         f"sequence folds alone (default: {DEFAULT_MAX_TOKENS_PER_BATCH})",
@@ -131,10 +137,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-length",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         help="reject records with more residues (over all chains) with status=error (default: no limit)",
     )
-    parser.add_argument("--device", metavar="D", help="torch device: cuda, cuda:1, cpu, mps (default: cuda if present)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), help="model precision (default: the loader's choice)")
     parser.add_argument(
         "--cpu-offload", action="store_true", help="keep the language model in CPU memory, to fit a smaller GPU"
@@ -145,11 +150,64 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fold proteins that do not fit in GPU memory even with the smallest chunk size on the CPU (slow)",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="recompute proteins whose outputs are complete instead of skipping"
+        "--overwrite",
+        action="store_true",
+        help="recompute proteins whose outputs are complete instead of skipping them; needed to fold into an OUTDIR "
+        "whose results were made with other settings (model, LM, --num-recycles, --dtype, version)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
     add_logging_options(parser)
-    parser.set_defaults(func=run)
+
+
+def folding_options(args: argparse.Namespace) -> dict[str, object]:
+    """The keyword arguments of ``predict_fasta`` / ``fold_proteome`` that ``add_folding_arguments`` gives."""
+    return dict(
+        model_source=args.model,
+        lm=args.lm,
+        dtype=DTYPES[args.dtype] if args.dtype else None,
+        cpu_offload=args.cpu_offload,
+        formats=args.formats,
+        num_recycles=args.num_recycles,
+        chunk_size=args.chunk_size,
+        max_tokens_per_batch=args.max_tokens_per_batch,
+        max_length=args.max_length,
+        cpu_fallback=args.cpu_fallback,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="fold the proteins of a FASTA file (PDB, mmCIF, confidence JSON/NPZ/PNG)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "fasta", metavar="INPUT.fasta", type=Path, nargs="?", help="FASTA file (may be gzip-compressed); or -i"
+    )
+    parser.add_argument(
+        "-i", "--input", dest="input", metavar="FASTA", type=Path,
+        help="the FASTA file, as fair-esm's esm-fold takes it (instead of the positional INPUT.fasta)",
+    )  # fmt: skip
+    parser.add_argument("--device", metavar="D", help="torch device: cuda, cuda:1, cpu, mps (default: cuda if present)")
+    parser.add_argument("--cpu-only", action="store_true", help="fold on the CPU only (the same as --device cpu)")
+    add_folding_arguments(parser)
+    parser.set_defaults(func=run, parser=parser)
+
+
+def input_and_device(args: argparse.Namespace) -> tuple[Path, str | None]:
+    """The FASTA (positional or -i) and the device (--device or --cpu-only); usage errors exit with status 2."""
+    if args.fasta is not None and args.input is not None and args.fasta != args.input:
+        args.parser.error(f"two inputs given: {args.fasta} and -i {args.input}; give one")
+    fasta = args.fasta if args.fasta is not None else args.input
+    if fasta is None:
+        args.parser.error("the FASTA file is required: give it as INPUT.fasta or with -i")
+    if args.cpu_only and args.device not in (None, "cpu"):
+        args.parser.error(f"--cpu-only contradicts --device {args.device}")
+    return fasta, "cpu" if args.cpu_only else args.device
 
 
 class _Interrupted(BaseException):
@@ -162,27 +220,12 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise _Interrupted(signum)
 
 
-def run(args: argparse.Namespace) -> int:
-    # SIGTERM unwinds like Ctrl-C, so the atomic writers remove their temporary files on the way out.
+def run_interruptibly(command: Callable[[], int]) -> int:
+    """``command()``, with SIGINT and SIGTERM unwinding it like Ctrl-C (so the atomic writers remove their temporary
+    files on the way out: exit status 128 + signal) and PipelineError shown as one line (exit status 1)."""
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        results = predict_fasta(
-            args.fasta,
-            args.outdir,
-            model_source=args.model,
-            lm=args.lm,
-            device=args.device,
-            dtype=DTYPES[args.dtype] if args.dtype else None,
-            cpu_offload=args.cpu_offload,
-            formats=args.formats,
-            num_recycles=args.num_recycles,
-            chunk_size=args.chunk_size,
-            max_tokens_per_batch=args.max_tokens_per_batch,
-            max_length=args.max_length,
-            cpu_fallback=args.cpu_fallback,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
+        return command()
     except PipelineError as exc:
         raise CliError(str(exc)) from exc
     except _Interrupted as exc:
@@ -191,8 +234,21 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    failed = [r for r in results if r.status != "ok"]
+
+
+def exit_status(failed: int, total: int, outdir: Path) -> int:
+    """0 when every protein is ok, else ``EXIT_SOME_FAILED`` with a warning."""
     if failed:
-        logger.warning("%d of %d proteins failed; see %s", len(failed), len(results), args.outdir / SUMMARY_NAME)
+        logger.warning("%d of %d proteins failed; see %s", failed, total, outdir / SUMMARY_NAME)
         return EXIT_SOME_FAILED
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    fasta, device = input_and_device(args)
+
+    def command() -> int:
+        results = predict_fasta(fasta, args.outdir, device=device, **folding_options(args))
+        return exit_status(sum(r.status != "ok" for r in results), len(results), args.outdir)
+
+    return run_interruptibly(command)

@@ -24,7 +24,7 @@ import os
 import re
 import string
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, MutableSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -164,25 +164,31 @@ def safe_filename(id: str, max_len: int = 100) -> str:
     return name
 
 
-def unique_ids(ids: Iterable[str], max_len: int = 100) -> list[str]:
+def unique_ids(ids: Iterable[str], max_len: int = 100, taken: MutableSet[str] | None = None) -> list[str]:
     """One safe, distinct file name stem per id, in order (deterministic for the same input).
 
     Each id goes through `safe_filename`; a name already taken, compared case-insensitively (macOS and Windows file
-    systems are), gets the suffix ``_2``, ``_3``, ... (the first occurrence keeps its name).
+    systems are), gets the suffix ``_2``, ``_3``, ... (the first occurrence keeps its name). ``taken`` holds lower-case
+    names not to use (reserved names); it is filled with the names given out.
     """
-    taken: set[str] = set()
+    return list(iter_unique_ids(ids, max_len, taken))
+
+
+def iter_unique_ids(ids: Iterable[str], max_len: int = 100, taken: MutableSet[str] | None = None) -> Iterator[str]:
+    """`unique_ids` one by one, for a stream of ids: besides ``taken`` (a set, or a disk-backed one for millions of
+    ids) it keeps only the bases that occurred more than once."""
+    taken = set() if taken is None else taken
     next_suffix: dict[str, int] = {}
-    names = []
     for id_ in ids:
         base = safe_filename(id_, max_len)
         name, k = base, next_suffix.get(base.lower(), 1)
         while name.lower() in taken:
             k += 1
             name = f"{base[: max_len - len(str(k)) - 1]}_{k}"
-        next_suffix[base.lower()] = k
+        if k > 1:
+            next_suffix[base.lower()] = k
         taken.add(name.lower())
-        names.append(name)
-    return names
+        yield name
 
 
 def resolve_inside(outdir: str | os.PathLike, name: str | os.PathLike) -> Path:

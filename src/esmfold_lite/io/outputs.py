@@ -1,30 +1,28 @@
 """Per-protein output files (PDB, mmCIF, confidence JSON, NPZ, PAE/pLDDT PNG, contact-map PNG) and ``summary.tsv``.
 
-Every file is rendered in memory first and then written atomically (temporary file + rename), so a crash or a
-failing renderer never leaves a truncated file behind. A prediction with nothing valid to write (no atom at all, or
-NaN/inf values) is refused with a ValueError saying why, so no output holds NaN. The JSON uses ColabFold's names:
-``plddt`` (per residue), ``ptm``, ``pae`` (L×L, row i = residues aligned on residue i) and ``max_pae``, plus
-``mean_plddt``; it is strict JSON (a non-finite number would be written ``null``, never ``NaN``).
+Every file is rendered in memory first (``render_protein``, which can run in another process) and then written
+atomically (temporary file + rename) by ``write_files``, so a crash or a failing renderer never leaves a truncated
+file behind. The rename replaces a symlink planted at an output path by the file itself: nothing is ever written
+through a link. A prediction with nothing valid to write (no atom at all, or NaN/inf values) is refused with a
+ValueError saying why, so no output holds NaN. The JSON uses ColabFold's names: ``plddt`` (per residue), ``ptm``,
+``pae`` (L×L, row i = residues aligned on residue i) and ``max_pae``, plus ``mean_plddt``; it is strict JSON (a
+non-finite number would be written ``null``, never ``NaN``).
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
-import logging
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from esmfold_lite.io.atomic import atomic_write_bytes, atomic_write_text
-from esmfold_lite.io.fasta import resolve_inside
+from esmfold_lite.io.atomic import atomic_path, atomic_write_bytes
 from esmfold_lite.prediction import Prediction
-
-logger = logging.getLogger(__name__)
 
 FORMAT_SUFFIXES: dict[str, str] = {"pdb": ".pdb", "cif": ".cif", "json": ".json", "npz": ".npz", "png": ".png"}
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -35,9 +33,12 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 def output_paths(outdir: Path, name: str, formats: Sequence[str]) -> dict[str, Path]:
     """Where the files of protein ``name`` go: ``{format: OUTDIR/<name><suffix>}``.
 
-    ``name`` should come from ``unique_ids``; raises ValueError if a path would still leave ``outdir``.
+    ``name`` should come from ``unique_ids``; raises ValueError unless it is one plain path component, so that every
+    path lies directly in ``outdir``. The last component is not resolved: a symlink there is replaced, not followed.
     """
-    return {fmt: resolve_inside(outdir, f"{name}{FORMAT_SUFFIXES[fmt]}") for fmt in formats}
+    if not name or name in (".", "..") or "\0" in name or os.sep in name or (os.altsep and os.altsep in name):
+        raise ValueError(f"output name {name!r} is not a plain file name")
+    return {fmt: outdir / f"{name}{FORMAT_SUFFIXES[fmt]}" for fmt in formats}
 
 
 def _numpy(x) -> np.ndarray:
@@ -169,37 +170,34 @@ def contact_map_png(contacts, title: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_protein(
-    outdir: Path, name: str, prediction: Prediction, i: int, formats: Sequence[str], header: str = ""
-) -> list[Path]:
-    """Write the requested files of sequence ``i`` of ``prediction`` as ``OUTDIR/<name>.<format>``.
-
-    Each file is rendered completely before it is written atomically. ``name`` must be a safe file stem (see
-    ``esmfold_lite.io.fasta.safe_filename``). Returns the paths written, in ``formats`` order.
+def render_protein(
+    prediction: Prediction, i: int, name: str, formats: Sequence[str], header: str = ""
+) -> dict[str, bytes]:
+    """The requested files of sequence ``i`` of ``prediction``, rendered in memory: ``{format: content}``.
 
     Raises:
-        ValueError: the prediction has nothing valid to write (`unwritable_reason`); no file is written then.
+        ValueError: the prediction has nothing valid to write (`unwritable_reason`).
     """
     one = prediction.select(i)
     reason = unwritable_reason(one)
     if reason is not None:
         raise ValueError(reason)
     renderers = {
-        "pdb": lambda: one.to_pdb(0),
-        "cif": lambda: one.to_mmcif(0, name=name),
-        "json": lambda: confidence_json(one, name, header),
+        "pdb": lambda: one.to_pdb(0).encode(),
+        "cif": lambda: one.to_mmcif(0, name=name).encode(),
+        "json": lambda: confidence_json(one, name, header).encode(),
         "npz": lambda: arrays_npz(one),
         "png": lambda: confidence_png(one, name),
     }
-    written = []
-    for fmt, path in output_paths(outdir, name, formats).items():
-        content = renderers[fmt]()
-        if isinstance(content, bytes):
-            atomic_write_bytes(path, content)
-        else:
-            atomic_write_text(path, content)
-        written.append(path)
-    return written
+    return {fmt: renderers[fmt]() for fmt in formats}
+
+
+def write_files(outdir: Path, name: str, files: Mapping[str, bytes]) -> dict[str, Path]:
+    """Write rendered files (``render_protein``) atomically as ``OUTDIR/<name>.<format>``; returns their paths."""
+    paths = output_paths(outdir, name, list(files))
+    for fmt, content in files.items():
+        atomic_write_bytes(paths[fmt], content)
+    return paths
 
 
 def _tsv_field(value: object) -> str:
@@ -213,25 +211,10 @@ def _tsv_field(value: object) -> str:
 
 
 def write_summary(path: Path, rows: Iterable[Mapping[str, object]]) -> None:
-    """Write ``rows`` (dicts keyed by ``SUMMARY_COLUMNS``) as a tab-separated table with a header, atomically."""
-    lines = ["\t".join(SUMMARY_COLUMNS)]
-    lines += ["\t".join(_tsv_field(row.get(column)) for column in SUMMARY_COLUMNS) for row in rows]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    """Write ``rows`` (dicts keyed by ``SUMMARY_COLUMNS``) as a tab-separated table with a header, atomically.
 
-
-def read_summary(path: Path) -> list[dict[str, str]]:
-    """Rows of an existing ``summary.tsv`` (missing columns read as ""); [] if the file does not exist.
-
-    Rows without an id are skipped with a warning, so a hand-edited or foreign file does not stop a run.
-    """
-    if not path.exists():
-        return []
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            if not row.get("id"):
-                logger.warning("%s line %d has no id; ignored", path, line)
-                continue
-            rows.append({column: row.get(column) or "" for column in SUMMARY_COLUMNS})
-    return rows
+    Rows are streamed to the file, so millions of them never sit in memory as text."""
+    with atomic_path(path) as temp, open(temp, "w", encoding="utf-8", newline="") as handle:
+        handle.write("\t".join(SUMMARY_COLUMNS) + "\n")
+        for row in rows:
+            handle.write("\t".join(_tsv_field(row.get(column)) for column in SUMMARY_COLUMNS) + "\n")
