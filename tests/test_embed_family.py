@@ -135,3 +135,60 @@ def test_contact_map_png_renders():
     png = contact_map_png(torch.rand(7, 7), "x")
     assert png.startswith(PNG_MAGIC) and len(png) > 1000
     assert contact_map_png(np.eye(3), "eye").startswith(PNG_MAGIC)
+
+
+def official_checkpoint(family: str, folder):
+    """A randomized fair-esm model of ``family`` written in its released layout, and fair-esm's model of that file
+    (built by fair-esm's own loader, regression included)."""
+    import esm
+    import test_esm1_parity
+    import test_esm2_loading
+    import test_esm2_parity
+    import test_msa_transformer
+
+    if family == "esm2":  # fair-esm's loader picks the ESM-2 format by the name's "esm2" prefix
+        path = folder / "esm2_tiny.pt"
+        test_esm2_loading.save_official(test_esm2_parity.fair_esm_model((2, 32, 4), seed=5), path)
+    elif family == "esm1b":
+        path = folder / "esm1b_tiny.pt"
+        test_esm1_parity.save_official(test_esm1_parity.fair_model(token_dropout=True, seed=5), path)
+    else:
+        path = folder / "esm_msa1b_tiny.pt"
+        test_msa_transformer.save_official(test_msa_transformer.fair_model(seed=5), path)
+    raw = torch.load(path, weights_only=False)
+    regression = torch.load(path.with_name(f"{path.stem}-contact-regression.pt"), weights_only=False)
+    reference, alphabet = esm.pretrained.load_model_and_alphabet_core(path.stem, raw, regression)
+    return path, reference.eval(), alphabet
+
+
+@pytest.mark.parametrize("family", ["esm2", "esm1b", "msa"])
+def test_cli_official_files_logits_contacts_and_png_equal_fair_esm(family, tmp_path):
+    """`embed --logits --contacts --contacts-png` on each family's official .pt equals fair-esm on the same file."""
+    path, reference, alphabet = official_checkpoint(family, tmp_path)
+    if family == "msa":
+        msa = ["MKTAYIAKQRQISF", "MKT-YIAKQRQLSF", "MRTAYV-KQRQISW"]
+        inputs = [tmp_path / "query.a3m"]
+        inputs[0].write_text("".join(f">{'query' if i == 0 else f'hit{i}'}\n{row}\n" for i, row in enumerate(msa)))
+        batches = {"query": [[(str(i), row) for i, row in enumerate(msa)]]}
+    else:
+        records = {"first": "MKTAYIAKQRQISF", "second": "ACDEFGHIK"}
+        inputs = [tmp_path / "in.fasta"]
+        inputs[0].write_text("".join(f">{name}\n{sequence}\n" for name, sequence in records.items()))
+        batches = {name: [(name, sequence)] for name, sequence in records.items()}
+    out_dir = tmp_path / "out"
+    argv = ["embed", *map(str, inputs), "-o", str(out_dir), "--model", str(path), "--layers", "0", "-1"]
+    assert main(argv + ["--logits", "--contacts", "--contacts-png"]) == 0
+
+    last = reference.num_layers if family != "msa" else len(reference.layers)
+    for name, batch in batches.items():
+        _, _, tokens = alphabet.get_batch_converter()(batch)
+        with torch.no_grad():
+            full = reference(tokens, repr_layers=[0, last], return_contacts=True)
+        query = (lambda x: x[0, 0, 1:]) if family == "msa" else (lambda x: x[0, 1:-1])  # residues of the query
+        saved = torch.load(out_dir / f"{name}.pt")
+        assert sorted(saved["representations"]) == [0, last]
+        for layer in (0, last):
+            torch.testing.assert_close(saved["representations"][layer], query(full["representations"][layer]), **TOL)
+        torch.testing.assert_close(saved["logits"], query(full["logits"]), **TOL)
+        torch.testing.assert_close(saved["contacts"], full["contacts"][0], **TOL)
+        assert (out_dir / f"{name}.contacts.png").read_bytes().startswith(PNG_MAGIC)

@@ -213,6 +213,46 @@ def test_registry_names_load_through_the_cache(tmp_path, monkeypatch):
     assert isinstance(model, ESM1) and model.num_layers == LAYERS
 
 
+def test_family_names_placed_in_the_cache_are_listed_and_load(tmp_path, monkeypatch, capsys):
+    """Files put in the cache by hand under their registry file names: `weights list` shows them cached, and the
+    names load offline (ESM-1b and the MSA Transformer with the contact regression beside them, ESM-1v without)."""
+    import re
+
+    from test_msa_transformer import fair_model as fair_msa_model
+    from test_msa_transformer import save_official as save_official_msa
+
+    from esmfold_lite.lm.msa_transformer import MSATransformer
+    from esmfold_lite.weights import registry
+
+    cache = tmp_path / "home" / "checkpoints"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("ESMFOLD_LITE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(registry, "MODEL_URL", "http://127.0.0.1:9/{}.pt")  # nothing may be downloaded
+    monkeypatch.setattr(registry, "REGRESSION_URL", "http://127.0.0.1:9/{}-contact-regression.pt")
+    save_official(fair_model(token_dropout=True, seed=2), cache / "esm1b_t33_650M_UR50S.pt")
+    save_official(fair_model(token_dropout=True, seed=3), cache / "esm1v_t33_650M_UR90S_5.pt", with_regression=False)
+    save_official_msa(fair_msa_model(seed=2), cache / "esm_msa1b_t12_100M_UR50S.pt")
+
+    assert main(["weights", "list"]) == 0
+    listing = capsys.readouterr().out
+    listed = {
+        "esm1b_t33_650M_UR50S": "esm1b +~7.3 GB +yes",
+        "esm1v_t33_650M_UR90S_5": "esm1v +~7.3 GB +yes",
+        "esm1v_t33_650M_UR90S_1": "esm1v +~7.3 GB +no",
+        "esm_msa1b_t12_100M_UR50S": "msa +~1.3 GB +yes",
+    }
+    for name, columns in listed.items():
+        assert re.search(rf"^{name} +{columns} ", listing, re.MULTILINE), name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # regression found where expected; ESM-1v has none to find
+        esm1b = esmfold_lite.load_language_model("esm1b_t33_650M_UR50S")
+        esm1v = esmfold_lite.load_language_model("esm1v_t33_650M_UR90S_5")
+        msa = esmfold_lite.load_language_model("esm_msa1b_t12_100M_UR50S")
+    assert isinstance(esm1b, ESM1) and isinstance(esm1v, ESM1) and isinstance(msa, MSATransformer)
+    assert esm1b.contact_head.regression.weight.any() and not esm1v.contact_head.regression.weight.any()
+    assert esm1b.embed("MKTAYIAK", contacts=True).contacts[0].shape == (8, 8)
+
+
 def test_esmfold_refuses_an_esm1b_language_model(tmp_path):
     from esmfold_reference import tiny_hf_esmfold, write_fair_esmfold
 

@@ -62,12 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     convert = actions.add_parser(
         "convert",
-        help="convert an ESM-2 or ESMFold checkpoint to esmfold_lite's safetensors + json format",
-        description="Read an ESM-2 or ESMFold checkpoint (a fair-esm .pt, a transformers folder, or a registry "
-        "name) and write OUT.safetensors + OUT.json (or model.safetensors + model.json when OUT is an existing "
-        "folder). The result loads without unpickling anything. An ESM-2 .pt takes its contact-regression file "
-        "from beside it; a fair-esm ESMFold .pt needs its ESM-2 language model (see --lm), which is stored "
-        "inside the converted ESMFold checkpoint.",
+        help="convert a language-model (ESM-2, ESM-1b/1v, MSA Transformer) or ESMFold checkpoint to esmfold_lite's "
+        "safetensors + json format",
+        description="Read a language-model checkpoint (ESM-2, ESM-1b, ESM-1v, MSA Transformer) or an ESMFold "
+        "checkpoint (a fair-esm .pt, a transformers folder, or a registry name) and write OUT.safetensors + OUT.json "
+        "(or model.safetensors + model.json when OUT is an existing folder). The result loads without unpickling "
+        "anything. A language-model .pt takes its contact-regression file from beside it; a fair-esm ESMFold .pt "
+        "needs its ESM-2 language model (see --lm), which is stored inside the converted ESMFold checkpoint.",
         epilog=EXIT_STATUS,
     )
     add_logging_options(convert)
@@ -84,8 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dtype",
         choices=("float32", "float16", "bfloat16"),
         default=None,
-        help="store the weights in this precision (default: ESM-2 keeps the precision IN stores; ESMFold is "
-        "stored in float32)",
+        help="store the weights in this precision (default: a language model keeps the precision IN stores; "
+        "ESMFold is stored in float32)",
     )
     convert.set_defaults(func=run_convert)
 

@@ -13,10 +13,16 @@ the mutant), with ``x`` the wild type, ``x^mt`` the mutant and ``x_{-i}`` a sequ
   every residue; ``L`` passes per distinct sequence. (fair-esm's ``predict.py`` reports the mutant's PLL alone, which
   ranks mutants the same way, and reads each masked position's log-probability one residue off.)
 
-Works with every masked LM whose ``forward(tokens)`` returns ``{"logits": (B, T, V)}`` and that has an ``alphabet``
-with ``tok_to_idx``, ``mask_idx``, ``cls_idx``, ``eos_idx``, ``prepend_bos`` and ``append_eos`` (esmfold_lite's and
-fair-esm's models alike). The forward passes of one model are packed into batches under a token budget by
+Works with every single-sequence masked LM whose ``forward(tokens)`` returns ``{"logits": (B, T, V)}`` and that has
+an ``alphabet`` with ``tok_to_idx``, ``mask_idx``, ``cls_idx``, ``eos_idx``, ``prepend_bos`` and ``append_eos``
+(esmfold_lite's and fair-esm's models alike); not the MSA Transformer (``takes_msa``), whose input is an MSA. The
+forward passes of one model are packed into batches under a token budget by
 `esmfold_lite.lm.embed.token_budget_batches`, the batching ``embed`` uses.
+
+Length: a model with learned positions (``max_residues``: 1,022 residues for ESM-1b and ESM-1v) refuses a longer wild
+type with a ``ValueError`` before any forward pass; nothing is windowed or truncated, because where to cut depends on
+where the mutations are. Score a window of the wild type around them instead (with ``offset_idx`` set to the number
+of the window's first residue), or use ESM-2, whose rotary positions have no limit.
 """
 
 from __future__ import annotations
@@ -59,8 +65,9 @@ def score_variants(
         One float per mutation, in input order.
 
     Raises:
-        ValueError: a bad wild type, an unknown strategy, or a mutation that is not well formed, lies outside the
-            wild type or does not match it (the message names the mutation).
+        ValueError: a bad wild type, one longer than a model's ``max_residues`` (1,022 for ESM-1b/1v), an MSA
+            model, an unknown strategy, or a mutation that is not well formed, lies outside the wild type or does
+            not match it (the message names the mutation).
     """
     model_list = [models] if isinstance(models, nn.Module) else list(models)
     if not model_list:
@@ -107,6 +114,17 @@ class _Scorer:
     def __init__(
         self, model: nn.Module, wild_type: str, max_tokens: int | None, progress: bool, description: str | None
     ):
+        if getattr(model, "takes_msa", False):
+            raise ValueError(
+                f"{type(model).__name__} reads MSAs, not single sequences; score variants with ESM-1v, ESM-1b or ESM-2"
+            )
+        limit = getattr(model, "max_residues", None)
+        if limit is not None and len(wild_type) > limit:
+            raise ValueError(
+                f"the wild type has {len(wild_type)} residues, more than the {limit} residues {type(model).__name__}'s "
+                "learned positions cover; score a window of at most that length around the mutations (with "
+                "offset_idx / --offset-idx set to the number of its first residue), or use ESM-2 (no length limit)"
+            )
         alphabet = model.alphabet
         self.model = model
         self.max_tokens = max_tokens
