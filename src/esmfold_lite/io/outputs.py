@@ -79,36 +79,15 @@ def arrays_npz(one: Prediction) -> bytes:
 def confidence_png(one: Prediction, title: str) -> bytes:
     """Two panels as PNG bytes: pLDDT per residue (left) and the PAE matrix (right); chain boundaries are marked.
 
-    Uses matplotlib's object API with the Agg canvas (no pyplot state, no display needed).
+    Drawn by ``esmfold_lite.viz.plots`` with the Agg canvas (no pyplot state, no display needed).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from esmfold_lite.viz.plots import confidence_figure, figure_png
 
-    plddt, pae = _numpy(one.plddt[0]), _numpy(one.pae[0])
-    chain_index = _numpy(one.chain_index[0])
-    boundaries = np.nonzero(np.diff(chain_index))[0] + 0.5
-    residues = np.arange(1, len(plddt) + 1)
-
-    fig = Figure(figsize=(11, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
-    for low, high, color in ((0, 50, "#ff7d45"), (50, 70, "#ffdb13"), (70, 90, "#65cbf3"), (90, 100, "#0053d6")):
-        left.axhspan(low, high, color=color, alpha=0.15, linewidth=0)
-    left.plot(residues, plddt, color="black", linewidth=1)
-    left.set(xlim=(1, max(len(plddt), 2)), ylim=(0, 100), xlabel="residue", ylabel="pLDDT",
-             title=f"pLDDT (mean {float(one.mean_plddt[0]):.1f})")  # fmt: skip
-    image = right.imshow(pae, cmap="Greens_r", vmin=0, vmax=max(30.0, float(pae.max(initial=0.0))))
-    right.set(xlabel="scored residue", ylabel="aligned residue", title=f"PAE (pTM {float(one.ptm[0]):.3f})")
-    fig.colorbar(image, ax=right, label="expected position error (Å)")
-    for b in boundaries:
-        left.axvline(b + 1, color="grey", linestyle="--", linewidth=0.8)
-        right.axvline(b, color="black", linewidth=0.8)
-        right.axhline(b, color="black", linewidth=0.8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    figure = confidence_figure(
+        _numpy(one.plddt[0]), _numpy(one.pae[0]), _numpy(one.chain_index[0]),
+        mean_plddt=float(one.mean_plddt[0]), ptm=float(one.ptm[0]), title=title,
+    )  # fmt: skip
+    return figure_png(figure)
 
 
 def write_protein(
