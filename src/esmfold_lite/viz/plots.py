@@ -8,14 +8,17 @@ so plots can be made from a ``Prediction`` or from the files of a finished run.
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from esmfold_lite.io.structure import CHAIN_IDS
 from esmfold_lite.prediction import Prediction
 from esmfold_lite.viz.colors import PLDDT_BANDS
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is made, not with the package (the CLI starts faster)
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 PAE_MAX = 30.0  # Å, top of the PAE colour scale (larger values get the top colour)
 PAE_CMAP = "Greens_r"
@@ -84,6 +87,7 @@ def confidence_figure(
     """pLDDT (left) and a square PAE panel with its colour bar (right; left out when ``pae`` is None), drawn without
     pyplot (Agg). Margins are fixed in inches rather than fitted (``tight_layout`` would double the drawing time)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=size, dpi=dpi)
     FigureCanvasAgg(fig)
