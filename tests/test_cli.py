@@ -73,6 +73,7 @@ def _argv(command: str, tmp_path) -> list[str]:
         "evaluate": ["evaluate", missing, missing],
         "weights": ["weights", "list", "--cache-dir", str(tmp_path)],
         "predict": ["predict", missing, "-o", str(tmp_path / "out"), "--model", "m"],
+        "report": ["report", missing],
         "score_variants": ["score-variants", "--model", "m", "--sequence", "MK", "--dms-input", missing,
                            "--dms-output", str(tmp_path / "scores.csv")],
     }[command]

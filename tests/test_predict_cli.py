@@ -245,15 +245,6 @@ def test_sigterm_stops_cleanly_with_status_143(tmp_path):
     assert statuses[0] == "ok" and statuses[-1] == "pending"
 
 
-@pytest.fixture(scope="module")
-def official_checkpoint(tmp_path_factory) -> Path:
-    """A tiny randomized ESMFold written as the official fair-esm pair (``esmfold_3B_v1.pt`` + its LM beside it)."""
-    from esmfold_reference import tiny_hf_esmfold, write_fair_esmfold
-
-    esmfold_path, _ = write_fair_esmfold(tiny_hf_esmfold(), tmp_path_factory.mktemp("weights"))
-    return esmfold_path
-
-
 def test_end_to_end_on_a_checkpoint_in_the_official_format(tmp_path, official_checkpoint):
     fasta = write_fasta(tmp_path / "in.fasta", {**RECORDS, "bad": "MKT4"})
     outdir = tmp_path / "out"

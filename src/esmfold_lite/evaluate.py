@@ -24,17 +24,14 @@ Scores, over the matched residues:
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
-from pathlib import Path
 
 import biotite.structure as struc
 import numpy as np
-from biotite import InvalidFileError
 from biotite.sequence import ProteinSequence
 from biotite.sequence.align import SubstitutionMatrix, align_optimal
-from biotite.structure.io import pdb, pdbx
+
+from esmfold_lite.io.structure import load_structure
 
 MATCH_MODES = ("number", "sequence")
 _MAX_SEEDS = 200  # seed fragments per fragment length in the TM-score search (evenly spaced)
@@ -44,44 +41,10 @@ _MAX_REFINEMENTS = 20
 # --- reading ---------------------------------------------------------------------------------------------------
 
 
-def _read_pdb(data: bytes) -> struc.AtomArray:
-    return pdb.PDBFile.read(io.StringIO(data.decode())).get_structure(model=1, altloc="first")
-
-
-def _read_cif(data: bytes) -> struc.AtomArray:
-    return pdbx.get_structure(pdbx.CIFFile.read(io.StringIO(data.decode())), model=1, altloc="first")
-
-
-def _read_bcif(data: bytes) -> struc.AtomArray:
-    return pdbx.get_structure(pdbx.BinaryCIFFile.read(io.BytesIO(data)), model=1, altloc="first")
-
-
-_FORMATS = {
-    ".pdb": _read_pdb,
-    ".ent": _read_pdb,
-    ".cif": _read_cif,
-    ".mmcif": _read_cif,
-    ".pdbx": _read_cif,
-    ".bcif": _read_bcif,
-}
-
-
 def load_ca_atoms(path: str | os.PathLike) -> struc.AtomArray:
     """Cα atoms of the amino-acid residues of the first model of a PDB / mmCIF / BinaryCIF file (optionally .gz)."""
-    path = Path(path)
-    suffixes = [s.lower() for s in path.suffixes]
-    compressed = bool(suffixes) and suffixes[-1] == ".gz"
-    suffix = suffixes[-2 if compressed else -1] if len(suffixes) > int(compressed) else ""
-    data = path.read_bytes()
-    if suffix not in _FORMATS:
-        raise ValueError(f"{path}: unknown structure format; use .pdb, .ent, .cif, .mmcif, .pdbx or .bcif (+ .gz)")
-    try:
-        if compressed:
-            data = gzip.decompress(data)
-        atoms = _FORMATS[suffix](data)
-    except (InvalidFileError, ValueError, KeyError, IndexError, OSError, EOFError) as exc:
-        raise ValueError(f"{path}: cannot read the structure ({type(exc).__name__}: {exc})") from None
-    ca = atoms[struc.filter_amino_acids(atoms) & (atoms.atom_name == "CA")]
+    ca = load_structure(path)
+    ca = ca[struc.filter_amino_acids(ca) & (ca.atom_name == "CA")]
     if ca.array_length() == 0:
         raise ValueError(f"{path}: no amino-acid Cα atoms found")
     return ca

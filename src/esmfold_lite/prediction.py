@@ -97,3 +97,24 @@ class Prediction:
     def to_mmcif(self, i: int = 0, name: str = "esmfold_lite") -> str:
         """mmCIF text of sequence ``i`` in data block ``name`` (see ``to_atom_array``)."""
         return to_mmcif_string(self.to_atom_array(i), name=name)
+
+    def __repr__(self) -> str:
+        """One line per sequence (at most 10): residues, chains, mean pLDDT, pTM and the start of the sequence."""
+        plural = "s" if len(self) != 1 else ""
+        lines = [f"Prediction({len(self)} sequence{plural}, padded length {self.mask.shape[-1]})"]
+        for i, sequence in enumerate(self.sequences[:10]):
+            chains = sequence.count(":") + 1
+            start = sequence if len(sequence) <= 30 else sequence[:29] + "…"
+            lines.append(
+                f"  [{i}] {int(self.lengths[i])} residues, {chains} chain{'s' if chains != 1 else ''}, "
+                f"mean pLDDT {float(self.mean_plddt[i]):.1f}, pTM {float(self.ptm[i]):.3f}: {start}"
+            )
+        if len(self) > 10:
+            lines.append(f"  … {len(self) - 10} more")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """Jupyter display: the scores and 3D views coloured by pLDDT (``esmfold_lite.viz``)."""
+        from esmfold_lite.viz.view import prediction_html
+
+        return prediction_html(self)

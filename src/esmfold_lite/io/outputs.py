@@ -11,8 +11,10 @@ non-finite number would be written ``null``, never ``NaN``).
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,6 +25,8 @@ import torch
 
 from esmfold_lite.io.atomic import atomic_path, atomic_write_bytes
 from esmfold_lite.prediction import Prediction
+
+logger = logging.getLogger(__name__)
 
 FORMAT_SUFFIXES: dict[str, str] = {"pdb": ".pdb", "cif": ".cif", "json": ".json", "npz": ".npz", "png": ".png"}
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -115,36 +119,15 @@ def arrays_npz(one: Prediction) -> bytes:
 def confidence_png(one: Prediction, title: str) -> bytes:
     """Two panels as PNG bytes: pLDDT per residue (left) and the PAE matrix (right); chain boundaries are marked.
 
-    Uses matplotlib's object API with the Agg canvas (no pyplot state, no display needed).
+    Drawn by ``esmfold_lite.viz.plots`` with the Agg canvas (no pyplot state, no display needed).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from esmfold_lite.viz.plots import confidence_figure, figure_png
 
-    plddt, pae = _numpy(one.plddt[0]), _numpy(one.pae[0])
-    chain_index = _numpy(one.chain_index[0])
-    boundaries = np.nonzero(np.diff(chain_index))[0] + 0.5
-    residues = np.arange(1, len(plddt) + 1)
-
-    fig = Figure(figsize=(11, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
-    for low, high, color in ((0, 50, "#ff7d45"), (50, 70, "#ffdb13"), (70, 90, "#65cbf3"), (90, 100, "#0053d6")):
-        left.axhspan(low, high, color=color, alpha=0.15, linewidth=0)
-    left.plot(residues, plddt, color="black", linewidth=1)
-    left.set(xlim=(1, max(len(plddt), 2)), ylim=(0, 100), xlabel="residue", ylabel="pLDDT",
-             title=f"pLDDT (mean {float(one.mean_plddt[0]):.1f})")  # fmt: skip
-    image = right.imshow(pae, cmap="Greens_r", vmin=0, vmax=max(30.0, float(pae.max(initial=0.0))))
-    right.set(xlabel="scored residue", ylabel="aligned residue", title=f"PAE (pTM {float(one.ptm[0]):.3f})")
-    fig.colorbar(image, ax=right, label="expected position error (Å)")
-    for b in boundaries:
-        left.axvline(b + 1, color="grey", linestyle="--", linewidth=0.8)
-        right.axvline(b, color="black", linewidth=0.8)
-        right.axhline(b, color="black", linewidth=0.8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    figure = confidence_figure(
+        _numpy(one.plddt[0]), _numpy(one.pae[0]), _numpy(one.chain_index[0]),
+        mean_plddt=float(one.mean_plddt[0]), ptm=float(one.ptm[0]), title=title,
+    )  # fmt: skip
+    return figure_png(figure)
 
 
 def contact_map_png(contacts, title: str) -> bytes:
@@ -218,3 +201,21 @@ def write_summary(path: Path, rows: Iterable[Mapping[str, object]]) -> None:
         handle.write("\t".join(SUMMARY_COLUMNS) + "\n")
         for row in rows:
             handle.write("\t".join(_tsv_field(row.get(column)) for column in SUMMARY_COLUMNS) + "\n")
+
+
+def read_summary(path: Path) -> list[dict[str, str]]:
+    """Rows of an existing ``summary.tsv`` (missing columns read as ""); [] if the file does not exist.
+
+    Rows without an id are skipped with a warning, so a hand-edited or foreign file does not stop a reader.
+    """
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            if not row.get("id"):
+                logger.warning("%s line %d has no id; ignored", path, line)
+                continue
+            rows.append({column: row.get(column) or "" for column in SUMMARY_COLUMNS})
+    return rows

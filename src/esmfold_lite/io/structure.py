@@ -1,19 +1,26 @@
-"""Atom37 arrays → biotite ``AtomArray`` → PDB / mmCIF text.
+"""Atom37 arrays → biotite ``AtomArray`` → PDB / mmCIF text, and reading structure files back.
 
 Biotite writes the fixed PDB columns and the mmCIF ``atom_site`` category; this module adds what biotite leaves out
 of PDB files (``TER`` after each chain, ``END``) and numbers atom serials so that each ``TER`` takes its own serial,
 as the PDB format asks.
+
+Reading: PDB (``.pdb``/``.ent``), mmCIF (``.cif``/``.mmcif``/``.pdbx``) or BinaryCIF (``.bcif``), each optionally
+gzip-compressed (``.gz``); the first model and the first alternate location are kept.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
+import os
 import re
 import string
+from pathlib import Path
 
 import biotite.structure as struc
 import numpy as np
 import torch
+from biotite import InvalidFileError
 from biotite.structure.io import pdb, pdbx
 
 from esmfold_lite.geometry.residue_constants import atom_types, resnames
@@ -131,3 +138,65 @@ def to_mmcif_string(atoms: struc.AtomArray, name: str = "esmfold_lite") -> str:
     out = io.StringIO()
     file.write(out)
     return out.getvalue()
+
+
+STRUCTURE_SUFFIXES: dict[str, str] = {
+    ".pdb": "pdb", ".ent": "pdb", ".cif": "cif", ".mmcif": "cif", ".pdbx": "cif", ".bcif": "bcif",
+}  # fmt: skip
+
+
+def read_structure_bytes(path: str | os.PathLike) -> tuple[bytes, str]:
+    """The (decompressed) content of a structure file and its format, "pdb", "cif" or "bcif", from the file name.
+
+    Raises FileNotFoundError if there is no such file, ValueError for an unknown suffix.
+    """
+    path = Path(path)
+    suffixes = [s.lower() for s in path.suffixes]
+    compressed = bool(suffixes) and suffixes[-1] == ".gz"
+    suffix = suffixes[-2 if compressed else -1] if len(suffixes) > int(compressed) else ""
+    if suffix not in STRUCTURE_SUFFIXES:
+        raise ValueError(f"{path}: unknown structure format; use .pdb, .ent, .cif, .mmcif, .pdbx or .bcif (+ .gz)")
+    if not path.is_file():
+        raise FileNotFoundError(f"structure file not found: {path}")
+    data = path.read_bytes()
+    if compressed:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"{path}: cannot decompress ({exc})") from None
+    return data, STRUCTURE_SUFFIXES[suffix]
+
+
+def parse_structure(
+    data: bytes, fmt: str, source: str = "structure", extra_fields: tuple[str, ...] = ()
+) -> struc.AtomArray:
+    """The first model of PDB / mmCIF / BinaryCIF content (``fmt`` "pdb", "cif", "bcif") as an ``AtomArray``.
+
+    ``extra_fields``: annotations to read as well, e.g. ("b_factor",). Raises ValueError naming ``source`` when the
+    content cannot be read or holds no atoms.
+    """
+    try:
+        if fmt == "bcif":
+            file = pdbx.BinaryCIFFile.read(io.BytesIO(data))
+        else:
+            text = io.StringIO(data.decode())
+            file = pdb.PDBFile.read(text) if fmt == "pdb" else pdbx.CIFFile.read(text)
+        if fmt == "pdb":
+            if file.get_model_count() == 0:
+                raise ValueError(f"{source}: no atoms found; is it a PDB file?")
+            atoms = file.get_structure(model=1, altloc="first", extra_fields=list(extra_fields))
+        else:
+            atoms = pdbx.get_structure(file, model=1, altloc="first", extra_fields=list(extra_fields))
+    except (InvalidFileError, ValueError, KeyError, IndexError, OSError, EOFError, UnicodeDecodeError) as exc:
+        if str(exc).startswith(f"{source}: "):
+            raise
+        raise ValueError(f"{source}: cannot read the structure ({type(exc).__name__}: {exc})") from None
+    if atoms.array_length() == 0:
+        raise ValueError(f"{source}: no atoms found; is it a {fmt.upper()} file?")
+    return atoms
+
+
+def load_structure(path: str | os.PathLike, extra_fields: tuple[str, ...] = ()) -> struc.AtomArray:
+    """The first model of a structure file (see ``read_structure_bytes`` and ``parse_structure``)."""
+    data, fmt = read_structure_bytes(path)
+    return parse_structure(data, fmt, str(path), extra_fields)
