@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func(args) -> int``.
-COMMANDS: tuple[str, ...] = ("embed", "evaluate", "weights", "predict")
+COMMANDS: tuple[str, ...] = ("embed", "evaluate", "weights", "predict", "fold_proteome")
 
 
 class CliError(Exception):
