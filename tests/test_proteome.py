@@ -216,31 +216,46 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def _stop_slow_driver_midway(args: list[str], outdir: Path, log_path: Path, sig: int, complete: int) -> int:
+    """Run a slowly writing driver until ``complete`` proteins are complete, send it ``sig``; its exit status."""
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen([sys.executable, "-c", SLOW_DRIVER, *args], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and driver.poll() is None:
+            if (outdir / ".esmfold-lite" / "state.sqlite").exists() and len(complete_names(outdir)) >= complete:
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, log_path.read_text()
+        driver.send_signal(sig)
+        return driver.wait(timeout=60)
+
+
 @pytest.mark.slow
-def test_a_killed_driver_restarted_resumes_and_recomputes_nothing_complete(ray_cluster, checkpoint, tmp_path):
+def test_a_stopped_or_killed_driver_restarted_resumes_and_recomputes_nothing_complete(
+    ray_cluster, checkpoint, tmp_path
+):
     fasta, outdir = tmp_path / "proteome.fasta", tmp_path / "out"
     records = write_proteome(fasta, 30, seed=2)
     args = ["fold-proteome", str(fasta), "-o", str(outdir), "--model", str(checkpoint), "--ray-address", ray_cluster,
             "--workers", "2", "--cpus-per-worker", "1", "--num-recycles", "0", "--max-tokens-per-batch", "30",
             "--no-progress"]  # fmt: skip
-    with open(tmp_path / "driver1.log", "w") as log:  # a driver that writes slowly, to be killed mid-run
-        driver = subprocess.Popen([sys.executable, "-c", SLOW_DRIVER, *args], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and driver.poll() is None:
-            if (outdir / ".esmfold-lite" / "state.sqlite").exists() and len(complete_names(outdir)) >= 6:
-                break
-            time.sleep(0.2)
-        assert driver.poll() is None, (tmp_path / "driver1.log").read_text()
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
+
+    # SIGTERM (what Slurm sends at the time limit): a clean stop, exit status 143, the report says so
+    assert _stop_slow_driver_midway(args, outdir, tmp_path / "driver1.log", signal.SIGTERM, 3) == 128 + signal.SIGTERM
+    assert json.loads((outdir / "run.json").read_text())["status"] == "interrupted"
+    assert "interrupted; finished proteins are kept" in (tmp_path / "driver1.log").read_text()
+    stopped = complete_names(outdir)
+
+    # SIGKILL: nothing runs on the way out
+    _stop_slow_driver_midway(args, outdir, tmp_path / "driver2.log", signal.SIGKILL, len(stopped) + 3)
     done = complete_names(outdir)
-    assert 6 <= len(done) < len(records)
+    assert stopped < done and len(done) < len(records)
     stamps = {p.name: p.stat().st_mtime_ns for p in outdir.iterdir() if p.stem in done}
 
-    with open(tmp_path / "driver2.log", "w") as log:
+    with open(tmp_path / "driver3.log", "w") as log:
         argv = [sys.executable, "-m", "esmfold_lite.cli", *args]
         rc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=400).returncode
-    output = (tmp_path / "driver2.log").read_text()
+    output = (tmp_path / "driver3.log").read_text()
     assert rc == 3, output  # the hostile records failed; everything else is ok
     summary = read_summary(outdir)
     ok = {name for name, row in summary.items() if row["status"] == "ok"}

@@ -31,7 +31,9 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, MutableSet, Sequence
 from dataclasses import dataclass, field
@@ -402,10 +404,14 @@ def _connect(ray, address: str | None) -> bool:
     """Join or start Ray; True if this call started it (and must shut it down)."""
     if ray.is_initialized():
         return False
+    handler = signal.getsignal(signal.SIGTERM)  # ray.init replaces it by sys.exit; the caller's one unwinds cleanly
     try:
         ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False if address is None else None)
     except Exception as exc:  # ConnectionError and Ray's own errors: one line naming the address
         raise PipelineError(f"cannot start or join Ray (address {address or 'local'}): {_describe_error(exc)}") from exc
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
     return True
 
 
