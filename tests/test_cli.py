@@ -53,7 +53,7 @@ def test_every_command_documents_logging_flags_and_exit_status(path, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "-q, --quiet" in text and "-v, --verbose" in text
     assert "exit status: 0 " in text and "; 1 " in text
-    if path[0] in ("embed", "predict", "score-variants"):  # commands over many records
+    if path[0] in ("embed", "predict", "fold-proteome", "score-variants"):  # commands over many records
         assert "; 3 some" in text
 
 
@@ -74,6 +74,7 @@ def _argv(command: str, tmp_path) -> list[str]:
         "weights": ["weights", "list", "--cache-dir", str(tmp_path)],
         "predict": ["predict", missing, "-o", str(tmp_path / "out"), "--model", "m"],
         "report": ["report", missing],
+        "fold_proteome": ["fold-proteome", missing, "-o", str(tmp_path / "out"), "--model", "m"],
         "score_variants": ["score-variants", "--model", "m", "--sequence", "MK", "--dms-input", missing,
                            "--dms-output", str(tmp_path / "scores.csv")],
     }[command]

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func(args) -> int``.
-COMMANDS: tuple[str, ...] = ("embed", "evaluate", "weights", "predict", "score_variants", "report")
+COMMANDS: tuple[str, ...] = ("embed", "evaluate", "weights", "predict", "score_variants", "report", "fold_proteome")
 
 EXIT_OK = 0  # everything asked for was done
 EXIT_FAILED = 1  # nothing could run (bad input file, unusable output folder, model not loadable, ...)

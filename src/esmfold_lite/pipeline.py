@@ -516,9 +516,9 @@ def predict_fasta(
                 finally:
                     if model is not None:  # leave a caller's model where it was
                         folding.restore()
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(Exception):  # the first error is the one to report
-                report.finish("interrupted")
+                report.finish("failed" if isinstance(exc, Exception) else "interrupted")
             raise
         report.finish("finished")
     return [results[i] for i in range(len(records))]

@@ -1,0 +1,267 @@
+"""``fold-proteome``: the work queue and naming without Ray, then local Ray (started here once, CPU only, 2 workers)
+with a tiny randomized checkpoint: equal to ``predict``, a worker killed mid-run, the driver killed and restarted."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from biotite.structure.io import pdb
+
+from esmfold_lite import proteome
+from esmfold_lite.batch_folding import FoldJob
+from esmfold_lite.cli import build_parser
+from esmfold_lite.io.fasta import unique_ids
+from esmfold_lite.pipeline import output_names, predict_fasta
+from esmfold_lite.proteome import WorkQueue, fold_proteome
+
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+HOSTILE = (
+    b">../../escape traversal\nMKTAYIAKQR\n"
+    b">dup\nMKVAAAW\n>dup\nMKVAAAY\n"
+    b">bad_letters\nMKV1-J\n"
+    b">empty\n\n"
+    b">run\nACDEFGH\n"
+    b">\xff\xfebad_utf8\nMKVA\n"
+    b">half_empty_chain\nMKV:\n"
+)
+HOSTILE_ERRORS = {"bad_letters", "empty", "half_empty_chain"}  # the ids of the records that must fail
+
+
+def write_proteome(path: Path, count: int, seed: int = 0, hostile: bool = True) -> dict[str, str]:
+    """``count`` random sequences of 8–60 residues (one complex), plus the hostile records; returns the valid ones."""
+    rng = random.Random(seed)
+    records = {f"prot{i}": "".join(rng.choice(AMINO_ACIDS) for _ in range(rng.randint(8, 60))) for i in range(count)}
+    records["prot0"] = records["prot0"][:20] + ":" + records["prot1"][:15]
+    data = "".join(f">{name} random protein\n{sequence}\n" for name, sequence in records.items()).encode()
+    data += HOSTILE if hostile else b""
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return records
+
+
+def read_summary(outdir: Path) -> dict[str, dict[str, str]]:
+    with (outdir / "summary.tsv").open(newline="") as handle:
+        return {row["id"]: row for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)}
+
+
+def complete_names(outdir: Path) -> set[str]:
+    """Proteins whose completion record is committed (read from the run state, as a second process may)."""
+    with sqlite3.connect(f"file:{outdir / '.esmfold-lite' / 'state.sqlite'}?mode=ro", uri=True) as db:
+        return {name for (name,) in db.execute("SELECT id FROM proteins WHERE status = 'ok'")}
+
+
+# --- without Ray -------------------------------------------------------------------------------------------------
+
+
+def test_units_are_longest_first_within_the_token_budget(tmp_path):
+    queue = WorkQueue(tmp_path / "queue.sqlite")
+    lengths = [30, 10, 50, 12, 100, 11, 29, 50]
+    for i, n in enumerate(lengths):
+        queue.add(FoldJob(i, f"p{i}", f"p{i}", "A" * n, n, n))
+    queue.commit()
+    units = [[job.tokens for job in unit] for unit in queue.units(max_tokens=60)]
+    assert units == [[100], [50], [50], [30, 29], [12, 11, 10]]
+    assert [job.name for job in next(iter(queue.units(60)))] == ["p4"]
+    queue.close()
+    assert not (tmp_path / "queue.sqlite").exists()
+
+
+def test_names_from_the_disk_backed_set_equal_predicts(tmp_path):
+    ids = ["a", "a", "A", "a_2", "run", "RUN", "../x", "x", "summary", *(["dup"] * 5)]
+    queue = WorkQueue(tmp_path / "queue.sqlite")
+    streamed = list(output_names(iter(ids), taken=queue.names))
+    assert streamed == list(output_names(ids))
+    assert streamed[:4] == unique_ids(["a", "a", "A", "a_2"]) and streamed[4] == "run_2"
+    queue.close()
+
+
+def test_help_explains_every_flag():
+    parser = next(a for a in build_parser()._actions if a.dest == "command").choices["fold-proteome"]
+    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert {a.option_strings[-1] for a in options} >= {
+        "--ray-address", "--workers", "--gpus-per-worker", "--cpus-per-worker", "--max-tokens-per-batch",
+        "--num-recycles", "--model", "--output-dir", "--max-attempts", "--overwrite",
+    }  # fmt: skip
+    assert all(len(a.help) > 15 for a in options)
+
+
+# --- on local Ray ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny randomized ESMFold in the official fair-esm format (its LM beside it)."""
+    from esmfold_reference import tiny_hf_esmfold, write_fair_esmfold
+
+    path, _ = write_fair_esmfold(tiny_hf_esmfold(), tmp_path_factory.mktemp("weights"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> str:
+    """One local Ray for the module: 2 CPUs, a small object store, no dashboard. Yields its address."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+OPTIONS = dict(num_recycles=0, workers=2, cpus_per_worker=1, max_tokens_per_batch=80, progress=False)
+
+
+@pytest.fixture
+def count_writes(monkeypatch) -> dict[str, int]:
+    """How often the driver wrote each protein."""
+    writes: dict[str, int] = {}
+    real = proteome.save_folded
+
+    def counting(state, settings, folded):
+        for item in folded:
+            writes[item.job.name] = writes.get(item.job.name, 0) + 1
+        return real(state, settings, folded)
+
+    monkeypatch.setattr(proteome, "save_folded", counting)
+    return writes
+
+
+@pytest.mark.slow
+def test_proteome_on_two_workers_equals_predict_and_reports_hostile_records(
+    ray_cluster, checkpoint, tmp_path, count_writes
+):
+    fasta = tmp_path / "proteome.fasta.gz"
+    records = write_proteome(fasta, 44)
+    report = fold_proteome(fasta, tmp_path / "ray", model_source=checkpoint, formats=("pdb", "json", "npz"), **OPTIONS)
+    predict_fasta(fasta, tmp_path / "local", model_source=checkpoint, device="cpu", formats=("pdb", "json", "npz"),
+                  num_recycles=0, max_tokens_per_batch=80, progress=False)  # fmt: skip
+
+    ray_out, local_out = tmp_path / "ray", tmp_path / "local"
+    assert sorted(os.listdir(ray_out)) == sorted(os.listdir(local_out)), "the same files"
+    ray_rows, local_rows = read_summary(ray_out), read_summary(local_out)
+    assert list(ray_rows) == list(local_rows), "the same summary rows, in FASTA order"
+    for name, row in ray_rows.items():
+        other = local_rows[name]
+        assert {k: row[k] for k in ("length", "status", "error", "sequence_hash")} == {
+            k: other[k] for k in ("length", "status", "error", "sequence_hash")
+        }
+        if row["status"] == "ok":
+            a, b = np.load(ray_out / f"{name}.npz"), np.load(local_out / f"{name}.npz")
+            np.testing.assert_allclose(a["positions"], b["positions"], atol=1e-3)
+            np.testing.assert_allclose(a["plddt"], b["plddt"], atol=1e-3)
+            atoms = pdb.PDBFile.read(str(ray_out / f"{name}.pdb")).get_structure(model=1)
+            local_atoms = pdb.PDBFile.read(str(local_out / f"{name}.pdb")).get_structure(model=1)
+            np.testing.assert_allclose(atoms.coord, local_atoms.coord, atol=2e-3)  # PDB keeps 3 decimals
+    errors = {name for name, row in ray_rows.items() if row["status"] == "error"}
+    assert len(errors) == len(HOSTILE_ERRORS) and all(any(e in n for e in HOSTILE_ERRORS) for n in errors)
+    assert set(count_writes) == {n for n, row in ray_rows.items() if row["status"] == "ok"} >= set(records)
+    assert set(count_writes.values()) == {1}, "every protein written once"
+    count_writes_before = dict(count_writes)
+    assert report["status"] == "finished" and report["proteins"]["failed"] == len(errors)
+    assert json.loads((ray_out / "run.json").read_text())["proteins"] == report["proteins"]
+    assert len(report["workers"]) == 2 and report["worker_deaths"] == 0
+    assert all(worker["proteins"] > 0 for worker in report["workers"]), "both workers folded"
+
+    # the same command again folds nothing and starts no worker
+    count_writes.clear()
+    again = fold_proteome(fasta, ray_out, model_source=checkpoint, formats=("pdb", "json", "npz"), **OPTIONS)
+    assert count_writes == {} and again["proteins"]["skipped_complete"] == len(count_writes_before)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_loses_nothing_and_writes_nothing_twice(
+    ray_cluster, checkpoint, tmp_path, count_writes, monkeypatch
+):
+    fasta = tmp_path / "proteome.fasta"
+    records = write_proteome(fasta, 30, seed=1, hostile=False)
+    killed = []
+    real_returned = proteome._Driver._returned
+
+    def kill_a_busy_worker_after_the_first_result(self, ref, unit, worker):
+        real_returned(self, ref, unit, worker)
+        if not killed:
+            busy = next(w for w in self.pool.workers if w.load and w.info.get("pid"))
+            os.kill(busy.info["pid"], signal.SIGKILL)
+            killed.append(busy.info["pid"])
+
+    monkeypatch.setattr(proteome._Driver, "_returned", kill_a_busy_worker_after_the_first_result)
+    options = {**OPTIONS, "max_tokens_per_batch": 40}
+    report = fold_proteome(fasta, tmp_path / "out", model_source=checkpoint, **options)
+
+    assert killed and report["worker_deaths"] == 1
+    assert [w["worker"] for w in report["workers"]] != [1, 2], "the dead worker was replaced"
+    summary = read_summary(tmp_path / "out")
+    assert set(summary) == set(records) and all(row["status"] == "ok" for row in summary.values())
+    assert count_writes == dict.fromkeys(records, 1), "every protein completes exactly once"
+    assert any("worker lost" in row["notes"] for row in summary.values())
+
+
+SLOW_DRIVER = """
+import sys, time
+from esmfold_lite import proteome
+from esmfold_lite.cli import main
+
+write = proteome.save_folded
+proteome.save_folded = lambda *args: time.sleep(0.3) or write(*args)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _stop_slow_driver_midway(args: list[str], outdir: Path, log_path: Path, sig: int, complete: int) -> int:
+    """Run a slowly writing driver until ``complete`` proteins are complete, send it ``sig``; its exit status."""
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen([sys.executable, "-c", SLOW_DRIVER, *args], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and driver.poll() is None:
+            if (outdir / ".esmfold-lite" / "state.sqlite").exists() and len(complete_names(outdir)) >= complete:
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, log_path.read_text()
+        driver.send_signal(sig)
+        return driver.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_stopped_or_killed_driver_restarted_resumes_and_recomputes_nothing_complete(
+    ray_cluster, checkpoint, tmp_path
+):
+    fasta, outdir = tmp_path / "proteome.fasta", tmp_path / "out"
+    records = write_proteome(fasta, 30, seed=2)
+    args = ["fold-proteome", str(fasta), "-o", str(outdir), "--model", str(checkpoint), "--ray-address", ray_cluster,
+            "--workers", "2", "--cpus-per-worker", "1", "--num-recycles", "0", "--max-tokens-per-batch", "30",
+            "--no-progress"]  # fmt: skip
+
+    # SIGTERM (what Slurm sends at the time limit): a clean stop, exit status 143, the report says so
+    assert _stop_slow_driver_midway(args, outdir, tmp_path / "driver1.log", signal.SIGTERM, 3) == 128 + signal.SIGTERM
+    assert json.loads((outdir / "run.json").read_text())["status"] == "interrupted"
+    assert "interrupted; finished proteins are kept" in (tmp_path / "driver1.log").read_text()
+    stopped = complete_names(outdir)
+
+    # SIGKILL: nothing runs on the way out
+    _stop_slow_driver_midway(args, outdir, tmp_path / "driver2.log", signal.SIGKILL, len(stopped) + 3)
+    done = complete_names(outdir)
+    assert stopped < done and len(done) < len(records)
+    stamps = {p.name: p.stat().st_mtime_ns for p in outdir.iterdir() if p.stem in done}
+
+    with open(tmp_path / "driver3.log", "w") as log:
+        argv = [sys.executable, "-m", "esmfold_lite.cli", *args]
+        rc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=400).returncode
+    output = (tmp_path / "driver3.log").read_text()
+    assert rc == 3, output  # the hostile records failed; everything else is ok
+    summary = read_summary(outdir)
+    ok = {name for name, row in summary.items() if row["status"] == "ok"}
+    assert ok >= set(records) and len(summary) - len(ok) == len(HOSTILE_ERRORS)
+    assert {p.name: p.stat().st_mtime_ns for p in outdir.iterdir() if p.stem in done} == stamps
+    report = json.loads((outdir / "run.json").read_text())
+    assert report["proteins"]["skipped_complete"] == len(done)
+    assert report["proteins"]["folded"] == len(ok) - len(done)
+    assert not list(outdir.rglob(".*.tmp*")) and not (outdir / ".esmfold-lite" / "queue.sqlite").exists()
