@@ -228,60 +228,68 @@ def _bounds(size: int, parts: int) -> list[tuple[int, int]]:
 
 
 def _rows_of(
-    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
     v: torch.Tensor,
-    extra: torch.Tensor,
+    extra: torch.Tensor | None,
     start: int,
     stop: int,
     chunk_size: int | None,
-    key: str,
+    dim: int,
 ) -> torch.Tensor:
-    """``fn(v[:, start:stop], extra[:, start:stop])`` for a row feature (B, c, L, rows), computed ``chunk_size``
-    rows at a time into a reused scratch buffer."""
+    """``fn(v[:, start:stop], extra[:, start:stop])``, a row feature with the rows along ``dim``, computed
+    ``chunk_size`` rows at a time into a reused scratch buffer."""
     out = None
     for begin, length in slices(stop - start, chunk_size):
-        piece = fn(v[:, start + begin : start + begin + length], extra[:, start + begin : start + begin + length])
+        rows = slice(start + begin, start + begin + length)
+        piece = fn(v[:, rows], None if extra is None else extra[:, rows])
         if out is None:
             if length == stop - start:
                 return piece
-            out = scratch(key, (*piece.shape[:-1], stop - start), piece)
-        out[..., begin : begin + length].copy_(piece)
+            shape = list(piece.shape)
+            shape[dim] = stop - start
+            out = scratch("pairwise_features", shape, piece)
+        out.narrow(dim, begin, length).copy_(piece)
     return out
 
 
 def pairwise_update_(
     v: torch.Tensor,
-    extra: torch.Tensor,
-    first: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    second: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    extra: torch.Tensor | None,
+    first: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    second: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
     update: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     chunk_size: int | None,
     blocks: int = 1,
 ) -> torch.Tensor:
     """``v[:, P, Q] + update(first(v[:, P]), second(v[:, Q]), v[:, P, Q])`` for every tile (P, Q) of rows × columns.
 
-    ``first`` and ``second`` map rows of ``v`` (B, r, L, C) with the same rows of ``extra`` (B, r, L, ...) to row
-    features (B, c, L, r), rows last; ``update(F, S, v_tile)`` maps the features of r rows and q rows and the tile
-    (B, r, q, C) to the tile's update. Both features must see the *original* rows, so an in-place update needs a
-    schedule: ``v`` is cut into ``blocks`` row blocks G, and step G computes the tiles of column block G (from
-    ``second`` of G and ``first`` of every later row, streamed ``chunk_size`` rows at a time) and of row block G
-    (from ``first`` of G and ``second`` of the later rows). After step G no original value of rows G is needed,
-    so row block G is written; tiles of later rows wait as pending updates.
+    ``first`` and ``second`` map rows of ``v`` (B, r, L, C) with the same rows of ``extra`` (B, r, L, ...; or None)
+    to row features: ``first`` with the rows on dimension -2 (B, c, r, L), ``second`` with the rows last
+    (B, c, L, r), so that their product is a plain batched matmul; ``update(F, S, v_tile)`` maps the features of r
+    rows and q rows and the tile (B, r, q, C) to the tile's update. Both features must see the *original* rows, so
+    an in-place update needs a schedule: ``v`` is cut into ``blocks`` row blocks G, and step G computes the tiles of
+    column block G (from ``second`` of G and ``first`` of every later row, streamed ``chunk_size`` rows at a time)
+    and of row block G (from ``first`` of G and ``second`` of the later rows). After step G no original value of
+    rows G is needed, so row block G is written; tiles of later rows wait as pending updates.
 
     Memory besides ``v`` (autograd off): one block's features (1/blocks of a full row feature, which is the size of
-    the pair for c = C) plus pending tiles (at most a quarter of the pair, in the middle step) plus one chunk's
+    the pair for c = C) plus pending tiles (at most (blocks + 1)²/(4·blocks²) of the pair) plus one chunk's
     temporaries. ``blocks=1``: ``second`` of all rows is one full buffer, nothing is pending and nothing is
     recomputed (fastest). ``blocks=n``: ``first``/``second`` of later rows are recomputed, about n/2 extra times.
     With autograd on, ``v`` is left alone and a new tensor is returned.
     """
     length = v.shape[1]
+
+    def rows_of(v_rows: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return v[:, v_rows], None if extra is None else extra[:, v_rows]
+
     if torch.is_grad_enabled():
-        features = _rows_of(second, v, extra, 0, length, chunk_size, "pairwise_features")
-
-        def rows(v_rows: torch.Tensor, extra_rows: torch.Tensor) -> torch.Tensor:
-            return update(first(v_rows, extra_rows), features, v_rows)
-
-        return v + chunk_apply(rows, (v, extra), (1, 1), chunk_size, out_dim=1)
+        features = _rows_of(second, v, extra, 0, length, chunk_size, dim=-1)
+        deltas = [
+            update(first(*rows_of(slice(start, start + n))), features, v[:, start : start + n])
+            for start, n in slices(length, chunk_size)
+        ]
+        return v + torch.cat(deltas, dim=1)
 
     bounds = _bounds(length, blocks)
     pending: dict[tuple[int, int], torch.Tensor] = {}
@@ -289,11 +297,11 @@ def pairwise_update_(
         last = g == len(bounds) - 1
         # Column block G: tiles (rows >= g0, G). Rows of G and later are still original; only in the last step
         # may they be written now (nothing reads them afterwards).
-        second_g = _rows_of(second, v, extra, g0, g1, chunk_size, "pairwise_features")
+        second_g = _rows_of(second, v, extra, g0, g1, chunk_size, dim=-1)
         for k, (k0, k1) in enumerate(bounds[g:], start=g):
             for start, n in slices(k1 - k0, chunk_size):
                 rows = slice(k0 + start, k0 + start + n)
-                delta = update(first(v[:, rows], extra[:, rows]), second_g, v[:, rows, g0:g1])
+                delta = update(first(*rows_of(rows)), second_g, v[:, rows, g0:g1])
                 if last:
                     v[:, rows, g0:g1].add_(delta)
                 else:
@@ -305,10 +313,10 @@ def pairwise_update_(
         if last:
             break
         # Row block G: tiles (G, columns >= g1), from first(G) and the later rows' second features.
-        first_g = _rows_of(first, v, extra, g0, g1, chunk_size, "pairwise_features")
+        first_g = _rows_of(first, v, extra, g0, g1, chunk_size, dim=-2)
         for start, n in slices(length - g1, chunk_size):
             cols = slice(g1 + start, g1 + start + n)
-            v[:, g0:g1, cols].add_(update(first_g, second(v[:, cols], extra[:, cols]), v[:, g0:g1, cols]))
+            v[:, g0:g1, cols].add_(update(first_g, second(*rows_of(cols)), v[:, g0:g1, cols]))
         del first_g
         for j, (j0, j1) in enumerate(bounds[: g + 1]):
             v[:, g0:g1, j0:j1].add_(pending.pop((g, j)))

@@ -56,32 +56,40 @@ class TriangleAttention(nn.Module):
         With autograd off the update is added into ``z`` (the caller owns it). ``dropout`` (training) acts on the
         update in z's layout, a whole row (starting node) or column (ending node) at a time.
         """
-        if mask is None:
-            mask = z.new_ones(z.shape[:-1])
-        v, mask = (z, mask) if self.starting else (z.transpose(1, 2), mask.transpose(1, 2))
-        out = [self._one_sequence(v[b : b + 1], mask[b], chunk_size, dropout) for b in range(v.shape[0])]
+        if mask is not None and not self.starting:
+            mask = mask.transpose(1, 2)
+        v = z if self.starting else z.transpose(1, 2)
+        out = [
+            self._one_sequence(v[b : b + 1], None if mask is None else mask[b], chunk_size, dropout)
+            for b in range(v.shape[0])
+        ]
         if not torch.is_grad_enabled():
             return z  # every sequence was updated in place
         out = torch.cat(out)
         return out if self.starting else out.transpose(1, 2)
 
     def _one_sequence(
-        self, v: torch.Tensor, mask: torch.Tensor, chunk_size: int | None, dropout: nn.Module | None
+        self, v: torch.Tensor, mask: torch.Tensor | None, chunk_size: int | None, dropout: nn.Module | None
     ) -> torch.Tensor:
-        """v: (1, I, J, c_z) rows to attend along; mask: (I, J). Returns v + update (1, I, J, c_z)."""
+        """v: (1, I, J, c_z) rows to attend along; mask: (I, J) or None. Returns v + update (1, I, J, c_z)."""
         triangle_bias = chunk_apply(
             lambda v_rows: self.linear(self.layer_norm(v_rows)), (v,), (1,), chunk_size, out_dim=1
         )
         triangle_bias = triangle_bias[0].permute(2, 0, 1).contiguous()  # b_jk: (H, J, K)
-        inf = min(self.inf, torch.finfo(v.dtype).max)
-        mask_bias = inf * (mask.to(v.dtype) - 1)  # (I, K)
+        if mask is None:
+            runs, mask_bias = [(0, v.shape[1])], None
+        else:
+            mask_bias = min(self.inf, torch.finfo(v.dtype).max) * (mask.to(v.dtype) - 1)  # (I, K)
+            runs = equal_row_runs(mask_bias)
 
         pieces = []
-        runs = equal_row_runs(mask_bias)
         for run, (start, stop) in enumerate(runs):
-            last = run == len(runs) - 1 and not torch.is_grad_enabled()
             # shared by the run's rows: (1, H, J, K); the last run may take the triangle bias's memory
-            bias = (triangle_bias.add_(mask_bias[start]) if last else triangle_bias + mask_bias[start]).unsqueeze(0)
+            bias = triangle_bias
+            if mask_bias is not None:
+                last = run == len(runs) - 1 and not torch.is_grad_enabled()
+                bias = triangle_bias.add_(mask_bias[start]) if last else triangle_bias + mask_bias[start]
+            bias = bias.unsqueeze(0)
 
             def update(v_rows: torch.Tensor, bias: torch.Tensor = bias) -> torch.Tensor:
                 """(1, r, J, c_z) -> (1, r, J, c_z)"""

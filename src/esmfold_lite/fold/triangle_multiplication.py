@@ -5,12 +5,13 @@
     outgoing: x_ij = Σ_k a_ik ⊙ b_jk               incoming: x_ij = Σ_k a_ki ⊙ b_kj
     z_ij ← z_ij + sigmoid(W_g z̄_ij) ⊙ W_z LayerNorm_out(x_ij)
 
-Layout: a and b are projected channel-first, (B, c, rows, L), so the product is one batched matmul over channels
-(x = a·bᵀ per channel), with no transposed copy. The incoming update is the outgoing one on the transposed pair
-representation v = zᵀ with the roles of a and b exchanged: x_ij = Σ_k b(v)_jk a(v)_ik, i.e. x(v)_pq = Σ_k
-b(v)_pk a(v)_qk at v_pq = z_qp. So both read rows of a view of z and use the same schedule,
-``chunking.pairwise_update_``, which owns every memory decision: how many rows at a time (``chunk_size``) and how
-many row blocks (``blocks``: 1 keeps one full-size operand, more trade recomputation for memory).
+Layout: a and b are projected channel-first, the left operand row-major (B, c, rows, K) and the right one
+k-major (B, c, K, rows), so the product is one plain batched matmul over channels (x = a·b per channel). The
+incoming update is the outgoing one on the transposed pair representation v = zᵀ with the roles of a and b
+exchanged: x_ij = Σ_k b(v)_jk a(v)_ik, i.e. x(v)_pq = Σ_k b(v)_pk a(v)_qk at v_pq = z_qp. So both read rows of a
+view of z and use the same schedule, ``chunking.pairwise_update_``, which owns every memory decision: how many
+rows at a time (``chunk_size``) and how many row blocks (``blocks``: 1 keeps one full-size operand, more trade
+recomputation for memory).
 """
 
 from __future__ import annotations
@@ -55,9 +56,8 @@ class TriangleMultiplication(nn.Module):
         ``blocks`` row blocks of the schedule (see ``chunking.pairwise_update_``). The result does not depend on
         either. ``dropout`` (training) acts on the update in z's layout, whole rows (outgoing) or columns (incoming).
         """
-        if mask is None:
-            mask = z.new_ones(z.shape[:-1])
-        mask = mask.to(z.dtype).unsqueeze(-1)
+        if mask is not None:
+            mask = mask.to(z.dtype).unsqueeze(-1)
         update = self._update
         if dropout is not None and dropout.training:
             blocks = 1  # whole rows of v per update, so a shared dropout mask stays shared
@@ -69,33 +69,40 @@ class TriangleMultiplication(nn.Module):
         if self.outgoing:  # x_ij = Σ_k a_ik b_jk: a from row i, b from row j
             return pairwise_update_(z, mask, self._a, self._b, update, chunk_size, blocks)
         # x_ij = Σ_k a_ki b_kj: on v = zᵀ, x(v)_pq = Σ_k b(v)_pk a(v)_qk
-        v = pairwise_update_(z.transpose(1, 2), mask.transpose(1, 2), self._b, self._a, update, chunk_size, blocks)
+        v = pairwise_update_(z.transpose(1, 2), None if mask is None else mask.transpose(1, 2), self._b, self._a,
+                             update, chunk_size, blocks)  # fmt: skip
         return v.transpose(1, 2)
 
-    def _a(self, z_rows: torch.Tensor, mask_rows: torch.Tensor) -> torch.Tensor:
-        return self._gated(self.linear_a_g, self.linear_a_p, z_rows, mask_rows)
+    def _a(self, z_rows: torch.Tensor, mask_rows: torch.Tensor | None) -> torch.Tensor:
+        return self._gated(self.linear_a_g, self.linear_a_p, z_rows, mask_rows, self.outgoing)
 
-    def _b(self, z_rows: torch.Tensor, mask_rows: torch.Tensor) -> torch.Tensor:
-        return self._gated(self.linear_b_g, self.linear_b_p, z_rows, mask_rows)
+    def _b(self, z_rows: torch.Tensor, mask_rows: torch.Tensor | None) -> torch.Tensor:
+        return self._gated(self.linear_b_g, self.linear_b_p, z_rows, mask_rows, not self.outgoing)
 
-    def _gated(self, gate: nn.Linear, proj: nn.Linear, z_rows: torch.Tensor, mask_rows: torch.Tensor) -> torch.Tensor:
-        """mask · sigmoid(W_g z̄) ⊙ W_p z̄ for rows z_rows (B, r, K, c_z), mask_rows (B, r, K, 1) -> (B, c, K, r).
+    def _gated(
+        self, gate: nn.Linear, proj: nn.Linear, z_rows: torch.Tensor, mask_rows: torch.Tensor | None, left: bool
+    ) -> torch.Tensor:
+        """mask · sigmoid(W_g z̄) ⊙ W_p z̄ for rows z_rows (B, r, K, c_z), mask_rows (B, r, K, 1) or None.
 
-        The result is channel-first and k-major (rows last), the layout the product's matmul reads fastest.
+        Returns the product's left operand row-major, (B, c, r, K), or its right operand k-major, (B, c, K, r).
         """
         batch, rows, length, _ = z_rows.shape
-        z_bar = self.layer_norm_in(z_rows.transpose(1, 2).contiguous()).view(batch, length * rows, -1)
-        weight = torch.cat([gate.weight, proj.weight])  # (2c, c_z): one matmul, channel-first output
-        bias = torch.cat([gate.bias, proj.bias])[:, None]
-        g, p = torch.baddbmm(bias, weight.expand(batch, -1, -1), z_bar.transpose(1, 2)).chunk(2, dim=1)
-        gated = product_(product_(torch.sigmoid(g), p), mask_rows.transpose(1, 2).reshape(batch, 1, length * rows))
-        return gated.view(batch, -1, length, rows)
+        if not left:
+            z_rows = z_rows.transpose(1, 2)  # (B, K, r, c_z): the projection comes out k-major
+            mask_rows = None if mask_rows is None else mask_rows.transpose(1, 2)
+        z_bar = self.layer_norm_in(z_rows.contiguous()).view(batch, rows * length, -1)
+        weight = torch.cat([proj.weight, gate.weight])  # (2c, c_z): one matmul, channel-first output
+        bias = torch.cat([proj.bias, gate.bias])[:, None]
+        gated = nn.functional.glu(torch.baddbmm(bias, weight.expand(batch, -1, -1), z_bar.transpose(1, 2)), dim=1)
+        if mask_rows is not None:
+            gated = product_(gated, mask_rows.reshape(batch, 1, rows * length))
+        return gated.unflatten(-1, z_rows.shape[1:3])
 
     def _update(self, first: torch.Tensor, second: torch.Tensor, z_tile: torch.Tensor) -> torch.Tensor:
-        """first: (B, c, K, r) of rows p; second: (B, c, K, q) of rows q; z_tile: (B, r, q, c_z) = z[:, p, q].
+        """first: (B, c, r, K) of rows p; second: (B, c, K, q) of rows q; z_tile: (B, r, q, c_z) = z[:, p, q].
 
-        Returns sigmoid(W_g z̄_pq) ⊙ W_z LayerNorm_out(x_pq) with x_pq = Σ_k first_kp second_kq, (B, r, q, c_z).
+        Returns sigmoid(W_g z̄_pq) ⊙ W_z LayerNorm_out(x_pq) with x_pq = Σ_k first_pk second_kq, (B, r, q, c_z).
         """
-        x = torch.matmul(first.transpose(-1, -2), second)  # (B, c, r, q)
+        x = torch.matmul(first, second)  # (B, c, r, q)
         update = self.linear_z(self.layer_norm_out(x.movedim(1, -1)))
         return product_(update, torch.sigmoid(self.linear_g(self.layer_norm_in(z_tile))))

@@ -23,7 +23,12 @@ from esmfold_lite.fold.triangle_multiplication import TriangleMultiplication
 
 
 class SequenceToPair(nn.Module):
-    """Pair update from the sequence state: z_ij = W_o [q_j ⊙ k_i, q_j − k_i] + b_o with q, k = W_p LN(s)."""
+    """Pair update from the sequence state: z_ij = W_o [q_j ⊙ k_i, q_j − k_i] + b_o with q, k = W_p LN(s).
+
+    With W_o = [W_1 | W_2] the update is bilinear in (k_i, q_j) plus two per-residue terms,
+    z_ij = Σ_d k_id (q_jd W_1[:, d]) + (W_2 q_j + b_o) − W_2 k_i, so rows i are one matmul of k_i with a
+    (d, j·c_z) table, and no (rows, L, 2d) input is ever built.
+    """
 
     def __init__(self, c_s: int, inner_dim: int, c_z: int):
         super().__init__()
@@ -37,15 +42,22 @@ class SequenceToPair(nn.Module):
     def forward(self, s: torch.Tensor, chunk_size: int | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
         """s: (B, L, c_s) -> the update (B, L, L, c_z); with ``z`` (B, L, L, c_z) given, z + update instead, added
         into z ``chunk_size`` rows at a time when autograd is off."""
-        q, k = self.proj(self.layernorm(s)).chunk(2, dim=-1)
+        batch, length, _ = s.shape
+        q, k = self.proj(self.layernorm(s)).chunk(2, dim=-1)  # (B, L, d)
+        w_1, w_2 = self.o_proj.weight.split(q.shape[-1], dim=1)  # (c_z, d) each
+        c_z = w_1.shape[0]
+        table = (q[:, :, None, :] * w_1).permute(0, 3, 1, 2).reshape(batch, -1, length * c_z)  # (B, d, L·c_z)
+        per_j = nn.functional.linear(q, w_2, self.o_proj.bias).view(batch, 1, length * c_z)  # W_2 q_j + b_o
+        per_i = nn.functional.linear(k, w_2)  # W_2 k_i: (B, L, c_z)
 
-        def rows(k_rows: torch.Tensor) -> torch.Tensor:
-            q_j, k_i = q[:, None, :, :], k_rows[:, :, None, :]
-            return self.o_proj(torch.cat([q_j * k_i, q_j - k_i], dim=-1))
+        def rows(k_rows: torch.Tensor, per_i_rows: torch.Tensor) -> torch.Tensor:
+            """k_rows: (B, r, d); per_i_rows: (B, r, c_z) -> (B, r, L, c_z)"""
+            out = torch.baddbmm(per_j, k_rows, table).view(*k_rows.shape[:2], length, c_z)
+            return out.sub_(per_i_rows[:, :, None])
 
         if z is None:
-            return chunk_apply(rows, (k,), (1,), chunk_size, out_dim=1)
-        return add_update_(z, lambda z_rows, k_rows: rows(k_rows), chunk_size, extra=(k,), extra_dims=(1,))
+            return chunk_apply(rows, (k, per_i), (1, 1), chunk_size, out_dim=1)
+        return add_update_(z, lambda z_rows, *extra: rows(*extra), chunk_size, extra=(k, per_i), extra_dims=(1, 1))
 
 
 class PairToSequence(nn.Module):
@@ -146,7 +158,7 @@ class TriangularSelfAttentionBlock(nn.Module):
         (1: fastest; more: less memory). Neither changes the result.
         """
         if mask is not None:
-            mask = mask.to(z.dtype)
+            mask = None if bool(mask.all()) else mask.to(z.dtype)  # no padding: nothing to mask
 
         bias = RowMap(self.pair_to_sequence, z, dim=1)  # (B, L, L, H), computed per chunk of query rows
         y = self.seq_attention(self.layernorm_1(s), mask=mask, bias=bias, chunk_size=chunk_size)
