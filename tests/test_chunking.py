@@ -85,7 +85,9 @@ def test_triangle_multiplication_chunk_invariant(outgoing):
     randomize_(module, 2)
     _, z, mask = padded_inputs(3)
     pair_mask = mask[:, :, None] * mask[:, None, :]
-    _assert_chunk_invariant(lambda c: module(z, pair_mask, c), 1e-5)
+    _assert_chunk_invariant(lambda c: module(z.clone(), pair_mask, c), 1e-5)  # updates its input: give it a copy
+    for blocks in (2, 3, 7):
+        _assert_chunk_invariant(lambda c, blocks=blocks: module(z.clone(), pair_mask, c, blocks), 1e-5)
 
 
 @pytest.mark.parametrize("starting", [True, False])
@@ -94,7 +96,7 @@ def test_triangle_attention_chunk_invariant(starting):
     randomize_(module, 4)
     _, z, mask = padded_inputs(5)
     pair_mask = mask[:, :, None] * mask[:, None, :]
-    _assert_chunk_invariant(lambda c: module(z, pair_mask, c), 1e-5)
+    _assert_chunk_invariant(lambda c: module(z.clone(), pair_mask, c), 1e-5)
 
 
 def test_sequence_attention_chunk_invariant():
@@ -109,4 +111,5 @@ def test_block_chunk_invariant():
     block = TriangularSelfAttentionBlock(32, 16, 16, 8).eval()
     randomize_(block, 8)
     s, z, mask = padded_inputs(9)
-    _assert_chunk_invariant(lambda c: block(s, z, mask, c), 1e-5)
+    _assert_chunk_invariant(lambda c: block(s, z.clone(), mask, c), 1e-5)
+    _assert_chunk_invariant(lambda c: block(s, z.clone(), mask, c, pair_blocks=3), 1e-5)

@@ -1,9 +1,17 @@
-"""Memory and precision paths give the same numbers: chunking (fixed and "auto"), in-place residuals, bf16.
+"""Memory and precision paths give the same numbers: chunk plans (fixed and "auto"), in-place updates, bf16; and
+the pair memory alive at once stays bounded.
 
-No timings here: speed and peak memory are measured by benchmarks/bench_cpu.py.
+No timings here: speed and peak memory at full size are measured by benchmarks/bench_cpu.py.
 """
 
 from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +20,7 @@ from esmfold_reference import randomize_, tiny_hf_esmfold, write_fair_esmfold
 from esmfold_lite import load_model
 from esmfold_lite.fold import auto_chunk
 from esmfold_lite.fold.chains import encode_batch
-from esmfold_lite.fold.chunking import chunk_apply, residual_add_
+from esmfold_lite.fold.chunking import LEAN_BLOCKS, ChunkPlan, chunk_apply, residual_add_
 from esmfold_lite.fold.config import TrunkConfig
 from esmfold_lite.fold.trunk_block import TriangularSelfAttentionBlock
 
@@ -51,7 +59,7 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("sequence", SEQUENCES)
-@pytest.mark.parametrize("chunk_size", [1, 5, 8])
+@pytest.mark.parametrize("chunk_size", [5, 8])
 def test_chunked_equals_unchunked_at_several_lengths(model, unchunked, sequence, chunk_size):
     expected = unchunked[sequence]
     got = model.fold(sequence, num_recycles=1, chunk_size=chunk_size)
@@ -81,17 +89,21 @@ def test_inference_pass_equals_autograd_pass(model):
     assert max_diff(inplace["s_z"], tracked["s_z"].detach()) <= 1e-4
 
 
-def test_block_leaves_its_inputs_untouched_without_autograd():
+def test_block_updates_its_pair_input_in_place_without_autograd():
+    """The trunk hands z over: the block adds every pair update into it; s is left alone. Same numbers as the
+    out-of-place autograd pass, for the fast and the lean plan."""
     block = randomize_(TriangularSelfAttentionBlock(32, 16, 16, 8), seed=3).eval()
     g = torch.Generator().manual_seed(4)
     s, z = torch.randn(1, 9, 32, generator=g), torch.randn(1, 9, 9, 16, generator=g)
     mask = torch.ones(1, 9)
-    s_before, z_before = s.clone(), z.clone()
-    with torch.inference_mode():
-        first = block(s, z, mask, chunk_size=4)
-        second = block(s, z, mask, chunk_size=4)
-    assert torch.equal(s, s_before) and torch.equal(z, z_before)
-    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    with torch.enable_grad():
+        expected_s, expected_z = block(s, z, mask)
+    for chunk_size, pair_blocks in ((None, 1), (4, 1), (2, 3)):
+        s_before, z_owned = s.clone(), z.clone()
+        with torch.inference_mode():
+            out_s, out_z = block(s, z_owned, mask, chunk_size, pair_blocks)
+        assert out_z.data_ptr() == z_owned.data_ptr() and torch.equal(s, s_before)
+        assert max_diff(out_s, expected_s.detach()) <= 1e-5 and max_diff(out_z, expected_z.detach()) <= 1e-5
 
 
 def test_residual_add_is_in_place_only_without_autograd():
@@ -111,71 +123,150 @@ def test_chunk_apply_may_write_over_its_input(chunk_size):
     assert result is rows and torch.equal(rows, 2 * x + 1)
 
 
-# ---- chunk_size="auto" ----------------------------------------------------------------------------------------
+# ---- chunk plans and chunk_size="auto" ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sequence", SEQUENCES)
+@pytest.mark.parametrize(
+    "plan",
+    [ChunkPlan(None, 2), ChunkPlan(4, 1), ChunkPlan(3, 2), ChunkPlan(2, 8)],
+    ids=lambda p: f"{p.rows}x{p.pair_blocks}",
+)
+def test_in_place_plans_equal_unchunked_at_several_lengths(model, unchunked, sequence, plan):
+    """Every plan (rows per slice; one full-size triangle operand, or the lean tiled schedule) gives the numbers of
+    the plain unchunked pass, at lengths 12, 21 and 33 and with recycling (pair state updated in place)."""
+    expected = unchunked[sequence]
+    got = model.fold(sequence, num_recycles=1, chunk_size=plan)
+    assert max_diff(got.positions, expected.positions) <= POSITION_TOL
+    assert max_diff(got.plddt, expected.plddt) <= 1e-3
+    assert max_diff(got.pae, expected.pae) <= 1e-3
+    assert max_diff(got.ptm, expected.ptm) <= 1e-5
+    assert (got.distogram_logits is None) == plan.lean  # lean plans never hold an L×L×bins tensor
+
+
+def test_chunk_plan_of_an_integer_below_the_length_is_the_leanest():
+    assert ChunkPlan.of(None, 100) == ChunkPlan()
+    assert ChunkPlan.of(100, 100) == ChunkPlan(100, 1)
+    assert ChunkPlan.of(50, 100) == ChunkPlan(50, LEAN_BLOCKS)
+    plan = ChunkPlan(3, 2)
+    assert ChunkPlan.of(plan, 10) is plan
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="chunk_size"):
+            ChunkPlan.of(bad, 10)
 
 
 def test_auto_is_unchunked_for_small_inputs_with_plenty_of_memory():
     cfg = TrunkConfig()  # esmfold_v1 widths
-    assert auto_chunk.memory_chunk_size(100, cfg, available=64 * 2**30) is None
-    assert auto_chunk.choose_chunk_size(100, cfg) is None  # this machine's real free memory
+    assert auto_chunk.choose_chunk_plan(100, cfg, available=64 * 2**30) == ChunkPlan()
+    assert auto_chunk.choose_chunk_plan(100, cfg) == ChunkPlan()  # this machine's real free memory
     assert isinstance(auto_chunk.available_memory(), int) and auto_chunk.available_memory() > 0
 
 
-def test_auto_pick_shrinks_with_the_memory_budget():
+def test_auto_plan_gets_leaner_as_memory_shrinks_and_never_refuses():
     cfg = TrunkConfig()
-    picks = [auto_chunk.memory_chunk_size(2000, cfg, available=gib * 2**30) for gib in (512, 64, 16, 12, 9)]
-    assert picks[0] is None
-    ints = picks[1:]
-    assert all(isinstance(p, int) and p > 1 for p in ints)
-    assert ints == sorted(ints, reverse=True) and ints[-1] < ints[0]
-    # the pick's estimate fits the budget (SAFETY of 9 GiB), the next power of two's does not
-    pick, budget = ints[-1], auto_chunk.SAFETY * 9 * 2**30
-    assert auto_chunk.trunk_peak_bytes(2000, cfg, pick) <= budget < auto_chunk.trunk_peak_bytes(2000, cfg, 2 * pick)
-    assert auto_chunk.memory_chunk_size(2000, cfg, available=2**30) == 1  # nothing fits: the smallest footprint
+    gib = 2**30
+    plans = [auto_chunk.choose_chunk_plan(2000, cfg, available=n * gib) for n in (512, 16, 8, 6, 4)]
+    assert plans[0] == ChunkPlan(8, 1)  # plenty of memory: the CPU speed cap (16384 // 2000 -> 8 rows), fast plan
+    blocks = [p.pair_blocks for p in plans]
+    assert blocks == sorted(blocks) and blocks[-1] > 1
+    for n, plan in zip((512, 16, 8, 6, 4), plans, strict=True):
+        assert auto_chunk.trunk_peak_bytes(2000, cfg, plan) <= auto_chunk.SAFETY * n * gib
+    assert auto_chunk.choose_chunk_plan(2000, cfg, available=gib) == ChunkPlan(1, LEAN_BLOCKS)  # tried anyway
 
 
-def test_auto_probes_free_memory_and_caps_cpu_chunks(monkeypatch):
+def test_auto_caps_cpu_rows_and_uses_whole_rows_on_gpu_sized_memory(monkeypatch):
     cfg = TrunkConfig()
     monkeypatch.setattr(auto_chunk, "available_memory", lambda device=None: 512 * 2**30)
-    assert auto_chunk.choose_chunk_size(1024, cfg) == 16  # CPU speed cap: 16384 positions per chunk
-    assert auto_chunk.choose_chunk_size(256, cfg) == 64
-    assert auto_chunk.choose_chunk_size(100, cfg) is None
-    tight = int(8.5 * 2**30)  # memory, not speed, decides
-    monkeypatch.setattr(auto_chunk, "available_memory", lambda device=None: tight)
-    assert auto_chunk.choose_chunk_size(2000, cfg) == auto_chunk.memory_chunk_size(2000, cfg, tight) < 8
+    assert auto_chunk.choose_chunk_plan(1024, cfg) == ChunkPlan(16, 1)  # CPU speed cap: 16384 positions per chunk
+    assert auto_chunk.choose_chunk_plan(256, cfg) == ChunkPlan(64, 1)
+    assert auto_chunk.choose_chunk_plan(100, cfg) == ChunkPlan()
 
 
-def test_auto_estimate_grows_with_chunk_and_length():
+def test_auto_estimate_grows_with_rows_and_length_and_shrinks_with_blocks():
     cfg = TrunkConfig()
-    by_chunk = [auto_chunk.trunk_peak_bytes(1024, cfg, c) for c in (1, 16, 256, None)]
-    assert by_chunk == sorted(by_chunk)
-    assert auto_chunk.trunk_peak_bytes(512, cfg, 32) < auto_chunk.trunk_peak_bytes(1024, cfg, 32)
-    assert auto_chunk.trunk_peak_bytes(512, cfg, 32, batch=2) == 2 * auto_chunk.trunk_peak_bytes(512, cfg, 32)
+    by_rows = [auto_chunk.trunk_peak_bytes(1024, cfg, ChunkPlan(r, 1)) for r in (1, 16, 256, None)]
+    assert by_rows == sorted(by_rows)
+    by_blocks = [auto_chunk.trunk_peak_bytes(4000, cfg, ChunkPlan(4, n)) for n in (1, 4, 8)]
+    assert by_blocks == sorted(by_blocks, reverse=True)
+    pair = 4000**2 * cfg.pairwise_state_dim * 4
+    assert by_blocks[-1] <= 1.5 * pair  # the leanest plan: at most 1.5x the pair representation
+    plan = ChunkPlan(32, 1)
+    assert auto_chunk.trunk_peak_bytes(512, cfg, plan) < auto_chunk.trunk_peak_bytes(1024, cfg, plan)
+    assert auto_chunk.trunk_peak_bytes(512, cfg, plan, batch=2) >= 2 * auto_chunk.trunk_peak_bytes(512, cfg, plan)
 
 
-def test_fold_auto_picks_a_chunk_and_keeps_the_numbers(model, unchunked, monkeypatch):
+def test_fold_auto_picks_a_plan_and_keeps_the_numbers(model, unchunked, monkeypatch):
     sequence = SEQUENCES[0]
     cfg = model.cfg.trunk
     picked = []
-    choose = auto_chunk.choose_chunk_size
+    choose = auto_chunk.choose_chunk_plan
 
     def recording(*args, **kwargs):
         picked.append(choose(*args, **kwargs))
         return picked[-1]
 
-    monkeypatch.setattr("esmfold_lite.fold.esmfold.choose_chunk_size", recording)
-    got = model.fold(sequence, num_recycles=1, chunk_size="auto")  # plenty of memory: unchunked
-    assert picked == [None]
+    monkeypatch.setattr("esmfold_lite.fold.esmfold.choose_chunk_plan", recording)
+    got = model.fold(sequence, num_recycles=1)  # fold's default is "auto"; plenty of memory: unchunked
+    assert picked == [ChunkPlan()]
     assert max_diff(got.positions, unchunked[sequence].positions) <= POSITION_TOL
 
-    # a budget that only a chunk of 4 rows fits
-    tight = auto_chunk.trunk_peak_bytes(len(sequence), cfg, 4) / auto_chunk.SAFETY
-    monkeypatch.setattr(auto_chunk, "available_memory", lambda device=None: int(tight))
+    # a budget that only the leanest plan with 4 rows fits
+    lean = ChunkPlan(4, LEAN_BLOCKS)
+    tight = math.ceil(auto_chunk.trunk_peak_bytes(len(sequence), cfg, lean) / auto_chunk.SAFETY)
+    monkeypatch.setattr(auto_chunk, "available_memory", lambda device=None: tight)
     got = model.fold(sequence, num_recycles=1, chunk_size="auto")
-    assert picked[-1] == 4
+    assert picked[-1] == lean
     assert max_diff(got.positions, unchunked[sequence].positions) <= POSITION_TOL
     with pytest.raises(ValueError, match="auto"):
         model.fold(sequence, chunk_size="fast")
+
+
+PEAK_SCRIPT = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+from randomize import randomize_
+from esmfold_lite.fold.chunking import reuse_buffers
+from esmfold_lite.fold.trunk_block import TriangularSelfAttentionBlock
+
+def rss(key):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(key))
+
+def run(length, rows, blocks):
+    z = torch.randn(1, length, length, 64)
+    s, mask = torch.randn(1, length, 32), torch.ones(1, length)
+    with torch.no_grad(), reuse_buffers():
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # reset the peak RSS
+        before = rss("VmRSS:")
+        block(s, z, mask, rows, blocks)
+        return (rss("VmHWM:") - before) / z.nbytes
+
+torch.set_num_threads(1)
+block = randomize_(TriangularSelfAttentionBlock(32, 64, 16, 32), seed=0).eval()
+for blocks in (1, 8):
+    run(48, 2, blocks)  # warm-up: code pages, thread pool
+print(json.dumps({blocks: run(256, 2, blocks) for blocks in (1, 8)}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc peak-RSS reset")
+def test_pair_memory_alive_at_once_stays_bounded():
+    """One trunk block at L=256 (c_z = 64) with 2 rows per slice: besides z itself, the lean plan holds at most
+    half a pair tensor at any moment (pending tiles, one row block's features, the triangle bias) plus one slice's
+    temporaries, the fast plan about one pair tensor more (the triangle multiplication's operand).
+
+    Measured as the process's peak RSS over its RSS before the call, with glibc mapping every allocation above
+    64 KiB on its own, so freed memory leaves the RSS at once and the peak counts only what was alive together."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(Path(__file__).parent)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    extra = {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+    slices = 10 * 2 / 256  # ten c_z-wide rows of L positions per sliced row (auto_chunk's estimate), 2 rows
+    assert extra[LEAN_BLOCKS] <= 0.5 + slices, extra  # 0.44 schedule + 0.05 bias and mask: 1.5x the pair at large L
+    assert extra[1] <= 1.1 + slices, extra
 
 
 # ---- precision and devices ------------------------------------------------------------------------------------

@@ -53,9 +53,11 @@ def test_triangle_multiplication_matches_transformers(outgoing):
     copy_into(ours, reference)
     _, z, mask = inputs(1)
     pair_mask = mask[:, :, None] * mask[:, None, :]
-    with torch.no_grad():
-        assert max_diff(ours(z, pair_mask), reference(z, mask=pair_mask)) <= TOL
-        assert max_diff(ours(z), reference(z)) <= TOL
+    with torch.no_grad():  # ours returns z + update, added into its (here cloned) input
+        assert max_diff(ours(z.clone(), pair_mask) - z, reference(z, mask=pair_mask)) <= TOL
+        assert max_diff(ours(z.clone()) - z, reference(z)) <= TOL
+        for chunk_size, blocks in ((1, 1), (2, 3), (4, 2), (3, 9)):
+            assert max_diff(ours(z.clone(), pair_mask, chunk_size, blocks) - z, reference(z, mask=pair_mask)) <= TOL
 
 
 @pytest.mark.parametrize("starting", [True, False])
@@ -66,10 +68,11 @@ def test_triangle_attention_matches_transformers(starting):
     copy_into(ours, reference)
     _, z, mask = inputs(3)
     pair_mask = mask[:, :, None] * mask[:, None, :]
-    with torch.no_grad():
-        assert max_diff(ours(z, pair_mask), reference(z, mask=pair_mask)) <= TOL
-        assert max_diff(ours(z, pair_mask, chunk_size=2), reference(z, mask=pair_mask, chunk_size=2)) <= TOL
-        assert max_diff(ours(z), reference(z)) <= TOL
+    with torch.no_grad():  # ours returns z + update, added into its (here cloned) input
+        assert max_diff(ours(z.clone(), pair_mask) - z, reference(z, mask=pair_mask)) <= TOL
+        expected = reference(z, mask=pair_mask, chunk_size=2)
+        assert max_diff(ours(z.clone(), pair_mask, chunk_size=2) - z, expected) <= TOL
+        assert max_diff(ours(z.clone()) - z, reference(z)) <= TOL
 
 
 def test_sequence_attention_matches_transformers():
@@ -103,12 +106,12 @@ def test_block_matches_transformers(seed):
     s, z, mask = inputs(seed + 100)
     with torch.no_grad():
         ref_s, ref_z = reference(s, z, mask=mask)
-        for chunk_size in (None, 4):
-            out_s, out_z = ours(s, z, mask=mask, chunk_size=chunk_size)
+        for chunk_size, pair_blocks in ((None, 1), (4, 1), (2, 3)):  # the block consumes its z: give it a copy
+            out_s, out_z = ours(s, z.clone(), mask=mask, chunk_size=chunk_size, pair_blocks=pair_blocks)
             assert max_diff(out_s, ref_s) <= TOL
             assert max_diff(out_z, ref_z) <= TOL
         ref_s, ref_z = reference(s, z)
-        out_s, out_z = ours(s, z)
+        out_s, out_z = ours(s, z.clone())
         assert max_diff(out_s, ref_s) <= TOL
         assert max_diff(out_z, ref_z) <= TOL
 

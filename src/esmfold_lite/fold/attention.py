@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esmfold_lite.fold.chunking import chunk_apply, product_
+from esmfold_lite.fold.chunking import RowMap, chunk_apply, product_
 
 
 def biased_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    bias: torch.Tensor,
+    bias: torch.Tensor | RowMap,
     chunk_size: int | None = None,
     key_padding: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -34,7 +34,8 @@ def biased_attention(
     Args:
         q: (N, H, Q, c); k, v: (N, H, K, c).
         bias: (N, H, Q, K) additive float bias (``-inf`` or a large negative number masks a key); an expanded
-            (stride-0) view is broadcast by the kernel, not copied.
+            (stride-0) view is broadcast by the kernel, not copied. A ``RowMap`` whose slices along its dimension
+            are query slices of the bias is evaluated a chunk at a time, so the whole bias never exists.
         chunk_size: queries per chunk; ``None`` attends all queries at once.
         key_padding: (N, 1, 1, K) bool, True for keys to mask with ``-inf`` (applied to one chunk of the bias at
             a time, so a masked copy of the whole bias never exists).
@@ -48,7 +49,8 @@ def biased_attention(
             bias_chunk = bias_chunk.masked_fill(key_padding, float("-inf"))
         return F.scaled_dot_product_attention(q_chunk, k, v, attn_mask=bias_chunk)
 
-    return chunk_apply(attend, (q, bias), (2, 2), chunk_size, out_dim=2)
+    bias_dim = bias.dim if isinstance(bias, RowMap) else 2
+    return chunk_apply(attend, (q, bias), (2, bias_dim), chunk_size, out_dim=2)
 
 
 class SequenceAttention(nn.Module):
@@ -75,16 +77,21 @@ class SequenceAttention(nn.Module):
         self,
         x: torch.Tensor,
         mask: torch.Tensor | None = None,
-        bias: torch.Tensor | None = None,
+        bias: torch.Tensor | RowMap | None = None,
         chunk_size: int | None = None,
     ) -> torch.Tensor:
-        """x: (B, L, c_s); mask: (B, L), 1 = residue, 0 = padding; bias: (B, L, L, H). Returns (B, L, c_s)."""
+        """x: (B, L, c_s); mask: (B, L), 1 = residue, 0 = padding; bias: (B, L, L, H), or a ``RowMap`` over
+        query rows that gives it a chunk of queries at a time. Returns (B, L, c_s)."""
         batch, length, _ = x.shape
         qkv = self.proj(x).view(batch, length, self.num_heads, 3 * self.head_width).transpose(1, 2)
         q, k, v = qkv.split(self.head_width, dim=-1)  # (B, H, L, c) each
 
-        logits_bias = x.new_zeros(1, 1, 1, 1) if bias is None else bias.permute(0, 3, 1, 2)
-        logits_bias = logits_bias.expand(batch, self.num_heads, length, length)
+        if bias is None:
+            logits_bias = x.new_zeros(1, 1, 1, 1).expand(batch, self.num_heads, length, length)
+        elif isinstance(bias, RowMap):
+            logits_bias = bias.then(lambda b: b.permute(0, 3, 1, 2))
+        else:
+            logits_bias = bias.permute(0, 3, 1, 2)
         key_padding = None if mask is None else (mask == 0)[:, None, None, :]
 
         y = biased_attention(q, k, v, logits_bias, chunk_size, key_padding)  # (B, H, L, c)
@@ -120,9 +127,11 @@ class GatedAttention(nn.Module):
         """x: (*, Q, c_in); bias: broadcastable to (*, H, Q, Q). Returns (*, Q, c_in)."""
         lead, n_q = x.shape[:-2], x.shape[-2]
         flat = x.reshape(-1, n_q, x.shape[-1])  # SDPA's fused kernels want exactly one batch dimension
-        q, k, v = (self._heads(linear(flat)) for linear in (self.linear_q, self.linear_k, self.linear_v))
+        layers = (self.linear_q, self.linear_k, self.linear_v, self.linear_g)
+        qkvg = nn.functional.linear(flat, torch.cat([layer.weight for layer in layers]))  # one matmul for all four
+        q, k, v, g = qkvg.split(self.no_heads * self.c_hidden, dim=-1)
         bias = bias.expand(*lead, self.no_heads, n_q, n_q).reshape(-1, self.no_heads, n_q, n_q)
-        o = biased_attention(q, k, v, bias).transpose(-2, -3)  # (N, Q, H, c)
-        g = self.linear_g(flat).sigmoid_().view_as(o)
+        o = biased_attention(self._heads(q), self._heads(k), self._heads(v), bias).transpose(-2, -3)  # (N, Q, H, c)
+        g = torch.sigmoid(g + self.linear_g.bias).view_as(o)
         o = product_(g, o).reshape(*lead, n_q, -1)
         return self.linear_o(o)

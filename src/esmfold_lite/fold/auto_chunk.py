@@ -1,19 +1,25 @@
-"""``chunk_size="auto"``: the largest chunk whose estimated peak memory fits in the memory that is free now.
+"""``chunk_size="auto"``: the fastest ``ChunkPlan`` whose estimated peak memory fits in the memory that is free now.
 
-Memory of one trunk pass over B sequences of L residues (elements of the trunk's dtype):
+Memory of one trunk pass over B sequences of L residues, in elements of the trunk's dtype (c_z pair channels,
+H pair heads; ``chunking.ChunkPlan`` explains the plans):
 
-* whole tensors: about ``3 · B·L²·c_z`` — a block's input pair state, its output and one update (the triangle
-  multiplication's product buffer); after the trunk, the structure module's pair input and the heads' logits take
-  about as much. The sequence attention's pair bias adds ``B·L²·H_seq``.
-* per chunk of r rows, the largest step's temporaries: the triangle attention's (r, H_pair, L, L) bias/logits plus
-  its row activations, the triangle multiplication's channel block of a and b (2·r·L·c_z) and the pair transition's
-  hidden rows (r·L·4·c_z, twice). ``None`` (unchunked) is r = L.
+* whole tensors: the pair state (L²·c_z), plus with ``pair_blocks == 1`` one more full-size pair tensor (the
+  triangle multiplication's operand; the structure module's normalized pair input; the heads' logits), or with
+  ``pair_blocks == n`` the lean schedule's pending tiles and one row block's features, at most
+  ((n + 1)²/(4n²) + 1/n)·L²·c_z (0.44 for n = 8); the triangle attention's shared bias (H·L², twice in a padded
+  batch) and the pair mask and distance bins (2·L²).
+* per row of a chunk (r rows), the largest step's temporaries: about ten c_z-wide rows of L positions (the
+  triangle multiplication's projections, product tile and gate; the triangle attention's q, k, v, gate and output;
+  the pair transition's hidden rows). ``None`` (unchunked) is r = L.
 
-The estimate is deliberately generous (a 25 % margin on top); the unit of choice is a power of two.
+The estimate may use ``SAFETY`` of the free memory. Plans are tried from the fastest (one pair block) to the
+leanest (``LEAN_BLOCKS``), each with the largest power-of-two row count that fits; the first one that fits with a
+reasonable row count is used, and when none fits the leanest plan with one row is returned anyway: a length is
+never refused because of an estimate.
 
-On the CPU, chunking is also faster: slices of about ``CPU_CHUNK_ELEMENTS`` rows × L positions keep every step's
-temporaries near 8 MB (cache- and allocator-friendly; measured 1.5× faster than unchunked at L=256). So on the
-CPU the pick is at most that many rows, even with memory to spare; short sequences stay unchunked.
+On the CPU, slices of about ``CPU_CHUNK_ELEMENTS`` positions (rows × L) are also the fastest: every temporary then
+stays within the allocator's reuse range (freshly mapped pages cost more than the arithmetic) and in cache. So on
+the CPU rows are capped there even with memory to spare; short sequences stay unchunked.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 
 import torch
 
+from esmfold_lite.fold.chunking import LEAN_BLOCKS, ChunkPlan
 from esmfold_lite.fold.config import TrunkConfig
 
 SAFETY = 0.75
@@ -29,6 +36,13 @@ SAFETY = 0.75
 
 CPU_CHUNK_ELEMENTS = 16384
 """On the CPU, chunks of at most this many rows × L positions (L=256 → 64 rows, L=1024 → 16 rows)."""
+
+PLAN_BLOCKS = (1, 4, LEAN_BLOCKS)
+"""Pair blocks tried by ``choose_chunk_plan``, fastest first (2 blocks would need more memory than 1)."""
+
+MIN_ROWS = 4
+"""A plan is taken only with at least this many rows per chunk (or all rows, when fewer); below that the next,
+leaner plan is faster."""
 
 
 def available_memory(device: torch.device | str | None = None) -> int:
@@ -47,45 +61,32 @@ def available_memory(device: torch.device | str | None = None) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def trunk_peak_bytes(length: int, cfg: TrunkConfig, chunk_size: int | None, batch: int = 1, itemsize: int = 4) -> int:
-    """Estimated peak bytes of one trunk pass (see the module docstring) with ``chunk_size`` rows per chunk."""
+def trunk_peak_bytes(length: int, cfg: TrunkConfig, plan: ChunkPlan, batch: int = 1, itemsize: int = 4) -> int:
+    """Estimated peak bytes of one trunk pass with ``plan`` (see the module docstring)."""
     L, c_z = length, cfg.pairwise_state_dim
     pair_heads = c_z // cfg.pairwise_head_width
-    seq_heads = cfg.sequence_state_dim // cfg.sequence_head_width
-    rows = L if chunk_size is None else min(chunk_size, L)
-    whole = 3 * L * L * c_z + L * L * seq_heads
-    per_row = max(
-        pair_heads * L * L + 8 * L * c_z,  # triangle attention: bias/logits + LN, q, k, v, gate, output rows
-        6 * L * c_z,  # triangle multiplication: a and b channel block, projections, output rows
-        10 * L * c_z,  # pair transition: LN, 4·c_z hidden (twice), output rows
-    )
-    return batch * itemsize * (whole + rows * per_row)
+    rows = L if plan.rows is None else min(plan.rows, L)
+    n = plan.pair_blocks
+    extra_pairs = 1.0 if n == 1 else (n + 1) ** 2 / (4 * n * n) + 1 / n  # pending tiles + one block's features
+    biases = 1 if batch == 1 else 2  # the triangle bias, and a padded batch's per-run copy
+    whole = (1 + extra_pairs) * L * L * c_z + biases * pair_heads * L * L + 2 * L * L
+    per_row = 10 * c_z * L
+    return int(batch * itemsize * (whole + rows * per_row))
 
 
 def _power_of_two_below(n: int) -> int:
     return 1 << max(0, n.bit_length() - 1)
 
 
-def memory_chunk_size(length: int, cfg: TrunkConfig, available: int, batch: int = 1, itemsize: int = 4) -> int | None:
-    """``None`` when the unchunked pass fits in ``SAFETY * available`` bytes, else the largest power of two that
-    fits (1 if none does: the smallest footprint there is)."""
-    budget = SAFETY * available
-    if trunk_peak_bytes(length, cfg, None, batch, itemsize) <= budget:
-        return None
-    chunk = _power_of_two_below(length - 1)
-    while chunk > 1 and trunk_peak_bytes(length, cfg, chunk, batch, itemsize) > budget:
-        chunk //= 2
-    return chunk
-
-
-def choose_chunk_size(
+def choose_chunk_plan(
     length: int,
     cfg: TrunkConfig,
     batch: int = 1,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
-) -> int | None:
-    """The chunk size for ``chunk_size="auto"``.
+    available: int | None = None,
+) -> ChunkPlan:
+    """The plan for ``chunk_size="auto"``.
 
     Args:
         length: L, residues per sequence (padded length of the batch).
@@ -93,15 +94,25 @@ def choose_chunk_size(
         batch: B, sequences folded together.
         device: where the trunk runs (default CPU); its free memory is probed with ``available_memory``.
         dtype: the trunk's dtype.
+        available: bytes to plan for instead of probing the device.
 
     Returns:
-        ``memory_chunk_size`` for the free memory; on the CPU at most ``CPU_CHUNK_ELEMENTS // L`` rows (a power
-        of two), ``None`` (unchunked) when that covers the whole sequence and memory allows.
+        The fastest plan that fits (see the module docstring).
     """
     device = torch.device(device or "cpu")
     itemsize = torch.empty((), dtype=dtype).element_size()
-    chunk = memory_chunk_size(length, cfg, available_memory(device), batch, itemsize)
-    if device.type == "cpu" and CPU_CHUNK_ELEMENTS // length < length:
-        fast = _power_of_two_below(max(1, CPU_CHUNK_ELEMENTS // length))
-        chunk = fast if chunk is None else min(chunk, fast)
-    return chunk
+    budget = SAFETY * (available_memory(device) if available is None else available)
+    top = length  # rows per chunk when nothing else limits them
+    if device.type == "cpu":
+        top = min(length, _power_of_two_below(max(1, CPU_CHUNK_ELEMENTS // length)))
+    candidates = [top] + [1 << k for k in range(top.bit_length() - 1, -1, -1) if 1 << k < top]
+    for blocks in PLAN_BLOCKS:
+        for rows in candidates:
+            plan = ChunkPlan(None if rows >= length else rows, blocks)
+            if rows >= min(MIN_ROWS, top) and trunk_peak_bytes(length, cfg, plan, batch, itemsize) <= budget:
+                return plan
+    for rows in candidates:  # below MIN_ROWS: the leanest plan, as many rows as fit
+        plan = ChunkPlan(None if rows >= length else rows, LEAN_BLOCKS)
+        if trunk_peak_bytes(length, cfg, plan, batch, itemsize) <= budget:
+            return plan
+    return ChunkPlan(1, LEAN_BLOCKS)  # nothing fits by the estimate: the smallest footprint there is

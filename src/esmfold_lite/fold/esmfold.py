@@ -13,10 +13,18 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from esmfold_lite.fold.auto_chunk import choose_chunk_size
+from esmfold_lite.fold.auto_chunk import choose_chunk_plan
 from esmfold_lite.fold.chains import encode_batch
+from esmfold_lite.fold.chunking import ChunkPlan, chunk_apply
 from esmfold_lite.fold.config import ESMFoldConfig
-from esmfold_lite.fold.heads import mean_plddt, pae_from_logits, plddt_from_logits, ptm_from_logits, residue_plddt
+from esmfold_lite.fold.heads import (
+    best_frame_ptm,
+    mean_plddt,
+    pae_from_logits,
+    plddt_from_logits,
+    ptm_per_frame,
+    residue_plddt,
+)
 from esmfold_lite.fold.trunk import FoldingTrunk
 from esmfold_lite.geometry.atoms import atom14_to_atom37, atom37_mask
 from esmfold_lite.geometry.residue_constants import restype_num, restypes_with_x
@@ -87,7 +95,7 @@ class ESMFold(nn.Module):
         mask: torch.Tensor | None = None,
         residue_index: torch.Tensor | None = None,
         num_recycles: int | None = None,
-        chunk_size: int | str | None = None,
+        chunk_size: int | str | ChunkPlan | None = None,
     ) -> dict[str, torch.Tensor]:
         """Raw outputs of the original ``ESMFold.forward``.
 
@@ -97,14 +105,17 @@ class ESMFold(nn.Module):
             residue_index: (B, L) long; contiguous when None.
             num_recycles: N runs N + 1 trunk passes; None runs the config's ``max_recycles`` passes.
             chunk_size: rows per chunk for the trunk's O(L²)/O(L³) steps and the IPA (None = unchunked; the
-                outputs do not depend on it); ``"auto"`` picks one from the free memory of the trunk's device and
-                L (``fold.auto_chunk.choose_chunk_size``).
+                outputs do not depend on it; an integer also sets how lean the pair memory is, see
+                ``chunking.ChunkPlan.of``); ``"auto"`` picks the fastest plan that fits in the free memory of the
+                trunk's device (``fold.auto_chunk.choose_chunk_plan``); a ``ChunkPlan`` is used as it is.
 
         Returns:
             dict with ``positions`` (n_sm_blocks, B, L, 14, 3), ``atom37_positions`` (B, L, 37, 3),
             ``atom37_atom_exists`` (B, L, 37), ``plddt`` (B, L, 37) 0–100, ``ptm`` (B,), ``ptm_logits``,
             ``predicted_aligned_error`` (B, L, L), ``distogram_logits``, ``lm_logits``, ``s_s``, ``s_z``,
-            ``frames``, ``angles``, ``states``, ...
+            ``frames``, ``angles``, ``states``, ... A lean plan (``pair_blocks > 1``, what "auto" picks when
+            memory is short) computes the heads a chunk of rows at a time and leaves out the L×L×bins
+            ``ptm_logits`` and ``distogram_logits``.
         """
         B, L = aatype.shape
         if mask is None:
@@ -113,37 +124,56 @@ class ESMFold(nn.Module):
             residue_index = torch.arange(L, device=aatype.device).expand(B, L)
 
         if chunk_size == "auto":
-            chunk_size = choose_chunk_size(L, self.cfg.trunk, B, self.device, self.esm_s_combine.dtype)
+            plan = choose_chunk_plan(L, self.cfg.trunk, B, self.device, self.esm_s_combine.dtype)
         elif isinstance(chunk_size, str):
             raise ValueError(f'chunk_size must be a positive integer, None or "auto", got {chunk_size!r}')
+        else:
+            plan = ChunkPlan.of(chunk_size, L)
 
         esm_s = self.language_model_states(aatype, mask).to(self.esm_s_combine.dtype).detach()
         esm_s = (self.esm_s_combine.softmax(0).unsqueeze(0) @ esm_s).squeeze(2)
         s_s_0 = self.esm_s_mlp(esm_s) + self.embedding(aatype)
         s_z_0 = s_s_0.new_zeros(()).expand(B, L, L, self.cfg.trunk.pairwise_state_dim)  # zeros without memory
 
-        out = self.trunk(s_s_0, s_z_0, aatype, residue_index, mask, no_recycles=num_recycles, chunk_size=chunk_size)
-        disto = self.distogram_head(out["s_z"])
-        out["distogram_logits"] = (disto + disto.transpose(1, 2)).div_(2)
-        del disto
+        out = self.trunk(s_s_0, s_z_0, aatype, residue_index, mask, no_recycles=num_recycles, chunk_size=plan)
+        out.update(self._pair_heads(out["s_z"], mask, plan))
         out["lm_logits"] = self.lm_head(out["s_s"])
         out["atom37_positions"] = atom14_to_atom37(out["positions"][-1], aatype, mask)
         out["atom37_atom_exists"] = atom37_mask(aatype, mask)
         states = out["states"]
         out["lddt_head"] = self.lddt_head(states).reshape(states.shape[0], B, L, -1, self.cfg.lddt_bins)
         out["plddt"] = plddt_from_logits(out["lddt_head"][-1])
-        out["ptm_logits"] = self.ptm_head(out["s_z"])
-        out["ptm"] = ptm_from_logits(out["ptm_logits"], mask, no_bins=self.cfg.ptm_bins)
-        out["predicted_aligned_error"] = pae_from_logits(out["ptm_logits"], no_bins=self.cfg.ptm_bins)
         return out
+
+    def _pair_heads(self, s_z: torch.Tensor, mask: torch.Tensor, plan: ChunkPlan) -> dict[str, torch.Tensor]:
+        """PAE and pTM (and, unless ``plan`` is lean, the ptm and distogram logits) from s_z (B, L, L, c_z),
+        ``plan.rows`` rows at a time: [b, i, j] of the ptm head is residue j aligned on residue i's frame."""
+        bins = self.cfg.ptm_bins
+
+        def aligned_error(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return pae_from_logits(logits, no_bins=bins), ptm_per_frame(logits, mask, no_bins=bins)
+
+        if plan.lean:  # never an L×L×bins tensor
+            pae, per_frame = chunk_apply(lambda z: aligned_error(self.ptm_head(z)), (s_z,), (1,), plan.rows, 1)
+            return {"predicted_aligned_error": pae, "ptm": best_frame_ptm(per_frame, mask)}
+        disto = self.distogram_head(s_z)
+        disto = (disto + disto.transpose(1, 2)).div_(2)
+        ptm_logits = self.ptm_head(s_z)
+        pae, per_frame = chunk_apply(aligned_error, (ptm_logits,), (1,), plan.rows, 1)
+        return {
+            "distogram_logits": disto,
+            "ptm_logits": ptm_logits,
+            "predicted_aligned_error": pae,
+            "ptm": best_frame_ptm(per_frame, mask),
+        }
 
     @torch.no_grad()
     def fold(
-        self, sequences: str | Sequence[str], num_recycles: int | None = None, chunk_size: int | str | None = None
+        self, sequences: str | Sequence[str], num_recycles: int | None = None, chunk_size: int | str | None = "auto"
     ) -> Prediction:
         """Fold one or more sequences (``"SEQA:SEQB"`` for a complex) → ``Prediction`` (linkers cut on output).
 
-        Sequences follow the FASTA rule of ``fold.chains``: upper or lower case, whitespace and one trailing ``*``
+        Sequences follow the rule of ``esmfold_lite.sequences``: upper or lower case, whitespace and one trailing ``*``
         per chain are accepted, and ``Prediction.sequences`` holds them normalized (upper case, no whitespace or
         ``*``). Outside ``Prediction.mask`` (batch padding, chain linkers) every float value is 0.
 
@@ -168,6 +198,7 @@ class ESMFold(nn.Module):
         atom_mask = out["atom37_atom_exists"] * keep.unsqueeze(-1)
         atom_plddt = out["plddt"].float().masked_fill_(dropped[..., None], 0.0)
         has_atoms = atom_mask.sum(dim=(-2, -1)) > 0
+        disto = out.get("distogram_logits")  # absent when memory was short (see ``_pair_heads``)
         return Prediction(
             positions=out["atom37_positions"].float().masked_fill_(dropped[..., None, None], 0.0),
             atom_mask=atom_mask,
@@ -181,5 +212,5 @@ class ESMFold(nn.Module):
             mask=keep,
             sequences=sequences,
             atom_plddt=atom_plddt,
-            distogram_logits=out["distogram_logits"].masked_fill_(dropped_pairs[..., None], 0.0),
+            distogram_logits=None if disto is None else disto.masked_fill_(dropped_pairs[..., None], 0.0),
         )

@@ -109,12 +109,30 @@ def ptm_from_logits(
     Returns:
         (B,) pTM in [0, 1].
     """
+    return best_frame_ptm(ptm_per_frame(logits, mask, max_bin, no_bins, eps), mask)
+
+
+def ptm_per_frame(
+    logits: torch.Tensor, mask: torch.Tensor, max_bin: int = 31, no_bins: int = 64, eps: float = 1e-8
+) -> torch.Tensor:
+    """The TM-score term of ``ptm_from_logits`` for alignment frames i: sum_j mask_j * E[tm(e_ij)] / N.
+
+    Args:
+        logits: (B, I, L, no_bins) ptm head output for frames i (all of them, or a chunk of rows).
+        mask: (B, L) over all residues j.
+    Returns:
+        (B, I).
+    """
     probs = aligned_error_probs(logits)
     mask = mask.to(probs.dtype)
     centres = aligned_error_bin_centres(max_bin, no_bins, device=probs.device, dtype=probs.dtype)
     n = mask.sum(-1)  # (B,)
     d0 = 1.24 * (n.clamp(min=19) - 15) ** (1.0 / 3) - 1.8
     tm_per_bin = 1.0 / (1 + centres**2 / d0[:, None] ** 2)  # (B, no_bins)
-    tm_term = (probs * tm_per_bin[:, None, None, :]).sum(-1)  # (B, L, L)
-    per_frame = (tm_term * (mask / (eps + n[:, None]))[:, None, :]).sum(-1)  # (B, L)
+    tm_term = (probs * tm_per_bin[:, None, None, :]).sum(-1)  # (B, I, L)
+    return (tm_term * (mask / (eps + n[:, None]))[:, None, :]).sum(-1)
+
+
+def best_frame_ptm(per_frame: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """pTM = the best ``ptm_per_frame`` (B, L) over frames i of residues with ``mask`` 1 → (B,)."""
     return per_frame.masked_fill(mask == 0, float("-inf")).amax(-1)

@@ -3,10 +3,16 @@
 Each head attends with three terms: scalar query·key, a bias from the pair representation, and the distance
 between query and key points placed in 3-D by each residue's frame (weighted per head by a softplus weight). The
 output gathers scalar values, value points (brought back into the query's frame, with their norms) and pair
-features. Everything from the point projections to the attention output runs in fp32, as in the original, and is
-cast back to the input dtype before ``linear_out``.
+features. Everything from the point projections to the attention output runs in fp32, as in the original (also
+under ``torch.autocast``, which is switched off for it), and is cast back to the input dtype before ``linear_out``.
 
-Query rows are independent, so the L×L part can run ``chunk_size`` query rows at a time (``fold.chunking``).
+Squared point distances are summed directly from the differences q_ip − k_jp (``squared_point_distances``), not
+by the expansion |q|² + |k|² − 2 q·k: points sit nanometres from the origin while near pairs are a few ångströms
+apart, so the expansion cancels catastrophically in any format with fewer bits than fp32 (bf16/fp16 autocast, TF32
+matmuls on a GPU), and the attention would lose exactly the near-neighbour geometry it is for.
+
+Query rows are independent, so the L×L part can run ``chunk_size`` query rows at a time (``fold.chunking``); the
+pair input may be a ``chunking.RowMap``, computed per chunk of query rows.
 """
 
 from __future__ import annotations
@@ -16,8 +22,24 @@ import math
 import torch
 from torch import nn
 
-from esmfold_lite.fold.chunking import chunk_apply
+from esmfold_lite.fold.chunking import RowMap, chunk_apply
 from esmfold_lite.geometry.rigid import Rigid
+
+
+def squared_point_distances(q_pts: torch.Tensor, k_pts: torch.Tensor) -> torch.Tensor:
+    """Σ_p |q_ip − k_jp|² per head, from the differences themselves (as accurate as the inputs' format).
+
+    Args:
+        q_pts: (B, I, H, P, 3) query points; k_pts: (B, J, H, P, 3) key points.
+
+    Returns:
+        (B, H, I, J).
+    """
+    batch, n_q, heads, points, _ = q_pts.shape
+    q = q_pts.transpose(1, 2).reshape(batch * heads, n_q, points * 3)
+    k = k_pts.transpose(1, 2).reshape(batch * heads, -1, points * 3)
+    distances = torch.cdist(q, k, compute_mode="donot_use_mm_for_euclid_dist")  # Euclidean, no matmul expansion
+    return distances.square().view(batch, heads, n_q, -1)
 
 
 class InvariantPointAttention(nn.Module):
@@ -74,7 +96,7 @@ class InvariantPointAttention(nn.Module):
     def forward(
         self,
         s: torch.Tensor,
-        z: torch.Tensor,
+        z: torch.Tensor | RowMap,
         frames: Rigid,
         mask: torch.Tensor,
         chunk_size: int | None = None,
@@ -82,7 +104,7 @@ class InvariantPointAttention(nn.Module):
         """
         Args:
             s: (B, L, c_s) single representation.
-            z: (B, L, L, c_z) pair representation.
+            z: (B, L, L, c_z) pair representation, or a ``RowMap`` over its rows (dimension 1).
             frames: (B, L) backbone frames (fp32), translations in the structure module's units (nm).
             mask: (B, L) residue mask, 1 for real residues.
             chunk_size: evaluate the L×L terms this many query rows at a time (None: all at once).
@@ -101,27 +123,21 @@ class InvariantPointAttention(nn.Module):
         point_weights = nn.functional.softplus(self.head_weights.float())
         point_weights = point_weights * math.sqrt(1.0 / (3 * (self.no_qk_points * 9.0 / 2)))  # (H,)
 
-        # Σ_p |q_p - k_p|² per head as |q|² + |k|² - 2 q·k: one matmul instead of an (I, J, H, Pq, 3) difference.
-        # Points are in nm and the logits need only absolute accuracy, so fp32 cancellation does not matter.
-        k_flat = k_pts.flatten(-2)  # (B, J, H, Pq*3)
-        k_sq = k_flat.square().sum(dim=-1).transpose(1, 2)[:, :, None, :]  # (B, H, 1, J)
-
         def attend(q_i, q_pts_i, z_i, mask_i, rot_i, trans_i):
             """Query rows i: (B, I, ...) slices → output features (B, I, H*(C + 4*Pv + c_z))."""
-            logits = torch.einsum("bihc,bjhc->bhij", q_i, k) * math.sqrt(1.0 / (3 * c))
-            logits = logits + math.sqrt(1.0 / 3) * self.linear_b(z_i).float().permute(0, 3, 1, 2)
-            q_flat = q_pts_i.flatten(-2)  # (B, I, H, Pq*3)
-            q_sq = q_flat.square().sum(dim=-1).transpose(1, 2)[..., None]  # (B, H, I, 1)
-            sq_dist = q_sq + k_sq - 2 * torch.einsum("bihd,bjhd->bhij", q_flat, k_flat)  # (B, H, I, J)
-            logits = logits + sq_dist * (-0.5 * point_weights[:, None, None])
-            logits = logits + (self.inf * (mask_i[:, :, None] * mask[:, None, :] - 1))[:, None]
-            a = torch.softmax(logits, dim=-1)  # (B, H, I, J)
+            pair_bias = self.linear_b(z_i)
+            with torch.autocast(s.device.type, enabled=False):  # fp32 from here on, whatever autocast says
+                logits = torch.einsum("bihc,bjhc->bhij", q_i, k) * math.sqrt(1.0 / (3 * c))
+                logits = logits + math.sqrt(1.0 / 3) * pair_bias.float().permute(0, 3, 1, 2)
+                logits = logits - 0.5 * point_weights[:, None, None] * squared_point_distances(q_pts_i, k_pts)
+                logits = logits + (self.inf * (mask_i[:, :, None] * mask[:, None, :] - 1))[:, None]
+                a = torch.softmax(logits, dim=-1)  # (B, H, I, J)
 
-            o = torch.einsum("bhij,bjhc->bihc", a, v)
-            o_pts = torch.einsum("bhij,bjhpx->bihpx", a, v_pts)
-            o_pts = Rigid(rot_i, trans_i)[..., None, None].invert_apply(o_pts)  # (B, I, H, Pv, 3), local
-            o_pts_norm = torch.sqrt((o_pts**2).sum(dim=-1) + self.eps)
-            o_pair = torch.einsum("bhij,bijc->bihc", a, z_i.float())
+                o = torch.einsum("bhij,bjhc->bihc", a, v)
+                o_pts = torch.einsum("bhij,bjhpx->bihpx", a, v_pts)
+                o_pts = Rigid(rot_i, trans_i)[..., None, None].invert_apply(o_pts)  # (B, I, H, Pv, 3), local
+                o_pts_norm = torch.sqrt((o_pts**2).sum(dim=-1) + self.eps)
+                o_pair = torch.einsum("bhij,bijc->bihc", a, z_i.float())
             return torch.cat(
                 [
                     o.flatten(-2),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from esmfold_lite.fold.chunking import RowMap
 from esmfold_lite.fold.config import StructureModuleConfig
 from esmfold_lite.fold.ipa import InvariantPointAttention
 from esmfold_lite.geometry.atoms import frames_to_atom14_positions, torsion_angles_to_frames
@@ -140,13 +141,17 @@ class StructureModule(nn.Module):
         aatype: torch.Tensor,
         mask: torch.Tensor | None = None,
         chunk_size: int | None = None,
+        lazy_pair: bool = False,
     ) -> dict[str, torch.Tensor]:
         """
         Args:
-            evoformer_output: {"single": (B, L, c_s), "pair": (B, L, L, c_z)} from the trunk.
+            evoformer_output: {"single": (B, L, c_s), "pair": (B, L, L, c_z)} from the trunk; the pair may be a
+                ``chunking.RowMap`` over its rows.
             aatype: (B, L) long, AlphaFold residue order, 20 = X.
             mask: (B, L) residue mask (1 = real residue); None means all ones.
             chunk_size: IPA query rows per chunk (None: unchunked); does not change the result.
+            lazy_pair: never hold the normalized pair input whole: every IPA call computes it again, a chunk of
+                rows at a time (no L×L×c_z tensor; the pair projection then runs once per block instead of once).
 
         Returns:
             Per-iteration outputs stacked along a leading ``no_blocks`` dimension, plus the final single:
@@ -160,7 +165,10 @@ class StructureModule(nn.Module):
         """
         cfg = self.cfg
         s = self.layer_norm_s(evoformer_output["single"])
-        z = self.layer_norm_z(evoformer_output["pair"])
+        pair = evoformer_output["pair"]
+        z = pair.then(self.layer_norm_z) if isinstance(pair, RowMap) else RowMap(self.layer_norm_z, pair, dim=1)
+        if not lazy_pair:
+            z = z.materialize(chunk_size)
         if mask is None:
             mask = s.new_ones(s.shape[:-1])
         s_initial = s

@@ -1,12 +1,17 @@
 """Triangle self-attention around the starting node (AlphaFold2 Algorithm 13) and the ending node (Algorithm 14).
 
 Starting node: for every row i of the pair representation, edge (i, j) attends to edges (i, k), with a bias b_jk
-projected from the pair representation itself. The ending node is the same computation on the transposed pair
-representation (attention along columns), transposed back.
+projected from the pair representation itself:
 
-Rows are independent, so the attention runs ``chunk_size`` rows at a time; per chunk at most
-(chunk, H, L, L) logits exist. When the rows of a chunk share one mask row (always, without padding), they share
-one (H, J, K) bias too, which the attention kernel broadcasts instead of materialising per row.
+    z̄ = LayerNorm(z);  b_jk = W_b z̄_jk;  z_ij ← z_ij + Attention_k(q(z̄_ij), k(z̄_ik), v(z̄_ik), b_jk)
+
+The ending node is the same computation on the transposed pair representation (attention along columns), so both
+work on rows of a view v of z (z itself, or zᵀ).
+
+Rows are independent once the bias is known, so the update is added into v ``chunk_size`` rows at a time
+(``chunking.add_update_``). Rows whose pair-mask rows are equal share one (H, J, K) bias (triangle bias plus the
+mask's key bias), built once per run of such rows and broadcast by the attention kernel; without padding that is
+one bias per sequence.
 """
 
 from __future__ import annotations
@@ -15,7 +20,14 @@ import torch
 from torch import nn
 
 from esmfold_lite.fold.attention import GatedAttention
-from esmfold_lite.fold.chunking import chunk_apply
+from esmfold_lite.fold.chunking import add_update_, chunk_apply
+
+
+def equal_row_runs(rows: torch.Tensor) -> list[tuple[int, int]]:
+    """(start, stop) of the runs of consecutive equal rows of a 2-D tensor (one run when all rows are equal)."""
+    changes = (rows[1:] != rows[:-1]).any(dim=-1).nonzero().flatten().add(1).tolist()
+    edges = [0, *changes, rows.shape[0]]
+    return list(zip(edges[:-1], edges[1:], strict=True))
 
 
 class TriangleAttention(nn.Module):
@@ -32,32 +44,59 @@ class TriangleAttention(nn.Module):
         nn.init.zeros_(self.mha.linear_o.weight)
         nn.init.zeros_(self.mha.linear_o.bias)
 
-    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None, chunk_size: int | None = None) -> torch.Tensor:
-        """z: (B, I, J, c_z); mask: (B, I, J) pair mask, 1 = valid. Returns the update (B, I, J, c_z)."""
-        if mask is None:
-            mask = z.new_ones(z.shape[:-1])
-        if not self.starting:
-            z = z.transpose(-2, -3)
-            mask = mask.transpose(-1, -2)
-        # One sequence at a time: the triangle bias b_jk is then one (H, J, K) tensor that every row shares.
-        update = chunk_apply(lambda z_b, mask_b: self._one_sequence(z_b, mask_b, chunk_size), (z, mask), (0, 0), 1, 0)
-        return update if self.starting else update.transpose(-2, -3)
+    def forward(
+        self,
+        z: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        chunk_size: int | None = None,
+        dropout: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """z: (B, I, J, c_z); mask: (B, I, J) pair mask, 1 = valid. Returns z + update (B, I, J, c_z).
 
-    def _one_sequence(self, z: torch.Tensor, mask: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
-        """z: (1, I, J, c_z) rows to attend along; mask: (1, I, J). Returns (1, I, J, c_z)."""
+        With autograd off the update is added into ``z`` (the caller owns it). ``dropout`` (training) acts on the
+        update in z's layout, a whole row (starting node) or column (ending node) at a time.
+        """
+        if mask is not None and not self.starting:
+            mask = mask.transpose(1, 2)
+        v = z if self.starting else z.transpose(1, 2)
+        out = [
+            self._one_sequence(v[b : b + 1], None if mask is None else mask[b], chunk_size, dropout)
+            for b in range(v.shape[0])
+        ]
+        if not torch.is_grad_enabled():
+            return z  # every sequence was updated in place
+        out = torch.cat(out)
+        return out if self.starting else out.transpose(1, 2)
+
+    def _one_sequence(
+        self, v: torch.Tensor, mask: torch.Tensor | None, chunk_size: int | None, dropout: nn.Module | None
+    ) -> torch.Tensor:
+        """v: (1, I, J, c_z) rows to attend along; mask: (I, J) or None. Returns v + update (1, I, J, c_z)."""
         triangle_bias = chunk_apply(
-            lambda z_rows: self.linear(self.layer_norm(z_rows)), (z,), (-3,), chunk_size, out_dim=-3
+            lambda v_rows: self.linear(self.layer_norm(v_rows)), (v,), (1,), chunk_size, out_dim=1
         )
         triangle_bias = triangle_bias[0].permute(2, 0, 1).contiguous()  # b_jk: (H, J, K)
-        inf = min(self.inf, torch.finfo(z.dtype).max)
-        mask_bias = inf * (mask[0].to(z.dtype) - 1)  # (I, K)
+        if mask is None:
+            runs, mask_bias = [(0, v.shape[1])], None
+        else:
+            mask_bias = min(self.inf, torch.finfo(v.dtype).max) * (mask.to(v.dtype) - 1)  # (I, K)
+            runs = equal_row_runs(mask_bias)
 
-        def rows(z_rows: torch.Tensor, mask_bias_rows: torch.Tensor) -> torch.Tensor:
-            """z_rows: (1, r, J, c_z); mask_bias_rows: (r, K) -> (1, r, J, c_z)."""
-            if torch.equal(mask_bias_rows, mask_bias_rows[:1].expand_as(mask_bias_rows)):
-                bias = (triangle_bias + mask_bias_rows[0]).unsqueeze(0)  # the rows share it: (1, H, J, K)
-            else:
-                bias = triangle_bias + mask_bias_rows[:, None, None, :]  # (r, H, J, K)
-            return self.mha(self.layer_norm(z_rows[0]), bias).unsqueeze(0)
+        pieces = []
+        for run, (start, stop) in enumerate(runs):
+            # shared by the run's rows: (1, H, J, K); the last run may take the triangle bias's memory
+            bias = triangle_bias
+            if mask_bias is not None:
+                last = run == len(runs) - 1 and not torch.is_grad_enabled()
+                bias = triangle_bias.add_(mask_bias[start]) if last else triangle_bias + mask_bias[start]
+            bias = bias.unsqueeze(0)
 
-        return chunk_apply(rows, (z, mask_bias), (1, 0), chunk_size, out_dim=1)
+            def update(v_rows: torch.Tensor, bias: torch.Tensor = bias) -> torch.Tensor:
+                """(1, r, J, c_z) -> (1, r, J, c_z)"""
+                out = self.mha(self.layer_norm(v_rows[0].contiguous()), bias).unsqueeze(0)
+                if dropout is None:
+                    return out
+                return dropout(out) if self.starting else dropout(out.transpose(1, 2)).transpose(1, 2)
+
+            pieces.append(add_update_(v[:, start:stop], update, chunk_size))
+        return torch.cat(pieces, dim=1) if torch.is_grad_enabled() else v

@@ -3,16 +3,15 @@
     z̄ = LayerNorm_in(z)
     a = mask · sigmoid(W_ag z̄) ⊙ W_ap z̄          b = mask · sigmoid(W_bg z̄) ⊙ W_bp z̄
     outgoing: x_ij = Σ_k a_ik ⊙ b_jk               incoming: x_ij = Σ_k a_ki ⊙ b_kj
-    update_ij = sigmoid(W_g z̄_ij) ⊙ W_z LayerNorm_out(x_ij)
+    z_ij ← z_ij + sigmoid(W_g z̄_ij) ⊙ W_z LayerNorm_out(x_ij)
 
-Both read z row by row: a and b are projected from rows of z into channel-first (c, L, L) matrices, and the
-product is a·bᵀ (outgoing) or aᵀ·b (incoming), one batched matmul over channels; no transposed copy of z is made.
-
-Memory: channels are independent in the product, so with ``chunk_size`` set a and b exist only a block of
-channels at a time (``chunk_size * c / L`` channels: the size of ``chunk_size`` rows, but at least c/8 so that z is
-re-read at most 8 times), each block's projections computed ``chunk_size`` rows at a time, and x is the one full
-(c, L, L) buffer. The output norm, projection and gate then run ``chunk_size`` rows at a time; with autograd off
-each row's update overwrites the row of x it was computed from, so the update costs no further memory.
+Layout: a and b are projected channel-first, the left operand row-major (B, c, rows, K) and the right one
+k-major (B, c, K, rows), so the product is one plain batched matmul over channels (x = a·b per channel). The
+incoming update is the outgoing one on the transposed pair representation v = zᵀ with the roles of a and b
+exchanged: x_ij = Σ_k b(v)_jk a(v)_ik, i.e. x(v)_pq = Σ_k b(v)_pk a(v)_qk at v_pq = z_qp. So both read rows of a
+view of z and use the same schedule, ``chunking.pairwise_update_``, which owns every memory decision: how many
+rows at a time (``chunk_size``) and how many row blocks (``blocks``: 1 keeps one full-size operand, more trade
+recomputation for memory).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from esmfold_lite.fold.chunking import chunk_apply, product_
+from esmfold_lite.fold.chunking import pairwise_update_, product_
 
 
 class TriangleMultiplication(nn.Module):
@@ -43,40 +42,67 @@ class TriangleMultiplication(nn.Module):
         nn.init.zeros_(self.linear_z.weight)
         nn.init.zeros_(self.linear_z.bias)
 
-    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None, chunk_size: int | None = None) -> torch.Tensor:
-        """z: (B, I, J, c_z); mask: (B, I, J) pair mask, 1 = valid. Returns the update (B, I, J, c_z)."""
-        if mask is None:
-            mask = z.new_ones(z.shape[:-1])
-        mask = mask.to(z.dtype).unsqueeze(-1)
-        layers = (self.linear_a_g, self.linear_a_p, self.linear_b_g, self.linear_b_p)
-        weight = torch.stack([layer.weight for layer in layers])  # (4, c, c_z)
-        bias = torch.stack([layer.bias for layer in layers])  # (4, c)
+    def forward(
+        self,
+        z: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        chunk_size: int | None = None,
+        blocks: int = 1,
+        dropout: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """z: (B, I, J, c_z); mask: (B, I, J) pair mask, 1 = valid. Returns z + update (B, I, J, c_z).
 
-        def project(z_rows: torch.Tensor, mask_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
-            """(B, r, K, c_z) -> (2, B, c', r, K): a and b of c' channels for rows of z, channel-first."""
-            y = nn.functional.linear(self.layer_norm_in(z_rows), weight.flatten(0, 1), bias.flatten())
-            gate, proj = y.unflatten(-1, (2, 2, -1)).unbind(-2)  # (B, r, K, 2, c') each
-            gated = product_(product_(torch.sigmoid(gate), mask_rows.unsqueeze(-1)), proj)
-            return gated.movedim(-2, 0).movedim(-1, -3)
+        With autograd off the update is added into ``z`` (the caller owns it), ``chunk_size`` rows at a time;
+        ``blocks`` row blocks of the schedule (see ``chunking.pairwise_update_``). The result does not depend on
+        either. ``dropout`` (training) acts on the update in z's layout, whole rows (outgoing) or columns (incoming).
+        """
+        if mask is not None:
+            mask = mask.to(z.dtype).unsqueeze(-1)
+        update = self._update
+        if dropout is not None and dropout.training:
+            blocks = 1  # whole rows of v per update, so a shared dropout mask stays shared
 
-        def product(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-            """x for the channels of ``weight`` (4, c', c_z): (B, c', I, J)."""
-            a, b = chunk_apply(
-                lambda z_rows, mask_rows: project(z_rows, mask_rows, weight, bias), (z, mask), (-3, -3), chunk_size, -2
-            )
-            if self.outgoing:
-                return torch.matmul(a, b.transpose(-1, -2))  # x_ij = Σ_k a_ik b_jk
-            return torch.matmul(a.transpose(-1, -2), b)  # x_ij = Σ_k a_ki b_kj
+            def update(first, second, z_tile):
+                out = self._update(first, second, z_tile)
+                return dropout(out) if self.outgoing else dropout(out.transpose(1, 2)).transpose(1, 2)
 
-        channels = weight.shape[1]
-        # a and b for about chunk_size rows' worth of channels, but at least c/8 (each block re-reads all of z)
-        channel_chunk = None if chunk_size is None else max(channels // 8, chunk_size * channels // z.shape[-3], 1)
-        x = chunk_apply(product, (weight, bias), (1, 1), channel_chunk, out_dim=-3)  # (B, c, I, J)
+        if self.outgoing:  # x_ij = Σ_k a_ik b_jk: a from row i, b from row j
+            return pairwise_update_(z, mask, self._a, self._b, update, chunk_size, blocks)
+        # x_ij = Σ_k a_ki b_kj: on v = zᵀ, x(v)_pq = Σ_k b(v)_pk a(v)_qk
+        v = pairwise_update_(z.transpose(1, 2), None if mask is None else mask.transpose(1, 2), self._b, self._a,
+                             update, chunk_size, blocks)  # fmt: skip
+        return v.transpose(1, 2)
 
-        def rows(x_rows: torch.Tensor, z_rows: torch.Tensor) -> torch.Tensor:
-            """x_rows: (B, c, r, J), z_rows: (B, r, J, c_z) -> update rows (B, r, J, c_z)."""
-            x_rows = self.linear_z(self.layer_norm_out(x_rows.movedim(-3, -1)))
-            return product_(self.linear_g(self.layer_norm_in(z_rows)).sigmoid_(), x_rows)
+    def _a(self, z_rows: torch.Tensor, mask_rows: torch.Tensor | None) -> torch.Tensor:
+        return self._gated(self.linear_a_g, self.linear_a_p, z_rows, mask_rows, self.outgoing)
 
-        overwrite_x = not torch.is_grad_enabled() and channels == z.shape[-1]
-        return chunk_apply(rows, (x, z), (-2, -3), chunk_size, -3, out=x.movedim(-3, -1) if overwrite_x else None)
+    def _b(self, z_rows: torch.Tensor, mask_rows: torch.Tensor | None) -> torch.Tensor:
+        return self._gated(self.linear_b_g, self.linear_b_p, z_rows, mask_rows, not self.outgoing)
+
+    def _gated(
+        self, gate: nn.Linear, proj: nn.Linear, z_rows: torch.Tensor, mask_rows: torch.Tensor | None, left: bool
+    ) -> torch.Tensor:
+        """mask · sigmoid(W_g z̄) ⊙ W_p z̄ for rows z_rows (B, r, K, c_z), mask_rows (B, r, K, 1) or None.
+
+        Returns the product's left operand row-major, (B, c, r, K), or its right operand k-major, (B, c, K, r).
+        """
+        batch, rows, length, _ = z_rows.shape
+        if not left:
+            z_rows = z_rows.transpose(1, 2)  # (B, K, r, c_z): the projection comes out k-major
+            mask_rows = None if mask_rows is None else mask_rows.transpose(1, 2)
+        z_bar = self.layer_norm_in(z_rows.contiguous()).view(batch, rows * length, -1)
+        weight = torch.cat([proj.weight, gate.weight])  # (2c, c_z): one matmul, channel-first output
+        bias = torch.cat([proj.bias, gate.bias])[:, None]
+        gated = nn.functional.glu(torch.baddbmm(bias, weight.expand(batch, -1, -1), z_bar.transpose(1, 2)), dim=1)
+        if mask_rows is not None:
+            gated = product_(gated, mask_rows.reshape(batch, 1, rows * length))
+        return gated.unflatten(-1, z_rows.shape[1:3])
+
+    def _update(self, first: torch.Tensor, second: torch.Tensor, z_tile: torch.Tensor) -> torch.Tensor:
+        """first: (B, c, r, K) of rows p; second: (B, c, K, q) of rows q; z_tile: (B, r, q, c_z) = z[:, p, q].
+
+        Returns sigmoid(W_g z̄_pq) ⊙ W_z LayerNorm_out(x_pq) with x_pq = Σ_k first_pk second_kq, (B, r, q, c_z).
+        """
+        x = torch.matmul(first, second)  # (B, c, r, q)
+        update = self.linear_z(self.layer_norm_out(x.movedim(1, -1)))
+        return product_(update, torch.sigmoid(self.linear_g(self.layer_norm_in(z_tile))))

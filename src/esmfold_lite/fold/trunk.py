@@ -14,7 +14,7 @@ import contextlib
 import torch
 from torch import nn
 
-from esmfold_lite.fold.chunking import chunk_apply
+from esmfold_lite.fold.chunking import ChunkPlan, RowMap, chunk_apply, reuse_buffers
 from esmfold_lite.fold.config import TrunkConfig
 from esmfold_lite.fold.structure_module import StructureModule
 from esmfold_lite.fold.trunk_block import TriangularSelfAttentionBlock
@@ -67,8 +67,8 @@ def pseudo_beta_distogram(backbone: torch.Tensor, num_bins: int = RECYCLE_BINS) 
     a = torch.cross(b, c, dim=-1)
     cb = -0.58273431 * a + 0.56802827 * b - 0.54067466 * c + ca
     boundaries = torch.linspace(RECYCLE_MIN_BIN, RECYCLE_MAX_BIN, num_bins - 1, device=backbone.device) ** 2
-    squared = (cb[..., None, :, :] - cb[..., :, None, :]).pow(2).sum(dim=-1, keepdim=True)
-    return (squared > boundaries).sum(dim=-1)
+    squared = (cb[..., None, :, :] - cb[..., :, None, :]).pow(2).sum(dim=-1)
+    return torch.bucketize(squared, boundaries.to(squared.dtype))  # the number of boundaries below each value
 
 
 class FoldingTrunk(nn.Module):
@@ -103,7 +103,7 @@ class FoldingTrunk(nn.Module):
         residx: torch.Tensor,
         mask: torch.Tensor,
         no_recycles: int | None = None,
-        chunk_size: int | None = None,
+        chunk_size: int | ChunkPlan | None = None,
     ) -> dict[str, torch.Tensor]:
         """Fold.
 
@@ -115,8 +115,10 @@ class FoldingTrunk(nn.Module):
             mask: (B, L) 1 = residue, 0 = padding.
             no_recycles: recycles after the first pass: N runs N + 1 trunk passes; None runs ``cfg.max_recycles``
                 passes (the original's convention: esmfold_v1's None equals N = 3).
-            chunk_size: rows per chunk in the blocks' O(L²)/O(L³) steps and the structure module's IPA; None uses
-                ``self.chunk_size`` (``cfg.chunk_size``; None there means unchunked). Results do not depend on it.
+            chunk_size: rows per chunk in the blocks' O(L²)/O(L³) steps and the structure module's IPA (an integer
+                also picks the triangle multiplication's row blocks, ``ChunkPlan.of``), or a whole ``ChunkPlan``;
+                None uses ``self.chunk_size`` (``cfg.chunk_size``; None there means unchunked). Results do not
+                depend on it. With autograd off each pass keeps one pair state, updated in place.
 
         Returns:
             The structure module's output of the last pass (``positions`` (n_sm_blocks, B, L, 14, 3), ``frames``,
@@ -131,8 +133,7 @@ class FoldingTrunk(nn.Module):
             passes = no_recycles + 1
         if passes < 1:
             raise ValueError(f"the trunk needs at least one pass; cfg.max_recycles is {self.cfg.max_recycles}")
-        if chunk_size is None:
-            chunk_size = self.chunk_size
+        plan = ChunkPlan.of(self.chunk_size if chunk_size is None else chunk_size, seq_feats.shape[1])
         mask = mask.to(seq_feats.dtype)
 
         recycle_s = torch.zeros_like(seq_feats)
@@ -143,12 +144,18 @@ class FoldingTrunk(nn.Module):
             with contextlib.nullcontext() if last else torch.no_grad():
                 recycle_s = self.recycle_s_norm(recycle_s.detach())
                 s_s = seq_feats + recycle_s
-                s_z = self._pair_input(pair_feats, recycle_z.detach(), recycle_bins, residx, mask, chunk_size)
-                for block in self.blocks:
-                    s_s, s_z = block(s_s, s_z, mask, chunk_size)
+                s_z = self._pair_input(pair_feats, recycle_z.detach(), recycle_bins, residx, mask, plan.rows)
+                recycle_z = recycle_bins = None  # the pair state now lives on in s_z alone
+                with reuse_buffers():  # the blocks' scratch memory, freed before the structure module
+                    for block in self.blocks:
+                        s_s, s_z = block(s_s, s_z, mask, plan.rows, plan.pair_blocks)
 
                 structure = self.structure_module(
-                    {"single": self.trunk2sm_s(s_s), "pair": self.trunk2sm_z(s_z)}, true_aa, mask, chunk_size
+                    {"single": self.trunk2sm_s(s_s), "pair": RowMap(self.trunk2sm_z, s_z, dim=1)},
+                    true_aa,
+                    mask,
+                    plan.rows,
+                    lazy_pair=plan.lean,
                 )
                 if not last:
                     recycle_s, recycle_z = s_s, s_z

@@ -5,9 +5,10 @@ Pair track: outer product/difference of the sequence state, triangle multiplicat
 triangle attention (starting, ending node), then a residual MLP (the pair transition).
 
 Every O(L²) or O(L³) step takes ``chunk_size`` and evaluates itself a slice of rows (or queries) at a time through
-``esmfold_lite.fold.chunking``; results do not depend on it. With autograd off, the residual updates after the first
-one are added in place (``residual_add_``), so the block holds its input, its output and one update's worth of
-pair memory; the inputs themselves are never modified.
+``esmfold_lite.fold.chunking``; results do not depend on it. With autograd off, the block consumes its pair input:
+every pair update is added into z in place, a slice at a time, and no other full-size pair tensor exists except the
+triangle multiplication's operand when ``pair_blocks`` is 1 (``chunking.pairwise_update_``). The sequence
+attention's pair bias is computed a chunk of query rows at a time from z.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ import torch
 from torch import nn
 
 from esmfold_lite.fold.attention import SequenceAttention
-from esmfold_lite.fold.chunking import chunk_apply, residual_add_
+from esmfold_lite.fold.chunking import RowMap, add_update_, chunk_apply, residual_add_
 from esmfold_lite.fold.triangle_attention import TriangleAttention
 from esmfold_lite.fold.triangle_multiplication import TriangleMultiplication
 
 
 class SequenceToPair(nn.Module):
-    """Pair update from the sequence state: z_ij = W_o [q_j ⊙ k_i, q_j − k_i] + b_o with q, k = W_p LN(s)."""
+    """Pair update from the sequence state: z_ij = W_o [q_j ⊙ k_i, q_j − k_i] + b_o with q, k = W_p LN(s).
+
+    With W_o = [W_1 | W_2] the update is bilinear in (k_i, q_j) plus two per-residue terms,
+    z_ij = Σ_d k_id (q_jd W_1[:, d]) + (W_2 q_j + b_o) − W_2 k_i, so rows i are one matmul of k_i with a
+    (d, j·c_z) table, and no (rows, L, 2d) input is ever built.
+    """
 
     def __init__(self, c_s: int, inner_dim: int, c_z: int):
         super().__init__()
@@ -33,15 +39,25 @@ class SequenceToPair(nn.Module):
         nn.init.zeros_(self.o_proj.weight)
         nn.init.zeros_(self.o_proj.bias)
 
-    def forward(self, s: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-        """s: (B, L, c_s) -> (B, L, L, c_z)"""
-        q, k = self.proj(self.layernorm(s)).chunk(2, dim=-1)
+    def forward(self, s: torch.Tensor, chunk_size: int | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
+        """s: (B, L, c_s) -> the update (B, L, L, c_z); with ``z`` (B, L, L, c_z) given, z + update instead, added
+        into z ``chunk_size`` rows at a time when autograd is off."""
+        batch, length, _ = s.shape
+        q, k = self.proj(self.layernorm(s)).chunk(2, dim=-1)  # (B, L, d)
+        w_1, w_2 = self.o_proj.weight.split(q.shape[-1], dim=1)  # (c_z, d) each
+        c_z = w_1.shape[0]
+        table = (q[:, :, None, :] * w_1).permute(0, 3, 1, 2).reshape(batch, -1, length * c_z)  # (B, d, L·c_z)
+        per_j = nn.functional.linear(q, w_2, self.o_proj.bias).view(batch, 1, length * c_z)  # W_2 q_j + b_o
+        per_i = nn.functional.linear(k, w_2)  # W_2 k_i: (B, L, c_z)
 
-        def rows(k_rows: torch.Tensor) -> torch.Tensor:
-            q_j, k_i = q[:, None, :, :], k_rows[:, :, None, :]
-            return self.o_proj(torch.cat([q_j * k_i, q_j - k_i], dim=-1))
+        def rows(k_rows: torch.Tensor, per_i_rows: torch.Tensor) -> torch.Tensor:
+            """k_rows: (B, r, d); per_i_rows: (B, r, c_z) -> (B, r, L, c_z)"""
+            out = torch.baddbmm(per_j, k_rows, table).view(*k_rows.shape[:2], length, c_z)
+            return out.sub_(per_i_rows[:, :, None])
 
-        return chunk_apply(rows, (k,), (1,), chunk_size, out_dim=1)
+        if z is None:
+            return chunk_apply(rows, (k, per_i), (1, 1), chunk_size, out_dim=1)
+        return add_update_(z, lambda z_rows, *extra: rows(*extra), chunk_size, extra=(k, per_i), extra_dims=(1, 1))
 
 
 class PairToSequence(nn.Module):
@@ -60,7 +76,7 @@ class PairToSequence(nn.Module):
 class ResidueMLP(nn.Module):
     """Residual transition x + Dropout(W_2 ReLU(W_1 LN(x))), applied per position; x: (B, L, [L,] C).
 
-    With autograd off the result is written into ``x`` (the caller owns it), ``chunk_size`` rows at a time.
+    With autograd off the update is added into ``x`` (the caller owns it), ``chunk_size`` rows at a time.
     """
 
     def __init__(self, embed_dim: int, inner_dim: int, dropout: float = 0.0):
@@ -76,8 +92,7 @@ class ResidueMLP(nn.Module):
         nn.init.zeros_(self.mlp[-2].bias)
 
     def forward(self, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-        out = None if torch.is_grad_enabled() else x
-        return chunk_apply(lambda x_rows: x_rows + self.mlp(x_rows), (x,), (1,), chunk_size, out_dim=1, out=out)
+        return add_update_(x, self.mlp, chunk_size)
 
 
 class SharedDropout(nn.Module):
@@ -134,25 +149,27 @@ class TriangularSelfAttentionBlock(nn.Module):
         z: torch.Tensor,
         mask: torch.Tensor | None = None,
         chunk_size: int | None = None,
+        pair_blocks: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """s: (B, L, c_s); z: (B, L, L, c_z); mask: (B, L), 1 = residue, 0 = padding.
 
-        Returns the updated (s, z).
+        Returns the updated (s, z). With autograd off z is updated in place (the caller hands it over); s is not.
+        ``chunk_size``: rows (or queries) per slice; ``pair_blocks``: row blocks of the triangle multiplications
+        (1: fastest; more: less memory). Neither changes the result.
         """
         if mask is not None:
-            mask = mask.to(z.dtype)
+            mask = None if bool(mask.all()) else mask.to(z.dtype)  # no padding: nothing to mask
 
-        bias = self.pair_to_sequence(z, chunk_size)
+        bias = RowMap(self.pair_to_sequence, z, dim=1)  # (B, L, L, H), computed per chunk of query rows
         y = self.seq_attention(self.layernorm_1(s), mask=mask, bias=bias, chunk_size=chunk_size)
-        del bias
         s = residual_add_(self.drop(y), s)  # s + y, in y's memory: the input s stays untouched
         s = self.mlp_seq(s)
 
-        z = residual_add_(self.sequence_to_pair(s, chunk_size), z)  # z + update, in the update's memory
+        z = self.sequence_to_pair(s, chunk_size, z=z)
         pair_mask = mask[:, :, None] * mask[:, None, :] if mask is not None else None
-        z = residual_add_(z, self.row_drop(self.tri_mul_out(z, pair_mask, chunk_size)))
-        z = residual_add_(z, self.col_drop(self.tri_mul_in(z, pair_mask, chunk_size)))
-        z = residual_add_(z, self.row_drop(self.tri_att_start(z, pair_mask, chunk_size)))
-        z = residual_add_(z, self.col_drop(self.tri_att_end(z, pair_mask, chunk_size)))
+        z = self.tri_mul_out(z, pair_mask, chunk_size, pair_blocks, dropout=self.row_drop)
+        z = self.tri_mul_in(z, pair_mask, chunk_size, pair_blocks, dropout=self.col_drop)
+        z = self.tri_att_start(z, pair_mask, chunk_size, dropout=self.row_drop)
+        z = self.tri_att_end(z, pair_mask, chunk_size, dropout=self.col_drop)
         z = self.mlp_pair(z, chunk_size)
         return s, z

@@ -1,0 +1,219 @@
+"""Trunk arithmetic rate: analytic FLOPs of every step of one full-width trunk block against ``torch.mm``.
+
+One run measures, in the same process and thread setting:
+
+1. the sustained rate of ``torch.mm`` (square fp32 matrices of ``--mm-size``, repeated for about ``--mm-seconds``;
+   measured before and after the block, the mean is the reference);
+2. one esmfold_v1-width trunk block (c_s=1024, c_z=128, 32 sequence heads, 4 pair heads, randomized weights) at
+   ``--length`` residues, no autograd, with the plan ``chunk_size="auto"`` picks (or ``--rows``/``--pair-blocks``):
+   the wall time of each step, timed by forward hooks, after a warm-up call.
+
+FLOPs are counted analytically, 2 per multiply-add of the step's matrix products (projections, the triangle
+product, attention's q·kᵀ and a·v); elementwise work (LayerNorm, softmax, gates) is not counted, so a step's rate
+is the fraction of the machine's matmul rate it turns into useful arithmetic. Work that the lean plan recomputes
+is not counted either.
+
+Usage (from the repository root):  python benchmarks/bench_trunk_flops.py [--length 512] [--threads N]
+Writes benchmarks/results/trunk_flops.json and the ``flops-results`` section of benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # randomize_: every parameter randomized, as in the parity tests
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "benchmarks" / "README.md"
+START, END = "<!-- flops-results:start -->", "<!-- flops-results:end -->"
+STEPS = (
+    "seq_attention",
+    "mlp_seq",
+    "sequence_to_pair",
+    "tri_mul_out",
+    "tri_mul_in",
+    "tri_att_start",
+    "tri_att_end",
+    "mlp_pair",
+)
+
+
+def step_flops(L: int, c_s: int = 1024, c_z: int = 128, seq_heads: int = 32, pair_heads: int = 4) -> dict[str, float]:
+    """Useful FLOPs (2 per multiply-add) of each step of one block on one sequence of L residues."""
+    tri_mul = 2 * L * L * c_z * (4 * c_z) + 2 * L * L * c_z * c_z * 2 + 2 * L**3 * c_z  # a, b; gate, out; a·bᵀ
+    tri_att = 2 * L * L * c_z * (pair_heads + 4 * c_z + c_z) + 2 * 2 * L**3 * c_z  # bias, q k v g, out; q·kᵀ, a·v
+    return {
+        "seq_attention": 2 * L * c_s * 5 * c_s + 2 * 2 * L * L * c_s + 2 * L * L * c_z * seq_heads,
+        "mlp_seq": 2 * 2 * L * c_s * 4 * c_s,
+        "sequence_to_pair": 2 * L * c_s * c_z + 2 * L * L * c_z * c_z,
+        "tri_mul_out": tri_mul,
+        "tri_mul_in": tri_mul,
+        "tri_att_start": tri_att,
+        "tri_att_end": tri_att,
+        "mlp_pair": 2 * 2 * L * L * c_z * 4 * c_z,
+    }
+
+
+CLOCK = time.perf_counter
+"""Wall time; ``--cpu-time`` switches to the process's CPU time (steadier on a shared, loaded machine; with one
+thread it is the compute time of that thread alone)."""
+
+
+def mm_rate(size: int, seconds: float, dtype: torch.dtype = torch.float32) -> float:
+    """Sustained ``torch.mm`` FLOP/s: the median of repeated size×size products over about ``seconds``."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    out = torch.empty(size, size, dtype=dtype)
+    torch.mm(a, b, out=out)
+    times = []
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds or len(times) < 3:
+        start = CLOCK()
+        torch.mm(a, b, out=out)
+        times.append(CLOCK() - start)
+    times.sort()
+    return 2 * size**3 / times[len(times) // 2]
+
+
+def time_block(length: int, plan, dtype: torch.dtype) -> tuple[dict[str, float], float, torch.Tensor]:
+    """Seconds per step and for the whole block, and the block's pair output."""
+    from randomize import randomize_
+
+    from esmfold_lite.fold.chunking import reuse_buffers
+    from esmfold_lite.fold.trunk_block import TriangularSelfAttentionBlock
+
+    block = randomize_(TriangularSelfAttentionBlock(1024, 128, 32, 32), seed=0).eval().to(dtype)
+    seconds: dict[str, float] = dict.fromkeys(STEPS, 0.0)
+    started: dict[str, float] = {}
+    for name in STEPS:
+        module = getattr(block, name)
+        module.register_forward_pre_hook(lambda m, a, name=name: started.__setitem__(name, CLOCK()))
+        module.register_forward_hook(
+            lambda m, a, o, name=name: seconds.__setitem__(name, seconds[name] + CLOCK() - started[name])
+        )
+    generator = torch.Generator().manual_seed(length)
+
+    def inputs(n):
+        s = torch.randn(1, n, 1024, generator=generator).to(dtype)
+        z = torch.randn(1, n, n, 128, generator=generator).to(dtype)
+        return s, z, torch.ones(1, n)
+
+    with torch.no_grad(), reuse_buffers():
+        block(*inputs(min(length, 64)), plan.rows, plan.pair_blocks)  # warm-up: thread pool, kernel selection
+        seconds.update(dict.fromkeys(STEPS, 0.0))
+        s, z, mask = inputs(length)
+        start = CLOCK()
+        _, z = block(s, z, mask, plan.rows, plan.pair_blocks)
+        total = CLOCK() - start
+    return seconds, total, z
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--length", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--rows", type=int, default=None, help="rows per slice (default: the auto plan's)")
+    parser.add_argument("--pair-blocks", type=int, default=None, help="pair blocks (default: the auto plan's)")
+    parser.add_argument("--mm-size", type=int, default=2048)
+    parser.add_argument("--mm-seconds", type=float, default=3.0)
+    parser.add_argument("--bf16", action="store_true", help="also time the block in bf16 and compare with fp32")
+    parser.add_argument("--cpu-time", action="store_true", help="time by process CPU time instead of wall time")
+    parser.add_argument("--no-readme", action="store_true", help="write the JSON only")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        global CLOCK
+        CLOCK = time.process_time
+
+    from esmfold_lite.fold.auto_chunk import choose_chunk_plan
+    from esmfold_lite.fold.chunking import ChunkPlan
+    from esmfold_lite.fold.config import TrunkConfig
+
+    auto = choose_chunk_plan(args.length, TrunkConfig())
+    plan = ChunkPlan(
+        auto.rows if args.rows is None else args.rows,
+        auto.pair_blocks if args.pair_blocks is None else args.pair_blocks,
+    )
+    mm_before = mm_rate(args.mm_size, args.mm_seconds)
+    seconds, total, z32 = time_block(args.length, plan, torch.float32)
+    mm_after = mm_rate(args.mm_size, args.mm_seconds)
+    mm = (mm_before + mm_after) / 2
+    flops = step_flops(args.length)
+    result = {
+        "command": " ".join(["python", "benchmarks/bench_trunk_flops.py", *(sys.argv[1:] if argv is None else argv)]),
+        "date": datetime.date.today().isoformat(),
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },  # fmt: skip
+        "clock": "process CPU time" if args.cpu_time else "wall time",
+        "length": args.length,
+        "plan": {"rows": plan.rows, "pair_blocks": plan.pair_blocks},
+        "mm_gflops": {"before": mm_before / 1e9, "after": mm_after / 1e9, "mean": mm / 1e9},
+        "steps": {
+            name: {"gflop": flops[name] / 1e9, "seconds": seconds[name], "gflops": flops[name] / seconds[name] / 1e9}
+            for name in STEPS
+        },
+        "total": {"gflop": sum(flops.values()) / 1e9, "seconds": total, "gflops": sum(flops.values()) / total / 1e9},
+    }
+    if args.bf16:
+        bf_seconds, bf_total, z16 = time_block(args.length, plan, torch.bfloat16)
+        scale = z32.abs().max().item()
+        result["bf16"] = {
+            "mm_gflops": mm_rate(args.mm_size, args.mm_seconds, torch.bfloat16) / 1e9,
+            "seconds": bf_total,
+            "steps": bf_seconds,
+            "max_abs_diff_over_max_abs": (z16.float() - z32).abs().max().item() / scale,
+            "mean_abs_diff_over_mean_abs": ((z16.float() - z32).abs().mean() / z32.abs().mean()).item(),
+        }
+    print(json.dumps(result, indent=1))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"trunk_flops_L{args.length}.json").write_text(json.dumps(result, indent=1))
+    if not args.no_readme:
+        write_readme(result)
+    return 0
+
+
+def write_readme(result: dict) -> None:
+    mm = result["mm_gflops"]["mean"]
+    lines = [
+        f"Command: `{result['command']}`  ",
+        f"Machine: {result['machine']['processor']}, {result['machine']['threads']} threads, torch "
+        f"{result['machine']['torch']}; {result['date']}. One full-width block at L={result['length']}, plan "
+        f"rows={result['plan']['rows']}, pair_blocks={result['plan']['pair_blocks']}; `torch.mm` sustained "
+        f"{mm:.0f} GFLOP/s (before {result['mm_gflops']['before']:.0f}, after {result['mm_gflops']['after']:.0f}).",
+        "",
+        "| step | GFLOP | seconds | GFLOP/s | % of torch.mm |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in [*result["steps"].items(), ("**block total**", result["total"])]:
+        share = 100 * row["gflops"] / mm
+        lines.append(f"| {name} | {row['gflop']:.1f} | {row['seconds']:.2f} | {row['gflops']:.0f} | {share:.0f}% |")
+    if "bf16" in result:
+        bf = result["bf16"]
+        lines += [
+            "",
+            f"bf16 (weights and activations; `torch.mm` bf16 sustained {bf['mm_gflops']:.0f} GFLOP/s): block "
+            f"{bf['seconds']:.2f} s against {result['total']['seconds']:.2f} s in fp32; pair output vs fp32: max "
+            f"|Δ| / max |z| = {bf['max_abs_diff_over_max_abs']:.1e}, mean |Δ| / mean |z| = "
+            f"{bf['mean_abs_diff_over_mean_abs']:.1e}.",
+        ]
+    text = README.read_text()
+    if START not in text:
+        text += f"\n{START}\n{END}\n"
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    README.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + tail)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
