@@ -127,11 +127,9 @@ class GatedAttention(nn.Module):
         """x: (*, Q, c_in); bias: broadcastable to (*, H, Q, Q). Returns (*, Q, c_in)."""
         lead, n_q = x.shape[:-2], x.shape[-2]
         flat = x.reshape(-1, n_q, x.shape[-1])  # SDPA's fused kernels want exactly one batch dimension
-        layers = (self.linear_q, self.linear_k, self.linear_v, self.linear_g)
-        qkvg = nn.functional.linear(flat, torch.cat([layer.weight for layer in layers]))  # one matmul for all four
-        q, k, v, g = qkvg.split(self.no_heads * self.c_hidden, dim=-1)
+        q, k, v = (self._heads(linear(flat)) for linear in (self.linear_q, self.linear_k, self.linear_v))
         bias = bias.expand(*lead, self.no_heads, n_q, n_q).reshape(-1, self.no_heads, n_q, n_q)
-        o = biased_attention(self._heads(q), self._heads(k), self._heads(v), bias).transpose(-2, -3)  # (N, Q, H, c)
-        g = torch.sigmoid(g + self.linear_g.bias).view_as(o)
+        o = biased_attention(q, k, v, bias).transpose(-2, -3)  # (N, Q, H, c)
+        g = self.linear_g(flat).sigmoid_().view_as(o)
         o = product_(g, o).reshape(*lead, n_q, -1)
         return self.linear_o(o)
