@@ -230,8 +230,9 @@ def longest_fitting(impl: str, model_dir: Path, budget: int, guess: int, step: i
 
 
 def _peak_fit(rows: list[dict]) -> tuple[float, float]:
-    """(a, b) of peak = a + b·L² through the two longest successful runs."""
-    (l1, p1), (l2, p2) = sorted((r["length"], r["peak_rss"]) for r in rows if "error" not in r)[-2:]
+    """(a, b) of peak = a + b·L² through the runs at the two longest lengths (plain runs, not the +1 ulp ones)."""
+    peaks = {r["length"]: r["peak_rss"] for r in rows if "error" not in r and not r.get("perturb_ulp")}
+    (l1, p1), (l2, p2) = sorted(peaks.items())[-2:]
     b = (p2 - p1) / (l2**2 - l1**2)
     return p1 - b * l1**2, b
 
@@ -283,7 +284,8 @@ def write_report(results: dict, args: argparse.Namespace) -> None:
         lengths = [r["length"] for r in rows]
         ax_time.plot(lengths, [r["seconds"] for r in rows], marker=marker, label=impl)
         ax_mem.plot(lengths, [r["peak_rss"] / 2**30 for r in rows], marker=marker, label=impl)
-    pair = [(n, n * n * 128 * 4 / 2**30) for n in args.lengths]
+    lengths = sorted({r["length"] for r in main_rows})
+    pair = [(n, n * n * 128 * 4 / 2**30) for n in lengths]
     ax_mem.plot([n for n, _ in pair], [p for _, p in pair], ls=":", color="grey", label="one pair tensor (fp32)")
     for ax, label in ((ax_time, "forward wall time (s)"), (ax_mem, "peak RSS (GiB)")):
         ax.set_xscale("log", base=2)
@@ -315,7 +317,7 @@ def write_report(results: dict, args: argparse.Namespace) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by_key = {(r["impl"], r["length"]): r for r in main_rows}
-    for length in args.lengths:
+    for length in lengths:
         ours, theirs = by_key.get(("esmfold_lite", length)), by_key.get(("transformers", length))
 
         def cell(r, key, fmt):
@@ -326,8 +328,9 @@ def write_report(results: dict, args: argparse.Namespace) -> None:
             speed = f"{theirs['seconds'] / ours['seconds']:.2f}×"
             rss = f"{ours['peak_rss'] / theirs['peak_rss']:.2f}"
         peak_theirs = cell(theirs, "peak_rss", gib)
-        if theirs is None and str(length) in results["reference_extrapolated_peak"]:
-            peak_theirs = f"not run (≈{gib(results['reference_extrapolated_peak'][str(length)])} extrapolated)"
+        reference = [r for r in main_rows if r["impl"] == "transformers" and "error" not in r]
+        if theirs is None and len({r["length"] for r in reference}) >= 2:
+            peak_theirs = f"not run (≈{gib(extrapolated_peak(reference, length))} extrapolated)"
         ca, floor = results["ca_deviation"].get(str(length)), results["noise_floor"].get(str(length))
         lines.append(
             f"| {length} | {cell(ours, 'chunk', plan_text)} | {cell(theirs, 'chunk', plan_text)} "
@@ -370,6 +373,25 @@ def write_report(results: dict, args: argparse.Namespace) -> None:
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
     README.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + tail)
+
+
+def merged(old: dict, new: dict) -> dict:
+    """``new`` with the cases of ``old`` that it did not run again; commands and minutes of both parts kept."""
+
+    def key(case: dict) -> tuple:
+        return case["impl"], case["length"], bool(case.get("perturb_ulp"))
+
+    rerun = {key(case) for case in new["end_to_end"]}
+    out = dict(new)
+    out["end_to_end"] = [c for c in old["end_to_end"] if key(c) not in rerun] + new["end_to_end"]
+    for name in ("ca_deviation", "noise_floor"):
+        out[name] = {**old.get(name, {}), **new.get(name, {})}
+    for name in ("budget", "block"):
+        if name not in new and name in old:
+            out[name] = old[name]
+    out["command"] = f"{old['command']}` + `{new['command']}"
+    out["total_minutes"] = old["total_minutes"] + new["total_minutes"]
+    return out
 
 
 def add_worker_arguments(work: argparse.ArgumentParser) -> None:
@@ -416,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-length", type=int, default=4000)
     parser.add_argument("--skip", nargs="*", default=[], choices=["end_to_end", "budget", "block"])
     parser.add_argument("--quick", action="store_true", help="lengths 64 128 192, no budget search, block at L=256")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="add this run's cases to benchmarks/results/cpu.json (replacing the same cases) instead of starting "
+        "afresh, so the benchmark can be run in parts",
+    )
     args = parser.parse_args(argv)
     if args.mode == "worker":
         worker(args)
@@ -431,8 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         "end_to_end": [],
         "ca_deviation": {},
         "noise_floor": {},
-        "reference_extrapolated_peak": {},
     }
+    earlier = json.loads((RESULTS / "cpu.json").read_text()) if args.merge and (RESULTS / "cpu.json").exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if "end_to_end" not in args.skip:
@@ -451,10 +479,6 @@ def main(argv: list[str] | None = None) -> int:
                     results["end_to_end"].append(
                         run_case("transformers", length, chunk, model_dir, pos["ulp"], perturb_ulp=True)
                     )
-                else:
-                    reference = [r for r in results["end_to_end"] if r["impl"] == "transformers"]
-                    if len(reference) >= 2:
-                        results["reference_extrapolated_peak"][str(length)] = extrapolated_peak(reference, length)
                 for key, other in (("ca_deviation", "esmfold_lite"), ("noise_floor", "ulp")):
                     deviation = ca_deviation(pos["transformers"], pos[other])
                     if deviation is not None:
@@ -464,13 +488,15 @@ def main(argv: list[str] | None = None) -> int:
             budget = int(args.budget_gib * 2**30)
             results["budget"] = []
             for impl in ("esmfold_lite", "transformers"):
-                rows = [r for r in results["end_to_end"] if r["impl"] == impl and not r.get("perturb_ulp")]
+                rows = [r for r in earlier.get("end_to_end", []) + results["end_to_end"] if r["impl"] == impl]
                 guess = extrapolated_length(rows, budget)
                 entry = longest_fitting(impl, one_block, budget, guess, args.budget_step)
                 results["budget"].append({**entry, "guess": guess})
         if "block" not in args.skip:
             results["block"] = run_case("block", args.block_length, 4, None)  # 4 rows: the leanest plan
     results["total_minutes"] = (time.perf_counter() - began) / 60
+    if earlier:
+        results = merged(earlier, results)
     write_report(results, args)
     print(f"done in {results['total_minutes']:.1f} min; wrote {README} and {RESULTS}/cpu.json, cpu.png")
     return 0
