@@ -11,7 +11,7 @@ under a token budget; per-sequence results are cut out of the padded batch and p
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +51,14 @@ def resolve_layer(layer: int, num_layers: int) -> int:
     if not 0 <= resolved <= num_layers:
         raise ValueError(f"layer {layer} is out of range for a {num_layers}-layer model (use 0..{num_layers} or -1)")
     return resolved
+
+
+def requested_layers(repr_layers: Iterable[int], num_layers: int) -> dict[int, list[int]]:
+    """``{absolute layer: [the keys asked for it]}`` (``-1`` and ``num_layers`` may both name the last layer)."""
+    wanted: dict[int, list[int]] = {}
+    for layer in repr_layers:
+        wanted.setdefault(resolve_layer(layer, num_layers), []).append(layer)
+    return wanted
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int | None) -> list[list[int]]:

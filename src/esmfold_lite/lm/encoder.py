@@ -17,7 +17,7 @@ from torch import nn
 
 from esmfold_lite.alphabet import Alphabet
 from esmfold_lite.lm.contact_head import ContactPredictionHead
-from esmfold_lite.lm.embed import Embeddings, embed, resolve_layer
+from esmfold_lite.lm.embed import Embeddings, embed, requested_layers
 from esmfold_lite.lm.self_attention import SelfAttention
 
 MASK_RATIO_TRAIN = 0.15 * 0.8
@@ -139,9 +139,7 @@ class EncoderLanguageModel(nn.Module):
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be (B, T), got shape {tuple(tokens.shape)}")
         need_head_weights = need_head_weights or return_contacts
-        wanted: dict[int, list[int]] = {}
-        for layer in repr_layers:
-            wanted.setdefault(resolve_layer(layer, self.num_layers), []).append(layer)
+        wanted = requested_layers(repr_layers, self.num_layers)
 
         padding_mask = tokens.eq(self.alphabet.padding_idx)
         x = self.embed_input(tokens, padding_mask)

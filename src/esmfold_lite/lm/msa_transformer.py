@@ -25,7 +25,7 @@ from esmfold_lite.alphabet import ESM_ALPHABET, Alphabet
 from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH
 from esmfold_lite.lm.axial_attention import ColumnSelfAttention, RowSelfAttention
 from esmfold_lite.lm.contact_head import ContactPredictionHead
-from esmfold_lite.lm.embed import Embeddings, embed, resolve_layer
+from esmfold_lite.lm.embed import Embeddings, embed, requested_layers
 from esmfold_lite.lm.encoder import LMHead
 from esmfold_lite.lm.learned_positions import LearnedPositionalEmbedding
 
@@ -182,9 +182,7 @@ class MSATransformer(nn.Module):
         if tokens.ndim != 3:
             raise ValueError(f"tokens must be (B, R, C) for the MSA Transformer, got shape {tuple(tokens.shape)}")
         need_head_weights = need_head_weights or return_contacts
-        wanted: dict[int, list[int]] = {}
-        for layer in repr_layers:
-            wanted.setdefault(resolve_layer(layer, self.num_layers), []).append(layer)
+        wanted = requested_layers(repr_layers, self.num_layers)
 
         padding_mask = tokens.eq(self.alphabet.padding_idx)
         x = self.embed_input(tokens, padding_mask)
