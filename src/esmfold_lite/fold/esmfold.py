@@ -25,6 +25,7 @@ from esmfold_lite.fold.heads import (
     ptm_per_frame,
     residue_plddt,
 )
+from esmfold_lite.fold.host_heap import kept_heap
 from esmfold_lite.fold.trunk import FoldingTrunk
 from esmfold_lite.geometry.atoms import atom14_to_atom37, atom37_mask
 from esmfold_lite.geometry.residue_constants import restype_num, restypes_with_x
@@ -117,6 +118,10 @@ class ESMFold(nn.Module):
             memory is short) computes the heads a chunk of rows at a time and leaves out the L×L×bins
             ``ptm_logits`` and ``distogram_logits``.
         """
+        with kept_heap(aatype.device):
+            return self._forward(aatype, mask, residue_index, num_recycles, chunk_size)
+
+    def _forward(self, aatype, mask, residue_index, num_recycles, chunk_size) -> dict[str, torch.Tensor]:
         B, L = aatype.shape
         if mask is None:
             mask = torch.ones_like(aatype)
