@@ -179,7 +179,8 @@ def run_case(
     positions: Path | None = None,
     **options,
 ) -> dict:
-    """One worker subprocess; ``options``: num_recycles, perturb_ulp, float64, threads."""
+    """One worker subprocess; ``options``: num_recycles, perturb_ulp, float64, threads (passed to the worker), and
+    blocks (the model's trunk depth, recorded with the result)."""
     command = [sys.executable, __file__, "worker", "--impl", impl, "--length", str(length)]
     command += ["--chunk", str(chunk)] if chunk is not None else []
     command += ["--model-dir", str(model_dir)] if model_dir is not None else []
@@ -296,7 +297,8 @@ def write_report(results: dict, args: argparse.Namespace) -> None:
         ax.legend()
     ax_time.set_yscale("log")
     ax_mem.set_yscale("log")
-    fig.suptitle(f"ESMFold, {args.blocks} full-width trunk blocks, CPU ({results['machine']['cpus']} cores)")
+    depths = "/".join(str(n) for n in sorted({r["blocks"] for r in main_rows}))
+    fig.suptitle(f"ESMFold, {depths} full-width trunk blocks, CPU ({results['machine']['cpus']} cores)")
     fig.tight_layout()
     fig.savefig(RESULTS / "cpu.png", dpi=110)
 
@@ -307,15 +309,16 @@ def write_report(results: dict, args: argparse.Namespace) -> None:
         f"transformers {results['machine']['transformers']}; {results['date']}; "
         f"whole run {results['total_minutes']:.1f} min; load average at the start {results['machine']['load']}.",
         "",
-        f"End to end (LM, {args.blocks} trunk blocks, structure module, heads), `num_recycles=0`, one sequence, "
+        "End to end (LM, the trunk blocks of the table, structure module, heads), `num_recycles=0`, one sequence, "
         "no autograd; time of the forward pass, peak RSS of the whole process (Python, torch, weights included); "
         "Cα: the largest Cα distance between the two; noise floor: the largest Cα distance of transformers from "
         "itself with its trunk input one ulp up:",
         "",
-        "| L | esmfold_lite plan (rows × pair blocks) | transformers chunk | esmfold_lite s | transformers s "
+        "| L | trunk blocks | esmfold_lite plan (rows × pair blocks) | transformers chunk | esmfold_lite s "
+        "| transformers s "
         "| speed-up | esmfold_lite peak GiB | transformers peak GiB | RSS ratio | pair tensor GiB | Cα Å "
         "| noise floor Å |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by_key = {(r["impl"], r["length"]): r for r in main_rows}
     for length in lengths:
@@ -334,7 +337,8 @@ def write_report(results: dict, args: argparse.Namespace) -> None:
             peak_theirs = f"not run (≈{gib(extrapolated_peak(reference, length))} extrapolated)"
         ca, floor = results["ca_deviation"].get(str(length)), results["noise_floor"].get(str(length))
         lines.append(
-            f"| {length} | {cell(ours, 'chunk', plan_text)} | {cell(theirs, 'chunk', plan_text)} "
+            f"| {length} | {(ours or theirs)['blocks']} | {cell(ours, 'chunk', plan_text)} "
+            f"| {cell(theirs, 'chunk', plan_text)} "
             f"| {cell(ours, 'seconds', lambda v: f'{v:.1f}')} | {cell(theirs, 'seconds', lambda v: f'{v:.1f}')} "
             f"| {speed} | {cell(ours, 'peak_rss', gib)} | {peak_theirs} | {rss} | {gib(length * length * 512)} "
             f"| {'—' if ca is None else f'{ca:.1e}'} | {'—' if floor is None else f'{floor:.1e}'} |"
@@ -470,15 +474,17 @@ def main(argv: list[str] | None = None) -> int:
                 pos = {name: tmp / f"{name}_{length}.pt" for name in ("esmfold_lite", "transformers", "ulp")}
                 lite_chunk = "auto" if length < args.lean_from else cpu_chunk(length)
                 results["end_to_end"].append(
-                    run_case("esmfold_lite", length, lite_chunk, model_dir, pos["esmfold_lite"])
+                    run_case("esmfold_lite", length, lite_chunk, model_dir, pos["esmfold_lite"], blocks=args.blocks)
                 )
                 if length <= args.reference_max_length:
                     chunk = cpu_chunk(length)
                     results["end_to_end"].append(
-                        run_case("transformers", length, chunk, model_dir, pos["transformers"])
+                        run_case("transformers", length, chunk, model_dir, pos["transformers"], blocks=args.blocks)
                     )
                     results["end_to_end"].append(
-                        run_case("transformers", length, chunk, model_dir, pos["ulp"], perturb_ulp=True)
+                        run_case(
+                            "transformers", length, chunk, model_dir, pos["ulp"], perturb_ulp=True, blocks=args.blocks
+                        )
                     )
                 for key, other in (("ca_deviation", "esmfold_lite"), ("noise_floor", "ulp")):
                     deviation = ca_deviation(pos["transformers"], pos[other])
