@@ -5,10 +5,10 @@ import torch
 from randomize import randomize_
 
 from esmfold_lite.fold.attention import SequenceAttention
-from esmfold_lite.fold.chunking import chunk_apply
+from esmfold_lite.fold.chunking import chunk_apply, product_tile
 from esmfold_lite.fold.triangle_attention import TriangleAttention
 from esmfold_lite.fold.triangle_multiplication import TriangleMultiplication
-from esmfold_lite.fold.trunk_block import TriangularSelfAttentionBlock
+from esmfold_lite.fold.trunk_block import SharedDropout, TriangularSelfAttentionBlock
 
 CHUNK_SIZES = [None, 1, 3, 16]
 
@@ -113,3 +113,28 @@ def test_block_chunk_invariant():
     s, z, mask = padded_inputs(9)
     _assert_chunk_invariant(lambda c: block(s, z.clone(), mask, c), 1e-5)
     _assert_chunk_invariant(lambda c: block(s, z.clone(), mask, c, pair_blocks=3), 1e-5)
+
+
+def test_product_tile_covers_a_chunk_of_rows_in_a_square():
+    assert product_tile(512, None) == 512 and product_tile(512, 512) == 512 and product_tile(7, 100) == 7
+    for length, chunk in [(512, 32), (1024, 16), (2000, 8), (7, 1), (7, 3), (300, 299)]:
+        side = product_tile(length, chunk)
+        assert chunk <= side <= length
+        assert side * side <= max(chunk * length, chunk * chunk)  # no more positions than a chunk of rows
+
+
+@pytest.mark.parametrize("outgoing", [True, False])
+def test_triangle_multiplication_shared_dropout_sees_whole_rows(outgoing):
+    """In training without autograd the update runs in whole rows, so a row (column) dropout mask is shared along
+    every row (column) of the pair representation, not drawn again per product tile."""
+    module = TriangleMultiplication(16, 16, outgoing=outgoing)
+    randomize_(module, 6)
+    _, z, _ = padded_inputs(7, length=9)
+    shared_dim = 2 if outgoing else 1
+    dropout = SharedDropout(0.5, shared_dim=shared_dim).train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        delta = module(z.clone(), None, 1, dropout=dropout) - z
+    dropped = delta.abs() < 1e-12  # (B, I, J, c_z)
+    assert dropped.any() and not dropped.all()
+    assert (dropped.all(dim=shared_dim) == dropped.any(dim=shared_dim)).all()

@@ -11,6 +11,8 @@ H pair heads; ``chunking.ChunkPlan`` explains the plans):
 * per row of a chunk (r rows), the largest step's temporaries: about ten c_z-wide rows of L positions (the
   triangle multiplication's projections, product tile and gate; the triangle attention's q, k, v, gate and output;
   the pair transition's hidden rows). ``None`` (unchunked) is r = L.
+* with ``pair_blocks == 1`` and chunking on, the triangle multiplication's left operand for the rows of one square
+  product tile (``chunking.product_tile``: about sqrt(r·L) rows of L positions, c_z wide).
 
 The estimate may use ``SAFETY`` of the free memory. Plans are tried from the fastest (one pair block) to the
 leanest (``LEAN_BLOCKS``), each with the largest power-of-two row count that fits; the first one that fits with a
@@ -28,7 +30,7 @@ import os
 
 import torch
 
-from esmfold_lite.fold.chunking import LEAN_BLOCKS, ChunkPlan
+from esmfold_lite.fold.chunking import LEAN_BLOCKS, ChunkPlan, product_tile
 from esmfold_lite.fold.config import TrunkConfig
 
 SAFETY = 0.75
@@ -71,7 +73,8 @@ def trunk_peak_bytes(length: int, cfg: TrunkConfig, plan: ChunkPlan, batch: int 
     biases = 1 if batch == 1 else 2  # the triangle bias, and a padded batch's per-run copy
     whole = (1 + extra_pairs) * L * L * c_z + biases * pair_heads * L * L + 2 * L * L
     per_row = 10 * c_z * L
-    return int(batch * itemsize * (whole + rows * per_row))
+    tile_rows = product_tile(L, rows) if n == 1 and rows < L else 0
+    return int(batch * itemsize * (whole + rows * per_row + tile_rows * c_z * L))
 
 
 def _power_of_two_below(n: int) -> int:

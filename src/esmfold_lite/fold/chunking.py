@@ -235,9 +235,10 @@ def _rows_of(
     stop: int,
     chunk_size: int | None,
     dim: int,
+    key: str = "pairwise_features",
 ) -> torch.Tensor:
     """``fn(v[:, start:stop], extra[:, start:stop])``, a row feature with the rows along ``dim``, computed
-    ``chunk_size`` rows at a time into a reused scratch buffer."""
+    ``chunk_size`` rows at a time into the reused scratch buffer ``key``."""
     out = None
     for begin, length in slices(stop - start, chunk_size):
         rows = slice(start + begin, start + begin + length)
@@ -247,9 +248,21 @@ def _rows_of(
                 return piece
             shape = list(piece.shape)
             shape[dim] = stop - start
-            out = scratch("pairwise_features", shape, piece)
+            out = scratch(key, shape, piece)
         out.narrow(dim, begin, length).copy_(piece)
     return out
+
+
+def product_tile(length: int, chunk_size: int | None) -> int:
+    """Side of the square tiles in which ``pairwise_update_`` with one block evaluates its update: as many
+    positions as ``chunk_size`` rows of ``length`` (so the same temporaries), but at least ``chunk_size`` rows.
+
+    A product with few rows is a matrix product with few rows, which no GEMM runs at speed (on the CPU, 16-32 rows
+    reach a third to two thirds of ``torch.mm``'s rate, 128 rows 90%); a square tile has many rows and columns.
+    """
+    if chunk_size is None or chunk_size >= length:
+        return length
+    return min(length, max(chunk_size, math.isqrt(chunk_size * length)))
 
 
 def pairwise_update_(
@@ -260,23 +273,26 @@ def pairwise_update_(
     update: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     chunk_size: int | None,
     blocks: int = 1,
+    whole_rows: bool = False,
 ) -> torch.Tensor:
     """``v[:, P, Q] + update(first(v[:, P]), second(v[:, Q]), v[:, P, Q])`` for every tile (P, Q) of rows × columns.
 
     ``first`` and ``second`` map rows of ``v`` (B, r, L, C) with the same rows of ``extra`` (B, r, L, ...; or None)
-    to row features: ``first`` with the rows on dimension -2 (B, c, r, L), ``second`` with the rows last
-    (B, c, L, r), so that their product is a plain batched matmul; ``update(F, S, v_tile)`` maps the features of r
-    rows and q rows and the tile (B, r, q, C) to the tile's update. Both features must see the *original* rows, so
-    an in-place update needs a schedule: ``v`` is cut into ``blocks`` row blocks G, and step G computes the tiles of
-    column block G (from ``second`` of G and ``first`` of every later row, streamed ``chunk_size`` rows at a time)
-    and of row block G (from ``first`` of G and ``second`` of the later rows). After step G no original value of
-    rows G is needed, so row block G is written; tiles of later rows wait as pending updates.
+    to row features (B, c, r, L); ``update(F, S, v_tile)`` maps the features F of r rows, those of q rows
+    transposed, S (B, c, L, q) (so F·S is a plain batched matmul), and the tile (B, r, q, C) to the tile's update.
+    Both features must see the *original* rows, so an in-place update needs a schedule: ``v`` is cut into ``blocks``
+    row blocks G, and step G computes the tiles of column block G (from ``second`` of G and ``first`` of every later
+    row, streamed ``chunk_size`` rows at a time) and of row block G (from ``first`` of G and ``second`` of the later
+    rows). After step G no original value of rows G is needed, so row block G is written; tiles of later rows wait
+    as pending updates.
 
     Memory besides ``v`` (autograd off): one block's features (1/blocks of a full row feature, which is the size of
     the pair for c = C) plus pending tiles (at most (blocks + 1)²/(4·blocks²) of the pair) plus one chunk's
     temporaries. ``blocks=1``: ``second`` of all rows is one full buffer, nothing is pending and nothing is
-    recomputed (fastest). ``blocks=n``: ``first``/``second`` of later rows are recomputed, about n/2 extra times.
-    With autograd on, ``v`` is left alone and a new tensor is returned.
+    recomputed (fastest), and the update runs in square tiles of ``product_tile`` rows × columns (plus the
+    ``first`` features of one tile's rows), or ``chunk_size`` whole rows at a time with ``whole_rows`` (an update
+    that must see whole rows, e.g. a dropout mask shared along them). ``blocks=n``: ``first``/``second`` of later
+    rows are recomputed, about n/2 extra times. With autograd on, ``v`` is left alone and a new tensor is returned.
     """
     length = v.shape[1]
 
@@ -284,7 +300,7 @@ def pairwise_update_(
         return v[:, v_rows], None if extra is None else extra[:, v_rows]
 
     if torch.is_grad_enabled():
-        features = _rows_of(second, v, extra, 0, length, chunk_size, dim=-1)
+        features = _rows_of(second, v, extra, 0, length, chunk_size, dim=-2).mT
         deltas = [
             update(first(*rows_of(slice(start, start + n))), features, v[:, start : start + n])
             for start, n in slices(length, chunk_size)
@@ -292,12 +308,21 @@ def pairwise_update_(
         return v + torch.cat(deltas, dim=1)
 
     bounds = _bounds(length, blocks)
+    if len(bounds) == 1 and not whole_rows:
+        second_all = _rows_of(second, v, extra, 0, length, chunk_size, dim=-2).mT
+        side = product_tile(length, chunk_size)
+        for r0, r in slices(length, side):
+            first_rows = _rows_of(first, v, extra, r0, r0 + r, chunk_size, dim=-2, key="pairwise_rows")
+            for q0, q in slices(length, side):
+                tile = v[:, r0 : r0 + r, q0 : q0 + q]
+                tile.add_(update(first_rows, second_all[..., q0 : q0 + q], tile))
+        return v
     pending: dict[tuple[int, int], torch.Tensor] = {}
     for g, (g0, g1) in enumerate(bounds):
         last = g == len(bounds) - 1
         # Column block G: tiles (rows >= g0, G). Rows of G and later are still original; only in the last step
         # may they be written now (nothing reads them afterwards).
-        second_g = _rows_of(second, v, extra, g0, g1, chunk_size, dim=-1)
+        second_g = _rows_of(second, v, extra, g0, g1, chunk_size, dim=-2).mT
         for k, (k0, k1) in enumerate(bounds[g:], start=g):
             for start, n in slices(k1 - k0, chunk_size):
                 rows = slice(k0 + start, k0 + start + n)
@@ -316,7 +341,7 @@ def pairwise_update_(
         first_g = _rows_of(first, v, extra, g0, g1, chunk_size, dim=-2)
         for start, n in slices(length - g1, chunk_size):
             cols = slice(g1 + start, g1 + start + n)
-            v[:, g0:g1, cols].add_(update(first_g, second(*rows_of(cols)), v[:, g0:g1, cols]))
+            v[:, g0:g1, cols].add_(update(first_g, second(*rows_of(cols)).mT, v[:, g0:g1, cols]))
         del first_g
         for j, (j0, j1) in enumerate(bounds[: g + 1]):
             v[:, g0:g1, j0:j1].add_(pending.pop((g, j)))

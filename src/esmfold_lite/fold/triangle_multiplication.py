@@ -5,8 +5,8 @@
     outgoing: x_ij = Σ_k a_ik ⊙ b_jk               incoming: x_ij = Σ_k a_ki ⊙ b_kj
     z_ij ← z_ij + sigmoid(W_g z̄_ij) ⊙ W_z LayerNorm_out(x_ij)
 
-Layout: a and b are projected channel-first, the left operand row-major (B, c, rows, K) and the right one
-k-major (B, c, K, rows), so the product is one plain batched matmul over channels (x = a·b per channel). The
+Layout: a and b are projected channel-first, (B, c, rows, K), so the product is one plain batched matmul over
+channels with the right operand transposed (x = a·bᵀ per channel, which the GEMM reads without a copy). The
 incoming update is the outgoing one on the transposed pair representation v = zᵀ with the roles of a and b
 exchanged: x_ij = Σ_k b(v)_jk a(v)_ik, i.e. x(v)_pq = Σ_k b(v)_pk a(v)_qk at v_pq = z_qp. So both read rows of a
 view of z and use the same schedule, ``chunking.pairwise_update_``, which owns every memory decision: how many
@@ -58,45 +58,40 @@ class TriangleMultiplication(nn.Module):
         """
         if mask is not None:
             mask = mask.to(z.dtype).unsqueeze(-1)
-        update = self._update
+        update, whole_rows = self._update, False
         if dropout is not None and dropout.training:
-            blocks = 1  # whole rows of v per update, so a shared dropout mask stays shared
+            blocks, whole_rows = 1, True  # whole rows of v per update, so a shared dropout mask stays shared
 
             def update(first, second, z_tile):
                 out = self._update(first, second, z_tile)
                 return dropout(out) if self.outgoing else dropout(out.transpose(1, 2)).transpose(1, 2)
 
         if self.outgoing:  # x_ij = Σ_k a_ik b_jk: a from row i, b from row j
-            return pairwise_update_(z, mask, self._a, self._b, update, chunk_size, blocks)
+            return pairwise_update_(z, mask, self._a, self._b, update, chunk_size, blocks, whole_rows)
         # x_ij = Σ_k a_ki b_kj: on v = zᵀ, x(v)_pq = Σ_k b(v)_pk a(v)_qk
         v = pairwise_update_(z.transpose(1, 2), None if mask is None else mask.transpose(1, 2), self._b, self._a,
-                             update, chunk_size, blocks)  # fmt: skip
+                             update, chunk_size, blocks, whole_rows)  # fmt: skip
         return v.transpose(1, 2)
 
     def _a(self, z_rows: torch.Tensor, mask_rows: torch.Tensor | None) -> torch.Tensor:
-        return self._gated(self.linear_a_g, self.linear_a_p, z_rows, mask_rows, self.outgoing)
+        return self._gated(self.linear_a_g, self.linear_a_p, z_rows, mask_rows)
 
     def _b(self, z_rows: torch.Tensor, mask_rows: torch.Tensor | None) -> torch.Tensor:
-        return self._gated(self.linear_b_g, self.linear_b_p, z_rows, mask_rows, not self.outgoing)
+        return self._gated(self.linear_b_g, self.linear_b_p, z_rows, mask_rows)
 
     def _gated(
-        self, gate: nn.Linear, proj: nn.Linear, z_rows: torch.Tensor, mask_rows: torch.Tensor | None, left: bool
+        self, gate: nn.Linear, proj: nn.Linear, z_rows: torch.Tensor, mask_rows: torch.Tensor | None
     ) -> torch.Tensor:
-        """mask · sigmoid(W_g z̄) ⊙ W_p z̄ for rows z_rows (B, r, K, c_z), mask_rows (B, r, K, 1) or None.
-
-        Returns the product's left operand row-major, (B, c, r, K), or its right operand k-major, (B, c, K, r).
-        """
+        """mask · sigmoid(W_g z̄) ⊙ W_p z̄ for rows z_rows (B, r, K, c_z), mask_rows (B, r, K, 1) or None, channel
+        first: (B, c, r, K)."""
         batch, rows, length, _ = z_rows.shape
-        if not left:
-            z_rows = z_rows.transpose(1, 2)  # (B, K, r, c_z): the projection comes out k-major
-            mask_rows = None if mask_rows is None else mask_rows.transpose(1, 2)
-        z_bar = self.layer_norm_in(z_rows.contiguous()).view(batch, rows * length, -1)
+        z_bar = self.layer_norm_in(z_rows).view(batch, rows * length, -1)
         weight = torch.cat([proj.weight, gate.weight])  # (2c, c_z): one matmul, channel-first output
         bias = torch.cat([proj.bias, gate.bias])[:, None]
         gated = nn.functional.glu(torch.baddbmm(bias, weight.expand(batch, -1, -1), z_bar.transpose(1, 2)), dim=1)
         if mask_rows is not None:
             gated = product_(gated, mask_rows.reshape(batch, 1, rows * length))
-        return gated.unflatten(-1, z_rows.shape[1:3])
+        return gated.unflatten(-1, (rows, length))
 
     def _update(self, first: torch.Tensor, second: torch.Tensor, z_tile: torch.Tensor) -> torch.Tensor:
         """first: (B, c, r, K) of rows p; second: (B, c, K, q) of rows q; z_tile: (B, r, q, c_z) = z[:, p, q].
