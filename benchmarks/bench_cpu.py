@@ -304,7 +304,8 @@ def write_report(results: dict, args: argparse.Namespace) -> None:
 
     lines = [
         f"Command: `{results['command']}`  ",
-        f"Machine: {results['machine']['processor']}, {results['machine']['cpus']} CPU cores, "
+        f"Machine: {results['machine'].get('model', results['machine']['processor'])}, "
+        f"{results['machine']['cpus']} CPU cores, "
         f"{results['machine']['ram_gib']} GiB RAM; torch {results['machine']['torch']}, "
         f"transformers {results['machine']['transformers']}; {results['date']}; "
         f"whole run {results['total_minutes']:.1f} min; load average at the start {results['machine']['load']}.",
@@ -343,13 +344,18 @@ def write_report(results: dict, args: argparse.Namespace) -> None:
             f"| {speed} | {cell(ours, 'peak_rss', gib)} | {peak_theirs} | {rss} | {gib(length * length * 512)} "
             f"| {'—' if ca is None else f'{ca:.1e}'} | {'—' if floor is None else f'{floor:.1e}'} |"
         )
+    here = results["machine"].get("model")
+    elsewhere = sorted({(r["length"], r.get("cpu", "an unrecorded CPU")) for r in main_rows if r.get("cpu") != here})
+    if elsewhere:
+        lines += ["", "Measured on another machine: " + "; ".join(f"L={n} on {cpu}" for n, cpu in elsewhere) + "."]
     lines += ["", "![CPU benchmark](results/cpu.png)", ""]
     budget = results.get("budget")
     if budget:
         lines += [
-            f"Longest L within {args.budget_gib} GiB peak RSS (1 trunk block, same model otherwise; chunk size "
-            "`cpu_chunk(L)` for both, for esmfold_lite its leanest plan; first probe extrapolated from the "
-            f"end-to-end peaks, then measured runs {args.budget_step} residues apart):",
+            f"Longest L within {args.budget_gib} GiB peak RSS (on {budget[0].get('cpu', 'an unrecorded CPU')}; "
+            "1 trunk block, same model otherwise; chunk size `cpu_chunk(L)` for both, for esmfold_lite its leanest "
+            "plan; first probe extrapolated from the end-to-end peaks, then measured runs "
+            f"{args.budget_step} residues apart):",
             "",
             "| implementation | longest L that fit | smallest L over budget | extrapolated first guess "
             "| runs (L: peak GiB) |",
@@ -370,8 +376,11 @@ def write_report(results: dict, args: argparse.Namespace) -> None:
             f"for a {gib(block['pair_bytes'])} GiB pair tensor; the process with its inputs and weights took "
             f"{gib(block['loaded_rss'])} GiB before the call, so the block's pair memory peaked at "
             f"{(block['peak_rss'] - block['loaded_rss'] + block['pair_bytes']) / block['pair_bytes']:.2f}× the pair "
-            f"tensor (z itself included); {block['seconds']:.0f} s."
+            f"tensor (z itself included); {block['seconds']:.0f} s"
         )
+        if block.get("cpu") != here:
+            lines[-1] += f" (on {block.get('cpu', 'an unrecorded CPU')})"
+        lines[-1] += "."
     elif block:
         lines.append(f"One full-width trunk block at L={block['length']}: failed ({block['error']}).")
     text = README.read_text() if README.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
@@ -411,11 +420,24 @@ def add_worker_arguments(work: argparse.ArgumentParser) -> None:
     work.add_argument("--threads", type=int, default=None)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the platform's processor where that is unavailable."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info() -> dict:
     import transformers
 
     return {
         "processor": platform.processor() or platform.machine(),
+        "model": cpu_model(),
         "cpus": os.cpu_count(),
         "ram_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
         "torch": torch.__version__,
@@ -502,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
         if "block" not in args.skip:
             results["block"] = run_case("block", args.block_length, 4, None)  # 4 rows: the leanest plan
     results["total_minutes"] = (time.perf_counter() - began) / 60
+    here = results["machine"]["model"]
+    for case in [*results["end_to_end"], *results.get("budget", []), results.get("block") or {}]:
+        case.setdefault("cpu", here)  # merged runs may come from different machines: each case names its own
     if earlier:
         results = merged(earlier, results)
     write_report(results, args)
