@@ -8,7 +8,7 @@ For each L in ``--lengths`` and each ``num_recycles`` in ``--recycles``, on the 
   of any fp32 comparison — with recycling, a one-ulp change can flip a recycled distogram bin;
 * transformers (fp32) and esmfold_lite (fp32) from transformers in fp64: how far each is from exact arithmetic.
 
-Usage (from the repository root):  python benchmarks/bench_precision.py [--lengths 256 512] [--recycles 0 3]
+Usage (from the repository root):  python benchmarks/bench_precision.py [--lengths 256 512] [--recycles 0 3] [--merge]
 Writes benchmarks/results/precision.json and the ``precision-results`` section of benchmarks/README.md.
 """
 
@@ -23,7 +23,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cpu import README, RESULTS, ca_deviation, cpu_chunk, machine_info, run_case, save_model  # noqa: E402
+from bench_cpu import (  # noqa: E402
+    README,
+    RESULTS,
+    ca_deviation,
+    cpu_chunk,
+    cpu_model,
+    machine_info,
+    run_case,
+    save_model,
+)
 
 START, END = "<!-- precision-results:start -->", "<!-- precision-results:end -->"
 
@@ -33,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--recycles", type=int, nargs="+", default=[0, 3])
     parser.add_argument("--blocks", type=int, default=2)
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of benchmarks/results/precision.json that this run does not repeat (run it in parts)",
+    )
     args = parser.parse_args(argv)
     began = time.perf_counter()
     rows = []
@@ -58,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                         "ref_vs_ulp": ca_deviation(pos["ref"], pos["ulp"]),
                         "ref_vs_fp64": ca_deviation(pos["ref"], pos["ref64"]),
                         "lite_vs_fp64": ca_deviation(pos["lite"], pos["ref64"]),
+                        "cpu": cpu_model(),
                     }
                 )
                 print(json.dumps(rows[-1]), flush=True)
@@ -66,8 +81,33 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.date.today().isoformat(),
         "machine": machine_info(),
         "minutes": (time.perf_counter() - began) / 60,
+        "blocks": args.blocks,
         "rows": rows,
     }
+    if args.merge and (RESULTS / "precision.json").exists():
+        result = merged(json.loads((RESULTS / "precision.json").read_text()), result)
+    write_report(result)
+    return 0
+
+
+def merged(old: dict, new: dict) -> dict:
+    """``new`` with the rows of ``old`` it did not repeat (same L and num_recycles), sorted; both commands kept."""
+
+    def key(row: dict) -> tuple[int, int]:
+        return row["length"], row["num_recycles"]
+
+    repeated = {key(row) for row in new["rows"]}
+    rows = sorted([row for row in old["rows"] if key(row) not in repeated] + new["rows"], key=key)
+    return {
+        **new,
+        "command": f"{old['command']}` + `{new['command']}",
+        "minutes": old["minutes"] + new["minutes"],
+        "rows": rows,
+    }
+
+
+def write_report(result: dict) -> None:
+    """benchmarks/results/precision.json and the precision-results section of benchmarks/README.md."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "precision.json").write_text(json.dumps(result, indent=1))
 
@@ -77,17 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"Command: `{result['command']}`  ",
         f"{result['date']}, torch {result['machine']['torch']}, transformers {result['machine']['transformers']}; "
-        f"{result['minutes']:.0f} min. Largest Cα distance in Å, model of the CPU benchmark ({args.blocks} "
+        f"{result['minutes']:.0f} min. Largest Cα distance in Å, model of the CPU benchmark ({result.get('blocks', 2)} "
         "full-width blocks, randomized weights):",
         "",
         "| L | num_recycles | esmfold_lite vs transformers | noise floor: transformers vs itself, input +1 ulp "
-        "| transformers fp32 vs fp64 | esmfold_lite fp32 vs transformers fp64 |",
-        "|---|---|---|---|---|---|",
+        "| transformers fp32 vs fp64 | esmfold_lite fp32 vs transformers fp64 | CPU |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
+    for row in result["rows"]:
         lines.append(
             f"| {row['length']} | {row['num_recycles']} | {cell(row['lite_vs_ref'])} | {cell(row['ref_vs_ulp'])} "
-            f"| {cell(row['ref_vs_fp64'])} | {cell(row['lite_vs_fp64'])} |"
+            f"| {cell(row['ref_vs_fp64'])} | {cell(row['lite_vs_fp64'])} | {row.get('cpu', 'not recorded')} |"
         )
     text = README.read_text()
     if START not in text:
@@ -95,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
     README.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + tail)
-    return 0
 
 
 if __name__ == "__main__":
