@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     began = time.perf_counter()
+    cpu = cpu_model()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                         "ref_vs_ulp": ca_deviation(pos["ref"], pos["ulp"]),
                         "ref_vs_fp64": ca_deviation(pos["ref"], pos["ref64"]),
                         "lite_vs_fp64": ca_deviation(pos["lite"], pos["ref64"]),
-                        "cpu": cpu_model(),
+                        "cpu": cpu,
                     }
                 )
                 print(json.dumps(rows[-1]), flush=True)

@@ -308,15 +308,11 @@ def pairwise_update_(
         return v + torch.cat(deltas, dim=1)
 
     bounds = _bounds(length, blocks)
-    if len(bounds) == 1 and not whole_rows:
-        second_all = _rows_of(second, v, extra, 0, length, chunk_size, dim=-2).mT
-        side = product_tile(length, chunk_size)
-        for r0, r in slices(length, side):
-            first_rows = _rows_of(first, v, extra, r0, r0 + r, chunk_size, dim=-2, key="pairwise_rows")
-            for q0, q in slices(length, side):
-                tile = v[:, r0 : r0 + r, q0 : q0 + q]
-                tile.add_(update(first_rows, second_all[..., q0 : q0 + q], tile))
-        return v
+    # One block: square tiles (a GEMM with many rows); several blocks, or whole rows on request: chunk_size rows
+    # by the whole column block, so no step holds more than one chunk's features besides its block's.
+    tiled = len(bounds) == 1 and not whole_rows
+    row_step = product_tile(length, chunk_size) if tiled else chunk_size
+    col_step = row_step if tiled else None
     pending: dict[tuple[int, int], torch.Tensor] = {}
     for g, (g0, g1) in enumerate(bounds):
         last = g == len(bounds) - 1
@@ -324,15 +320,18 @@ def pairwise_update_(
         # may they be written now (nothing reads them afterwards).
         second_g = _rows_of(second, v, extra, g0, g1, chunk_size, dim=-2).mT
         for k, (k0, k1) in enumerate(bounds[g:], start=g):
-            for start, n in slices(k1 - k0, chunk_size):
+            for start, n in slices(k1 - k0, row_step):
                 rows = slice(k0 + start, k0 + start + n)
-                delta = update(first(*rows_of(rows)), second_g, v[:, rows, g0:g1])
-                if last:
-                    v[:, rows, g0:g1].add_(delta)
-                else:
+                first_rows = _rows_of(first, v, extra, rows.start, rows.stop, chunk_size, -2, "pairwise_rows")
+                for q0, q in slices(g1 - g0, col_step):
+                    cols = slice(g0 + q0, g0 + q0 + q)
+                    delta = update(first_rows, second_g[..., q0 : q0 + q], v[:, rows, cols])
+                    if last:
+                        v[:, rows, cols].add_(delta)
+                        continue
                     tile = pending.get((k, g))
                     if tile is None:
-                        tile = pending[k, g] = delta.new_empty((*delta.shape[:1], k1 - k0, *delta.shape[2:]))
+                        tile = pending[k, g] = delta.new_empty((delta.shape[0], k1 - k0, *delta.shape[2:]))
                     tile[:, start : start + n] = delta
         del second_g
         if last:
