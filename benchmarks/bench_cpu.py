@@ -34,7 +34,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -54,17 +53,23 @@ AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 # ---- worker side: one case per process -------------------------------------------------------------------------
 
 
+def _status_bytes(field: str) -> int:
+    """A size field of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes; 0 where there is none."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def _peak_rss() -> int:
-    """This process's peak resident set size in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident set size in bytes: ``VmHWM``, not ``ru_maxrss``, which on Linux also counts
+    the parent's RSS at the fork that started this process."""
+    return _status_bytes("VmHWM")
 
 
 def _current_rss() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return _status_bytes("VmRSS")
 
 
 def _inputs(length: int):

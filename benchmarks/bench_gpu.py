@@ -41,14 +41,12 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def build_model(folder: Path, tiny: bool) -> Path:
-    from esmfold_reference import tiny_hf_esmfold
+    from esmfold_reference import full_size_hf_esmfold, tiny_hf_esmfold
 
     if tiny:
         model = tiny_hf_esmfold(num_blocks=2, sm_blocks=2, lm_layers=2, lm_dim=64, lm_heads=4, max_recycles=4)
-    else:  # esmfold_v1: ESM-2 3B (36 layers × 2560, 40 heads), 48 full-width blocks, 8 structure-module blocks
-        model = tiny_hf_esmfold(
-            num_blocks=48, sm_blocks=8, lm_layers=36, lm_dim=2560, lm_heads=40, max_recycles=4, full_width=True
-        )
+    else:
+        model = full_size_hf_esmfold()
     path = folder / "esmfold"
     model.save_pretrained(path)
     return path

@@ -26,6 +26,7 @@ def tiny_hf_esmfold(
     max_recycles: int = 4,
     seed: int = 0,
     full_width: bool = False,
+    lddt_head_hid_dim: int = 16,
 ) -> EsmForProteinFolding:
     """A randomized transformers ESMFold (fp32 LM, eval mode, its own chunking off).
 
@@ -49,11 +50,20 @@ def tiny_hf_esmfold(
         vocab_size=33, hidden_size=lm_dim, num_hidden_layers=lm_layers, num_attention_heads=lm_heads,
         intermediate_size=4 * lm_dim, layer_norm_eps=1e-5, position_embedding_type="rotary", token_dropout=True,
         pad_token_id=1, mask_token_id=32, is_folding_model=True, max_position_embeddings=1026,
-        esmfold_config=dict(trunk=trunk, fp16_esm=False, lddt_head_hid_dim=16),
+        esmfold_config=dict(trunk=trunk, fp16_esm=False, lddt_head_hid_dim=lddt_head_hid_dim),
     )  # fmt: skip
     torch.manual_seed(seed)
     model = EsmForProteinFolding(config)
     return randomize_(model, seed).float().eval()
+
+
+def full_size_hf_esmfold(seed: int = 0) -> EsmForProteinFolding:
+    """esmfold_v1's shape, randomized: ESM-2 3B (36 layers × 2560, 40 heads), 48 full-width trunk blocks, 8
+    structure-module blocks, pLDDT head width 128; about 3.5 B parameters (14 GB in fp32)."""
+    return tiny_hf_esmfold(
+        num_blocks=48, sm_blocks=8, lm_layers=36, lm_dim=2560, lm_heads=40, max_recycles=4, seed=seed,
+        full_width=True, lddt_head_hid_dim=128,
+    )  # fmt: skip
 
 
 def _fair_cfg(model: EsmForProteinFolding) -> dict:

@@ -8,9 +8,11 @@ import torch
 
 from esmfold_lite.fold.config import esmfold_config_from_dict
 from esmfold_lite.fold.esmfold import ESMFold
+from esmfold_lite.fold.precision import resolve_precision
 from esmfold_lite.lm.esm2 import ESM2, ESM2Config
-from esmfold_lite.lm.load import as_dtype, build_from_state, load_language_model
+from esmfold_lite.lm.load import build_from_state, load_language_model
 from esmfold_lite.weights import registry
+from esmfold_lite.weights.cast import cast_state_
 from esmfold_lite.weights.download import DownloadError, is_cached, locate, url_cache_path
 from esmfold_lite.weights.esmfold_format import read_esmfold
 from esmfold_lite.weights.safe_pickle import CheckpointError
@@ -27,18 +29,18 @@ def _lm_places_beside(checkpoint: Path, lm_filename: str) -> list[Path]:
     return places if target == places[0] else [*places, target]
 
 
-def _language_model_for(path: Path, lm: str | Path | None, lm_name: str) -> ESM2:
-    """The LM of a fair-esm ESMFold file: ``lm`` if given, else the official one (``lm_name``) beside the file or
-    beside the file it links to, else the registry's copy in the cache (downloaded when missing)."""
+def _language_model_for(path: Path, lm: str | Path | None, lm_name: str, dtype: torch.dtype) -> ESM2:
+    """The LM of a fair-esm ESMFold file, in ``dtype``: ``lm`` if given, else the official one (``lm_name``) beside
+    the file or beside the file it links to, else the registry's copy in the cache (downloaded when missing)."""
     if lm is not None:
-        return load_language_model(lm)
+        return load_language_model(lm, dtype=dtype)
     info = registry.get(lm_name)
     beside = _lm_places_beside(path, info.filename)
     found = next((place for place in beside if place.is_file()), None)
     if found is not None:
-        return load_language_model(found)
+        return load_language_model(found, dtype=dtype)
     try:
-        return load_language_model(lm_name)
+        return load_language_model(lm_name, dtype=dtype)
     except DownloadError as exc:
         cache = url_cache_path(info.url)
         places = [*(f"{p} (beside the ESMFold checkpoint)" for p in beside if p != cache), f"{cache} (the cache)"]
@@ -93,12 +95,18 @@ def load_model(
             ``esm2_t36_3B_UR50D.pt`` beside the checkpoint (for a symlink: beside the link, else beside the file it
             points to), else the registry's copy in the cache. Ignored for formats that contain their LM.
         device: where to run (default CPU).
-        dtype: dtype of the trunk, structure module and heads (default float32).
-        lm_dtype: dtype of the language model; default float16 on CUDA (as the original) and float32 on CPU
-            (both for ``lm_device``).
+        dtype: dtype of the trunk, structure module and heads (default float32), or ``"auto"``: the fastest safe
+            dtypes for ``device``, for the LM too unless ``lm_dtype`` is given (``fold.precision``: on a CPU with
+            bf16 matrix units, LM bfloat16 and trunk float32).
+        lm_dtype: dtype of the language model, or ``"auto"``; default float16 on CUDA (as the original) and
+            float32 on CPU (both for ``lm_device``). A half-precision LM runs on the CPU too.
         lm_device: where the language model runs (default: ``device``). ``"cpu"`` with a CUDA ``device`` offloads
             the LM: its weights never take GPU memory; tokens go to the CPU and its layer states come back to the
             GPU (``ESMFold.language_model_states``). Moving the model later with ``.to()`` moves the LM too.
+
+    Weights are converted to their dtype while they are read, one tensor at a time, and tensors already in it stay
+    memory-mapped from the checkpoint: loading needs about the model's size in the requested dtypes, never a
+    second copy. A mapped checkpoint must not be truncated or rewritten in place while the model is in use.
 
     Raises:
         CheckpointError: the source or its LM is not a readable checkpoint (the message names the file and the fix).
@@ -109,27 +117,27 @@ def load_model(
     if info is not None and info.kind != "esmfold":
         raise CheckpointError(f"{source} is a {info.kind} language model, not ESMFold: use load_language_model")
     path = _locate_esmfold(source, info, lm)
+    device = torch.device(device or "cpu")
+    lm_device = torch.device(lm_device) if lm_device is not None else device
+    precision = resolve_precision(device, lm_device, dtype, lm_dtype)
     config_dict, trunk_state, lm_config, lm_state = read_esmfold(path)
     config = esmfold_config_from_dict(config_dict)
     if lm_config is None:
-        language_model = _language_model_for(path, lm, info.lm if info else DEFAULT_LM)
+        language_model = _language_model_for(path, lm, info.lm if info else DEFAULT_LM, precision.lm)
     else:
+        lm_state = cast_state_(lm_state, precision.lm)
         language_model = build_from_state(lambda: ESM2(ESM2Config(**lm_config)), lm_state, path)
     if not isinstance(language_model, ESM2):
         raise CheckpointError(
             f"ESMFold reads an ESM-2 language model, but the one given for {path} is a {type(language_model).__name__}"
             " (ESM-1b/1v or MSA Transformer); pass lm= an esm2_t36_3B_UR50D checkpoint"
         )
-    device = torch.device(device or "cpu")
-    lm_device = torch.device(lm_device) if lm_device is not None else device
-    lm_dtype = as_dtype(lm_dtype) or (torch.float16 if lm_device.type == "cuda" else torch.float32)
-    language_model = language_model.to(device=lm_device, dtype=lm_dtype).eval()
-
-    state = {**trunk_state, **{f"esm.{k}": v for k, v in language_model.state_dict().items()}}
+    state = {
+        **cast_state_(trunk_state, precision.trunk),
+        **{f"esm.{k}": v for k, v in language_model.state_dict().items()},
+    }
     model = build_from_state(lambda: ESMFold(config, language_model), state, path)
-    trunk_dtype = as_dtype(dtype) or torch.float32
-    for name, module in model.named_children():  # everything but the LM, which keeps lm_dtype
-        if name != "esm":
-            module.to(device=device, dtype=trunk_dtype)
-    model.esm_s_combine.data = model.esm_s_combine.data.to(device=device, dtype=trunk_dtype)
+    for name, module in model.named_children():
+        module.to(device=lm_device if name == "esm" else device)
+    model.esm_s_combine.data = model.esm_s_combine.data.to(device=device)
     return model.eval()

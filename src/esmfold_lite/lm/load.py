@@ -16,6 +16,7 @@ from esmfold_lite.lm.esm1 import ESM1, ESM1Config
 from esmfold_lite.lm.esm2 import ESM2, ESM2Config
 from esmfold_lite.lm.msa_transformer import MSATransformer, MSATransformerConfig
 from esmfold_lite.weights import registry
+from esmfold_lite.weights.cast import cast_state_
 from esmfold_lite.weights.download import locate
 from esmfold_lite.weights.language_model import LanguageModelCheckpoint, read_language_model
 from esmfold_lite.weights.safe_pickle import CheckpointError
@@ -80,14 +81,17 @@ def build_from_state(factory: Callable[[], nn.Module], state: Mapping[str, torch
     return model
 
 
-def build_language_model(checkpoint: LanguageModelCheckpoint, source: object) -> nn.Module:
-    """The model a checkpoint describes, holding its tensors as stored (dtype and device unchanged)."""
+def build_language_model(
+    checkpoint: LanguageModelCheckpoint, source: object, dtype: torch.dtype | None = None
+) -> nn.Module:
+    """The model a checkpoint describes, on the CPU, its floating tensors converted to ``dtype`` one at a time
+    (None: as stored). Tensors already in ``dtype`` stay memory-mapped from the file (``weights.cast``)."""
     model_class, config_class = LANGUAGE_MODELS[checkpoint.kind]
     try:
         config = config_class(**checkpoint.config)
     except TypeError as exc:  # a missing or unknown field
         raise CheckpointError(f"the config in {source} does not describe a {model_class.__name__}: {exc}") from None
-    return build_from_state(lambda: model_class(config), checkpoint.state, source)
+    return build_from_state(lambda: model_class(config), cast_state_(checkpoint.state, dtype), source)
 
 
 def load_language_model(
@@ -106,7 +110,9 @@ def load_language_model(
             transformers ESM-2 folder (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``) or an
             esmfold_lite ``<stem>.safetensors`` + ``<stem>.json`` pair (``esmfold-lite weights convert`` writes those).
         device: where to put the model (default CPU).
-        dtype: floating dtype of the parameters (default float32, whatever the checkpoint stores).
+        dtype: floating dtype of the parameters (default float32, whatever the checkpoint stores). Weights are
+            converted while they are read, so loading needs about the model's size in ``dtype``, not the file's
+            size on top of it.
 
     Raises:
         CheckpointError: ``source`` is not a readable language-model checkpoint (the message names it and the fix).
@@ -119,5 +125,5 @@ def load_language_model(
             "load it with esmfold_lite.load_model"
         )
     path = locate(source)
-    model = build_language_model(read_language_model(path), path)
-    return model.to(device=device, dtype=as_dtype(dtype) or torch.float32).eval()
+    model = build_language_model(read_language_model(path), path, as_dtype(dtype) or torch.float32)
+    return model.to(device=device).eval()
