@@ -44,6 +44,7 @@ from bench_cpu import _current_rss, _inputs, _peak_rss, gib, machine_info  # noq
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "benchmarks" / "README.md"
 START, END = "<!-- full-size-results:start -->", "<!-- full-size-results:end -->"
+FORMATS = {"fair": "fair-esm pickles", "hf": "transformers folder"}
 PRECISIONS = {  # name -> (trunk dtype, LM dtype) of esmfold_lite's load_model
     "fp32": ("float32", "float32"),
     "bf16": ("bfloat16", "bfloat16"),
@@ -127,8 +128,10 @@ def prepare(args: argparse.Namespace) -> None:
 # ---- driver side -----------------------------------------------------------------------------------------------
 
 
-def run_case(args: argparse.Namespace, **case) -> dict:
+def run_case(args: argparse.Namespace, positions: Path | None = None, **case) -> dict:
+    """One worker process for ``case`` (its options); the final positions go to ``positions``."""
     command = [sys.executable, __file__, "--workdir", str(args.workdir), "worker"]
+    command += ["--positions", str(positions)] if positions is not None else []
     for key, value in case.items():
         if value is True:
             command.append(f"--{key.replace('_', '-')}")
@@ -145,11 +148,23 @@ def run_case(args: argparse.Namespace, **case) -> dict:
     return result
 
 
-def ca_deviation(a: Path, b: Path) -> float | None:
-    """The largest Cα distance (Å) between two saved atom14 positions (B, L, 14, 3); None if one is missing."""
+def drop_page_cache() -> bool:
+    """Empty the kernel's page cache (needs root), so every load reads its files from disk; False if not allowed."""
+    subprocess.run(["sync"], check=False)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError:
+        return False
+    return True
+
+
+def ca_deviation(a: Path, b: Path) -> dict[str, float] | None:
+    """The largest and the mean Cα distance (Å) between two saved atom14 positions (B, L, 14, 3); None if one is
+    missing."""
     if not (a.exists() and b.exists()):
         return None
-    return (torch.load(a)[..., 1, :] - torch.load(b)[..., 1, :]).norm(dim=-1).max().item()
+    distance = (torch.load(a)[..., 1, :] - torch.load(b)[..., 1, :]).norm(dim=-1)
+    return {"max": distance.max().item(), "mean": distance.mean().item()}
 
 
 def fold_cases(length: int, first: bool) -> list[dict]:
@@ -166,18 +181,22 @@ def case_name(case: dict) -> str:
 
 
 def write_report(results: dict) -> None:
+    for part in ("load", "fold"):  # the processes' wall time, also for a part kept from an earlier run
+        results[f"{part}_minutes"] = sum(r["process_seconds"] for r in results[part]) / 60
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "full_size.json").write_text(json.dumps(results, indent=1))
     m = results["machine"]
     lines = [
         START,
-        f"Measured {results['date']} with `{results['command']}` ({results['total_minutes']:.0f} min in all, "
-        f"weights written in {results['prepare_minutes']:.0f} min); {m['cpus']} cores of an {m['model']}, "
-        f"{m['ram_gib']} GiB, torch {m['torch']}, transformers {m['transformers']}; "
-        f"{results['parameters'] / 1e9:.2f} B parameters, every one randomized.",
+        f"Measured {results['date']} on {m['cpus']} cores of an {m['model']}, {m['ram_gib']} GiB, torch {m['torch']}, "
+        f"transformers {m['transformers']}; {results['parameters'] / 1e9:.2f} B parameters, every one randomized. "
+        f"Folding: `{results.get('fold_command', results['command'])}` ({results['fold_minutes']:.0f} min); "
+        f"loading: `{results.get('load_command', results['command'])}` ({results['load_minutes']:.0f} min; page "
+        f"cache {'dropped before each load' if all(r.get('cold_cache') for r in results['load']) else 'kept'}).",
         "",
-        "**Loading** (`load` peak: RSS while loading, minus nothing; `resident`: peak after every weight was read once;"
-        " parameter bytes in the dtype loaded):",
+        "**Loading** (load peak: the process's peak RSS up to the end of the load, the 0.22 GiB of Python and torch "
+        "included; resident peak: the same after every weight was read once, as the first forward pass does; "
+        "parameter bytes in the dtype loaded; each case in its own process):",
         "",
         "| loader | file format | dtype | seconds | load peak GiB | resident peak GiB | parameter GiB "
         "| resident / parameters |",
@@ -185,18 +204,19 @@ def write_report(results: dict) -> None:
     ]
     for r in results["load"]:
         if "error" in r:
-            lines.append(f"| {r['impl']} | {r['format']} | {r['precision']} | error: {r['error']} |||||")
+            lines.append(f"| {r['impl']} | {FORMATS[r['format']]} | {r['precision']} | error: {r['error']} |||||")
             continue
         ratio = r["touched_peak_rss"] / r["parameter_bytes"]
         lines.append(
-            f"| {r['impl']} | {r['format']} | {r['precision']} | {r['load_seconds']:.1f} | {gib(r['load_peak_rss'])} "
+            f"| {r['impl']} | {FORMATS[r['format']]} | {r['precision']} | {r['load_seconds']:.1f} "
+            f"| {gib(r['load_peak_rss'])} "
             f"| {gib(r['touched_peak_rss'])} | {gib(r['parameter_bytes'])} | {ratio:.2f} |"
         )
     lines += [
         "",
         "**Folding** one random sequence, default recycling (4 trunk passes); time of the forward pass after a "
-        "warm-up; Cα: the largest Cα distance in Å (noise floor: esmfold_lite fp32 against itself with its trunk "
-        "input moved by one ulp):",
+        "warm-up; Cα: the largest / the mean Cα distance in Å (noise floor: esmfold_lite fp32 against itself with "
+        "its trunk input moved by one ulp):",
         "",
         "| L | implementation | dtypes | seconds | peak RSS GiB | speed-up vs transformers | Cα vs transformers |"
         " Cα vs esmfold_lite fp32 |",
@@ -211,7 +231,7 @@ def write_report(results: dict) -> None:
             continue
         ref = next((x for x in results["fold"] if x["length"] == r["length"] and x["impl"] == "transformers"), {})
         speed = f"{ref['seconds'] / r['seconds']:.2f}×" if "seconds" in ref else ""
-        fmt = lambda v: "" if v is None else f"{v:.3g}"  # noqa: E731
+        fmt = lambda v: "" if v is None else f"{v['max']:.2g} / {v['mean']:.2g}"  # noqa: E731
         lines.append(
             f"| {r['length']} | {r['impl']} | {dtypes} | {r['seconds']:.1f} | {gib(r['peak_rss'])} | {speed} "
             f"| {fmt(r.get('ca_vs_transformers'))} | {fmt(r.get('ca_vs_lite_fp32'))} |"
@@ -239,7 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     work.add_argument("--perturb-ulp", action="store_true")
     sub.add_parser("prepare", help="internal: write the randomized full-size model")
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256, 384])
-    parser.add_argument("--skip-load", action="store_true", help="only the folding cases")
+    parser.add_argument(
+        "--parts",
+        nargs="*",
+        choices=["load", "fold"],
+        default=["load", "fold"],
+        help="what to run; the other part's rows are kept from benchmarks/results/full_size.json (none: rewrite the "
+        "report from it and the saved positions)",
+    )
     args = parser.parse_args(argv)
     if args.mode == "worker":
         worker(args)
@@ -261,28 +288,37 @@ def main(argv: list[str] | None = None) -> int:
                               capture_output=True, text=True)  # fmt: skip
         results["parameters"] = json.loads(done.stdout.strip().splitlines()[-1])["parameters"]
     results["prepare_minutes"] = (time.perf_counter() - began) / 60
-    if not args.skip_load:
+    earlier_path = RESULTS / "full_size.json"
+    earlier = json.loads(earlier_path.read_text()) if earlier_path.exists() else {}
+    if "load" in args.parts:
         for impl, fmt, precision in [
             ("esmfold_lite", "fair", "fp32"), ("esmfold_lite", "fair", "bf16"),
             ("esmfold_lite", "hf", "fp32"), ("esmfold_lite", "hf", "bf16"), ("transformers", "hf", "fp32"),
         ]:  # fmt: skip
-            results["load"].append(run_case(args, impl=impl, format=fmt, precision=precision))
+            cold = drop_page_cache()
+            results["load"].append({**run_case(args, impl=impl, format=fmt, precision=precision), "cold_cache": cold})
+    else:
+        results["load"] = earlier.get("load", [])
+        results["load_command"] = earlier.get("load_command", earlier.get("command"))
     positions = args.workdir / "positions"
     positions.mkdir(exist_ok=True)
-    for index, length in enumerate(args.lengths):
+    if "fold" not in args.parts:
+        results["fold"] = earlier.get("fold", [])
+        results["fold_command"] = earlier.get("fold_command", earlier.get("command"))
+    for index, length in enumerate(args.lengths if "fold" in args.parts else []):
         rows = []
         for case in fold_cases(length, first=index == 0):
             rows.append(run_case(args, **case, positions=positions / f"{case_name(case)}_{length}.pt"))
-        for row in rows:
-            mine = positions / f"{case_name(row)}_{length}.pt"
-            row["ca_vs_transformers"] = ca_deviation(positions / f"transformers-fp32_{length}.pt", mine)
-            row["ca_vs_lite_fp32"] = ca_deviation(positions / f"esmfold_lite-fp32_{length}.pt", mine)
         results["fold"] += rows
+    for row in results["fold"]:  # from the saved positions, also for rows kept from an earlier run
+        name, length = case_name(row), row["length"]
+        mine = positions / f"{name}_{length}.pt"
+        row["ca_vs_transformers"] = ca_deviation(positions / f"transformers-fp32_{length}.pt", mine)
+        row["ca_vs_lite_fp32"] = ca_deviation(positions / f"esmfold_lite-fp32_{length}.pt", mine)
     results.setdefault("parameters", next((r["parameter_bytes"] // 4 for r in results["load"] if
                                            r.get("precision") == "fp32" and "error" not in r), 0))  # fmt: skip
-    results["total_minutes"] = (time.perf_counter() - began) / 60
     write_report(results)
-    print(f"done in {results['total_minutes']:.1f} min; wrote {README} and {RESULTS}/full_size.json")
+    print(f"done in {(time.perf_counter() - began) / 60:.1f} min; wrote {README} and {RESULTS}/full_size.json")
     return 0
 
 

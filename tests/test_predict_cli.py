@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from biotite.structure.io import pdb, pdbx
 from fake_esmfold import FakeFolder
 
 import esmfold_lite
+import esmfold_lite.fold.precision
 from esmfold_lite.cli import build_parser, main
 
 FAKE_CLI = Path(__file__).with_name("fake_esmfold.py")
@@ -105,7 +105,8 @@ def test_help_explains_every_flag(capsys):
     options = [a for a in predict_parser()._actions if a.option_strings and a.dest != "help"]
     assert {a.option_strings[-1] for a in options} >= {
         "--output-dir", "--model", "--lm", "--formats", "--num-recycles", "--chunk-size", "--max-tokens-per-batch",
-        "--max-length", "--device", "--dtype", "--cpu-offload", "--cpu-fallback", "--overwrite", "--verbose", "--quiet",
+        "--max-length", "--device", "--dtype", "--lm-dtype", "--cpu-offload", "--cpu-fallback", "--overwrite",
+        "--verbose", "--quiet",
     }  # fmt: skip
     assert all(len(a.help) > 15 for a in options)
     with pytest.raises(SystemExit) as exit_info:
@@ -118,14 +119,14 @@ def test_predict_writes_every_format_and_passes_the_options(tmp_path, fake_model
     fasta = write_fasta(tmp_path / "in.fasta", RECORDS)
     outdir = tmp_path / "out"
     argv = ["predict", str(fasta), "-o", str(outdir), "--model", "esmfold_v1", "--lm", "lm.pt", "--device", "cpu",
-            "--dtype", "bfloat16", "--cpu-offload", "--num-recycles", "2", "--chunk-size", "64",
-            "--formats", "PDB, mmcif,json,npz,png", "-q"]  # fmt: skip
+            "--dtype", "bfloat16", "--lm-dtype", "float16", "--cpu-offload", "--num-recycles", "2",
+            "--chunk-size", "64", "--formats", "PDB, mmcif,json,npz,png", "-q"]  # fmt: skip
     assert main(argv) == 0
     check_outputs(outdir, RECORDS)
     (options, model), *more = fake_models
     assert not more
-    assert options == {"source": "esmfold_v1", "lm": "lm.pt", "device": "cpu", "dtype": torch.bfloat16,
-                       "lm_device": "cpu", "lm_dtype": torch.float32}  # fmt: skip
+    assert options == {"source": "esmfold_v1", "lm": "lm.pt", "device": "cpu", "dtype": "bfloat16",
+                       "lm_device": "cpu", "lm_dtype": "float16"}  # fmt: skip
     assert [(c["num_recycles"], c["chunk_size"]) for c in model.calls] == [(2, 64)]
 
     # the same command again loads no model and folds nothing
@@ -249,7 +250,8 @@ def test_end_to_end_on_a_checkpoint_in_the_official_format(tmp_path, official_ch
     fasta = write_fasta(tmp_path / "in.fasta", {**RECORDS, "bad": "MKT4"})
     outdir = tmp_path / "out"
     argv = ["predict", str(fasta), "-o", str(outdir), "--model", str(official_checkpoint), "--device", "cpu",
-            "--num-recycles", "0", "--formats", ",".join(ALL_FORMATS), "--no-progress"]  # fmt: skip
+            "--num-recycles", "0", "--formats", ",".join(ALL_FORMATS), "--no-progress",
+            "--dtype", "float32"]  # fmt: skip
     assert main(argv) == 3  # the bad record
     check_outputs(outdir, RECORDS)
     assert read_summary(outdir)["bad"]["status"] == "error"
@@ -262,6 +264,22 @@ def test_end_to_end_on_a_checkpoint_in_the_official_format(tmp_path, official_ch
         np.testing.assert_allclose(arrays["positions"], alone.positions[0].numpy(), atol=1e-3)
         np.testing.assert_allclose(arrays["plddt"], alone.plddt[0].numpy(), atol=1e-3)
         assert float(arrays["ptm"]) == pytest.approx(float(alone.ptm[0]), abs=1e-4)
+
+
+@pytest.mark.parametrize("avx512", [True, False])
+def test_default_dtype_is_auto_and_its_choice_is_logged(
+    tmp_path, official_checkpoint, caplog, monkeypatch, avx512
+):
+    monkeypatch.setattr(esmfold_lite.fold.precision, "cpu_has_avx512", lambda: avx512)
+    fasta, outdir = write_fasta(tmp_path / "in.fasta", {"a": "MKTAYIAKQR"}), tmp_path / "out"
+    argv = ["predict", str(fasta), "-o", str(outdir), "--model", str(official_checkpoint), "--num-recycles", "0",
+            "--device", "cpu", "--no-progress"]  # fmt: skip
+    with caplog.at_level("INFO"):
+        assert main(argv) == 0
+    lm = "float16" if avx512 else "float32"
+    assert any(f"dtypes: language model {lm}, trunk float32 (auto" in m for m in caplog.messages)
+    settings = json.loads((outdir / "run.json").read_text())["settings"]
+    assert settings["dtype"] == "auto" and settings["lm_dtype"] is None
 
 
 def test_esm_fold_flags_work_as_in_fair_esm(tmp_path, fake_models):

@@ -41,10 +41,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from esmfold_lite.batch_folding import BatchFolder, Folder, FoldJob, FoldOutcome
 from esmfold_lite.fold.chains import CHAIN_SEPARATOR, DEFAULT_LINKER
+from esmfold_lite.fold.precision import AUTO
 from esmfold_lite.io.atomic import atomic_write_text
 from esmfold_lite.io.fasta import FastaRecord, iter_unique_ids, read_fasta, validate_record
 from esmfold_lite.io.outputs import FORMAT_SUFFIXES, output_paths, render_protein, write_files, write_summary
 from esmfold_lite.io.run_state import OutdirError, RunState, file_record, open_run_state
+from esmfold_lite.lm.load import as_dtype
 from esmfold_lite.weights.fingerprint import checkpoint_fingerprint, language_model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -131,15 +133,24 @@ def _model_fingerprint(model: object) -> dict[str, object]:
     return {"object": type(model).__qualname__, "tensors": digest.hexdigest()[:32]}
 
 
+def _dtype_name(dtype: torch.dtype | str | None) -> str | None:
+    """``torch.bfloat16``, ``"bf16"``, ``"bfloat16"`` -> ``"bfloat16"``; ``"auto"`` and None stay."""
+    if dtype is None or (isinstance(dtype, str) and dtype.lower() == AUTO):
+        return None if dtype is None else AUTO
+    return str(as_dtype(dtype)).removeprefix("torch.")
+
+
 def run_settings(
     model: Folder | None = None,
     model_source: str | os.PathLike | None = None,
     lm: str | os.PathLike | None = None,
     num_recycles: int | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
+    lm_dtype: torch.dtype | str | None = None,
 ) -> RunSettings:
     """The settings that make a run's numbers: the model (a checkpoint's fingerprint, cheap even for gigabytes, or a
-    model object's), its LM, ``num_recycles``, ``dtype`` and the esmfold_lite version.
+    model object's), its LM, ``num_recycles``, ``dtype`` and ``lm_dtype`` as asked (``"auto"`` stays ``"auto"``)
+    and the esmfold_lite version.
 
     Device, chunk size, LM offloading and batching change results only at the level of floating-point rounding and
     are not part of them.
@@ -151,7 +162,8 @@ def run_settings(
         "model": _model_fingerprint(model) if model is not None else checkpoint_fingerprint(model_source),
         "lm": None if model is not None else language_model_fingerprint(model_source, lm),
         "num_recycles": num_recycles,
-        "dtype": None if dtype is None else str(dtype).removeprefix("torch."),
+        "dtype": _dtype_name(dtype),
+        "lm_dtype": _dtype_name(lm_dtype),
     }
     digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
     return RunSettings(values, digest)
@@ -411,16 +423,18 @@ def show_bar(progress: bool) -> bool:
 
 
 def load_folder(
-    source: str | os.PathLike, lm=None, device=None, dtype=None, cpu_offload: bool = False
+    source: str | os.PathLike, lm=None, device=None, dtype=None, lm_dtype=None, cpu_offload: bool = False
 ) -> Folder:
-    """``esmfold_lite.load_model`` for folding (device: CUDA if available), its errors as one-line PipelineError."""
+    """``esmfold_lite.load_model`` for folding (device: CUDA if available; ``cpu_offload``: the LM on the CPU), its
+    errors as one-line PipelineError. The loader logs the dtypes it chose."""
     import esmfold_lite  # late: the package's __init__ imports this module
 
-    extra = {"lm_device": "cpu", "lm_dtype": torch.float32} if cpu_offload else {}
     device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     logger.info("loading the model from %s onto %s", source, device)
     try:
-        return esmfold_lite.load_model(source, lm=lm, device=device, dtype=dtype, **extra)
+        return esmfold_lite.load_model(
+            source, lm=lm, device=device, dtype=dtype, lm_dtype=lm_dtype, lm_device="cpu" if cpu_offload else None
+        )
     except Exception as exc:  # the loader's own message names the problem; keep it on one line
         logger.debug("loading the model failed", exc_info=True)
         raise PipelineError(f"cannot load the model from {source}: {exc}") from exc
@@ -434,7 +448,8 @@ def predict_fasta(
     model_source: str | os.PathLike | None = None,
     lm: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
+    lm_dtype: torch.dtype | str | None = None,
     cpu_offload: bool = False,
     formats: Sequence[str] = DEFAULT_FORMATS,
     num_recycles: int | None = None,
@@ -452,7 +467,8 @@ def predict_fasta(
         outdir: output directory, created if missing (and removed again if the run fails before writing anything).
             One run at a time: a second run on it raises PipelineError at once.
         model: an object with ``fold(sequences, num_recycles=, chunk_size=) -> Prediction``; or give
-            ``model_source`` (+ ``lm``, ``device`` (default: CUDA if available), ``dtype``, ``cpu_offload``) for
+            ``model_source`` (+ ``lm``, ``device`` (default: CUDA if available), ``dtype`` and ``lm_dtype`` (a
+            dtype, its name, ``"auto"`` or None, as for ``load_model``), ``cpu_offload``) for
             ``esmfold_lite.load_model``, which is called only if something needs folding.
         formats: any of ``FORMATS`` ("pdb", "cif", "json", "npz", "png").
         num_recycles: recycling iterations (None: the checkpoint's default).
@@ -478,7 +494,7 @@ def predict_fasta(
     if max_tokens_per_batch < 1:
         raise ValueError(f"max_tokens_per_batch must be positive, got {max_tokens_per_batch}")
     records = read_records(Path(fasta))
-    settings = run_settings(model, model_source, lm, num_recycles, dtype)
+    settings = run_settings(model, model_source, lm, num_recycles, dtype, lm_dtype)
     with open_outdir(outdir) as state:
         check_settings(state, settings, overwrite)
         results: dict[int, ProteinResult] = {}
@@ -499,7 +515,7 @@ def predict_fasta(
         folding = None
         if jobs:  # load first: a model that cannot load leaves OUTDIR untouched
             folding = BatchFolder(
-                model if model is not None else load_folder(model_source, lm, device, dtype, cpu_offload),
+                model if model is not None else load_folder(model_source, lm, device, dtype, lm_dtype, cpu_offload),
                 num_recycles, chunk_size, max_tokens_per_batch, cpu_fallback,
             )  # fmt: skip
         state.save(rows)

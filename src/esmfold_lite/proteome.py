@@ -195,7 +195,8 @@ class FoldWorker:
         model_source: str,
         lm: str | None,
         use_gpu: bool,
-        dtype: torch.dtype | None,
+        dtype: torch.dtype | str | None,
+        lm_dtype: torch.dtype | str | None,
         cpu_offload: bool,
         num_recycles: int | None,
         chunk_size: int | str | None,
@@ -209,7 +210,7 @@ class FoldWorker:
         self.device = "cuda" if use_gpu else "cpu"
         self.error = ""
         try:
-            model = load_folder(model_source, lm, self.device, dtype, cpu_offload)
+            model = load_folder(model_source, lm, self.device, dtype, lm_dtype, cpu_offload)
             self.folding = BatchFolder(model, num_recycles, chunk_size, max_tokens, cpu_fallback)
         except PipelineError as exc:
             self.error = str(exc)
@@ -306,7 +307,8 @@ def fold_proteome(
     *,
     model_source: str | os.PathLike,
     lm: str | os.PathLike | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
+    lm_dtype: torch.dtype | str | None = None,
     cpu_offload: bool = False,
     formats: Sequence[str] = DEFAULT_FORMATS,
     num_recycles: int | None = None,
@@ -328,8 +330,9 @@ def fold_proteome(
     Args:
         fasta: FASTA file, plain or gzip-compressed, read as a stream.
         outdir: output directory (one run at a time; see ``predict_fasta``).
-        model_source, lm, dtype, cpu_offload, formats, num_recycles, chunk_size, max_tokens_per_batch, max_length,
-            cpu_fallback, overwrite, progress: as for ``predict_fasta``; the model is loaded by each worker.
+        model_source, lm, dtype, lm_dtype, cpu_offload, formats, num_recycles, chunk_size, max_tokens_per_batch,
+            max_length, cpu_fallback, overwrite, progress: as for ``predict_fasta``; the model is loaded by each
+            worker (``"auto"`` dtypes are chosen there, for its device).
         ray_address: None starts Ray on this machine (or uses the Ray this process already joined); ``"auto"``
             joins the cluster this machine belongs to (``ray start``); ``"ray://host:10001"`` connects a remote
             cluster through Ray Client.
@@ -356,7 +359,9 @@ def fold_proteome(
     fasta = Path(fasta)
     if not fasta.is_file():
         raise PipelineError(f"cannot read FASTA file {fasta}: no such file")
-    settings = run_settings(model_source=model_source, lm=lm, num_recycles=num_recycles, dtype=dtype)
+    settings = run_settings(
+        model_source=model_source, lm=lm, num_recycles=num_recycles, dtype=dtype, lm_dtype=lm_dtype
+    )
     with open_outdir(outdir) as state:
         check_settings(state, settings, overwrite)
         queue = WorkQueue(state.outdir / STATE_DIR / "queue.sqlite")
@@ -374,9 +379,9 @@ def fold_proteome(
                 started_ray = _connect(ray, ray_address)
                 try:
                     n, gpus, cpus = _default_workers(ray, workers, gpus_per_worker, cpus_per_worker)
-                    arguments = (str(model_source), None if lm is None else str(lm), gpus > 0, dtype, cpu_offload,
-                                 num_recycles, chunk_size, max_tokens_per_batch, cpu_fallback, tuple(formats),
-                                 max(1, int(cpus)))  # fmt: skip
+                    arguments = (str(model_source), None if lm is None else str(lm), gpus > 0, dtype, lm_dtype,
+                                 cpu_offload, num_recycles, chunk_size, max_tokens_per_batch, cpu_fallback,
+                                 tuple(formats), max(1, int(cpus)))  # fmt: skip
                     options = {"num_cpus": cpus, "num_gpus": gpus, "max_restarts": 0, "max_concurrency": 1}
                     pool = _Pool(ray, ray.remote(FoldWorker), options, arguments, n)
                     logger.info("%d proteins to fold on %d worker(s) (%g CPU, %g GPU each)",

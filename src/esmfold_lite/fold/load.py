@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -16,6 +17,8 @@ from esmfold_lite.weights.cast import cast_state_
 from esmfold_lite.weights.download import DownloadError, is_cached, locate, url_cache_path
 from esmfold_lite.weights.esmfold_format import read_esmfold
 from esmfold_lite.weights.safe_pickle import CheckpointError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_LM = registry.get("esmfold_v1").lm
 LM_OPTION = "--lm PATH (Python: load_model(..., lm=PATH))"
@@ -120,6 +123,7 @@ def load_model(
     device = torch.device(device or "cpu")
     lm_device = torch.device(lm_device) if lm_device is not None else device
     precision = resolve_precision(device, lm_device, dtype, lm_dtype)
+    logger.info("dtypes: %s", precision.describe())
     config_dict, trunk_state, lm_config, lm_state = read_esmfold(path)
     config = esmfold_config_from_dict(config_dict)
     if lm_config is None:
