@@ -8,7 +8,6 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-
 from esmfold_lite.cli import EXIT_SOME_FAILED, CliError, add_logging_options
 from esmfold_lite.pipeline import (
     DEFAULT_FORMATS,
