@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import html
 import json
 import logging
 import multiprocessing
@@ -35,6 +34,7 @@ from esmfold_lite.io.outputs import output_paths, read_summary
 from esmfold_lite.io.structure import parse_structure, read_structure_bytes
 from esmfold_lite.pipeline import FORMATS, SUMMARY_NAME
 from esmfold_lite.viz.colors import PLDDT_BANDS
+from esmfold_lite.viz.escaping import escape_html, escape_script
 from esmfold_lite.viz.plots import confidence_figure, figure_png
 from esmfold_lite.viz.view import residue_plddt, view_commands
 
@@ -188,7 +188,7 @@ def _asset(name: str) -> str:
 def threedmol_script(threedmol_js: str | os.PathLike | None = None) -> str:
     """The ``<script>`` element that loads 3Dmol.js: the CDN build, or the file ``threedmol_js`` embedded."""
     if threedmol_js is None:
-        return f'<script src="{html.escape(threedmol_cdn_url())}"></script>'
+        return f'<script src="{escape_html(threedmol_cdn_url())}"></script>'
     path = Path(threedmol_js)
     try:
         code = path.read_text(encoding="utf-8")
@@ -200,8 +200,8 @@ def threedmol_script(threedmol_js: str | os.PathLike | None = None) -> str:
 
 
 def _json_script(data: dict) -> str:
-    """JSON inside a ``<script type="application/json">``: '<' escaped so the text cannot close the element."""
-    return json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
+    """JSON inside a ``<script type="application/json">`` (``escape_script``: the data cannot close the element)."""
+    return escape_script(json.dumps(data, separators=(",", ":")))
 
 
 def _number_cell(text: str, digits: int) -> str:
@@ -216,35 +216,35 @@ def _table_row(k: int, page: ProteinPage) -> str:
     status = row.get("status") or "unknown"
     message = "; ".join(filter(None, [row.get("error"), row.get("notes")]))
     return (
-        f'<tr class="status-{html.escape(status)}"><td data-value="{k}">{k}</td>'
-        f'<td><a href="#p{k}">{html.escape(row["id"])}</a></td>'
+        f'<tr class="status-{escape_html(status)}"><td data-value="{k}">{k}</td>'
+        f'<td><a href="#p{k}">{escape_html(row["id"])}</a></td>'
         f"{_number_cell(row.get('length', ''), 0)}{_number_cell(row.get('mean_plddt', ''), 1)}"
         f"{_number_cell(row.get('ptm', ''), 3)}"
-        f'<td><span class="status">{html.escape(status)}</span></td><td>{html.escape(message)}</td></tr>'
+        f'<td><span class="status">{escape_html(status)}</span></td><td>{escape_html(message)}</td></tr>'
     )
 
 
 def _section(k: int, page: ProteinPage) -> str:
     row = page.row
-    name = html.escape(row["id"])
-    status = html.escape(row.get("status") or "unknown")
+    name = escape_html(row["id"])
+    status = escape_html(row.get("status") or "unknown")
     facts = [f"{row['length']} residues" if row.get("length") else ""]
     if _float(row.get("mean_plddt", "")) is not None:
         facts.append(f"mean pLDDT {float(row['mean_plddt']):.1f}")
     if _float(row.get("ptm", "")) is not None:
         facts.append(f"pTM {float(row['ptm']):.3f}")
     parts = [f'<section class="protein status-{status}" id="p{k}"><h2>{name} <span class="status">{status}</span></h2>']
-    parts.append(f"<p class=\"facts\">{html.escape(' · '.join(filter(None, facts)))}</p>")
+    parts.append(f"<p class=\"facts\">{escape_html(' · '.join(filter(None, facts)))}</p>")
     if row.get("error"):
-        parts.append(f'<p class="error">{html.escape(row["error"])}</p>')
-    parts.extend(f'<p class="problem">{html.escape(text)}</p>' for text in page.problems)
-    parts.extend(f'<p class="note">{html.escape(text)}</p>' for text in page.notes)
+        parts.append(f'<p class="error">{escape_html(row["error"])}</p>')
+    parts.extend(f'<p class="problem">{escape_html(text)}</p>' for text in page.problems)
+    parts.extend(f'<p class="note">{escape_html(text)}</p>' for text in page.notes)
     if page.structure is not None or page.plot_png is not None:
         parts.append('<div class="panels">')
         if page.structure is not None:
             parts.append(
                 f'<div class="viewer" data-structure="s{k}"><span class="placeholder">3D view of '
-                f"{html.escape(page.structure['name'])}</span></div>"
+                f"{escape_html(page.structure['name'])}</span></div>"
                 f'<script type="application/json" id="s{k}">{_json_script(page.structure)}</script>'
             )
         if page.plot_png is not None:
@@ -261,7 +261,7 @@ def _section(k: int, page: ProteinPage) -> str:
 
 def _legend() -> str:
     items = "".join(
-        f'<span class="band"><span class="swatch" style="background:{band.color}"></span>{html.escape(band.label)}'
+        f'<span class="band"><span class="swatch" style="background:{band.color}"></span>{escape_html(band.label)}'
         "</span>"
         for band in PLDDT_BANDS
     )
@@ -288,9 +288,9 @@ def render_report(outdir: Path, pages: list[ProteinPage], script: str) -> str:
     sections = "".join(_section(k, page) for k, page in enumerate(pages, start=1))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title><style>{_asset("report.css")}</style></head>
-<body><header><h1>{html.escape(title)}</h1>
-<p class="counts">{len(pages)} proteins: {html.escape(summary)} (from {html.escape(str(outdir / SUMMARY_NAME))})</p>
+<title>{escape_html(title)}</title><style>{_asset("report.css")}</style></head>
+<body><header><h1>{escape_html(title)}</h1>
+<p class="counts">{len(pages)} proteins: {escape_html(summary)} (from {escape_html(str(outdir / SUMMARY_NAME))})</p>
 {_legend()}
 <p class="controls"><input type="search" id="filter" placeholder="filter by id" aria-label="filter by id">
 <label><input type="checkbox" id="failed-only"> failed only</label></p></header>

@@ -7,7 +7,7 @@ pLDDT is read from the B-factor column (where ESMFold and AlphaFold write it), o
 
 from __future__ import annotations
 
-import html
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ import numpy as np
 from esmfold_lite.io.structure import parse_structure, read_structure_bytes
 from esmfold_lite.prediction import Prediction
 from esmfold_lite.viz.colors import PLDDT_BANDS, chain_color, plddt_band_index
+from esmfold_lite.viz.escaping import escape_html, escape_script, show_bidi_controls
 
 COLOR_MODES: tuple[str, ...] = ("plddt", "chain", "rainbow")
 BACKBONE_ATOMS = ["N", "C", "O"]  # left out of side-chain sticks (the Cα joins the stick to the cartoon)
@@ -127,7 +128,8 @@ def view_commands(atoms: struc.AtomArray, color: str = "plddt", sidechains: bool
         for chain in chain_order:
             first = int(res_ids[chains == chain].min())
             label = {"fontSize": 14, "fontColor": "black", "backgroundColor": "white", "backgroundOpacity": 0.8}
-            commands.append(("addLabel", [f"chain {chain}", label, {"chain": chain, "resi": first, "atom": "CA"}]))
+            text = show_bidi_controls(f"chain {chain}")  # a chain id of an mmCIF file can be any text
+            commands.append(("addLabel", [text, label, {"chain": chain, "resi": first, "atom": "CA"}]))
     return commands
 
 
@@ -149,6 +151,25 @@ def _require_py3dmol():
     return py3Dmol
 
 
+@functools.cache
+def _safe_view_class() -> type:
+    """``py3Dmol.view`` whose HTML passes its script through ``escape_script``: py3Dmol writes the structure text
+    and labels into the script as JSON, where a ``</script>`` in the data would end the element."""
+    py3Dmol = _require_py3dmol()
+
+    class SafeView(py3Dmol.view):
+        def _make_html(self) -> str:  # what show(), _repr_html_() and write_html() emit
+            head, tag, rest = super()._make_html().partition("<script>")
+            script, end, tail = rest.rpartition("</script>")
+            return head + tag + escape_script(script) + end + tail
+
+        def update(self) -> None:  # commands added after the view was shown, sent in a script of their own
+            self.updatejs = escape_script(self.updatejs)
+            super().update()
+
+    return SafeView
+
+
 def show(
     pred_or_path,
     i: int = 0,
@@ -160,6 +181,9 @@ def show(
 ):
     """A py3Dmol view of a structure, coloured by ``color``: "plddt" (AlphaFold DB bands, with a legend when
     ``legend``), "chain" or "rainbow" (N → C, blue → red, per chain).
+
+    The view's script is safe whatever the structure holds (``escape_script``: a ``</script>`` in a REMARK line or
+    a chain id cannot end it).
 
     Args:
         pred_or_path: a ``Prediction`` (sequence ``i`` is shown), a PDB/mmCIF file path (optionally .gz), or
@@ -175,8 +199,7 @@ def show(
     if color not in COLOR_MODES:
         raise ValueError(f"color must be one of {', '.join(COLOR_MODES)}, got {color!r}")
     structure = load_view_structure(pred_or_path, i)
-    py3Dmol = _require_py3dmol()
-    view = py3Dmol.view(width=width, height=height)
+    view = _safe_view_class()(width=width, height=height)
     view.addModel(structure.text, structure.format)
     commands = view_commands(structure.atoms, color, sidechains)
     if color == "plddt" and legend:
@@ -198,7 +221,7 @@ def prediction_html(pred: Prediction) -> str:
         rows.append(
             f"<tr><td>{i}</td><td>{int(pred.lengths[i])}</td><td>{chains}</td>"
             f"<td>{float(pred.mean_plddt[i]):.1f}</td><td>{float(pred.ptm[i]):.3f}</td>"
-            f"<td style='font-family:monospace'>{html.escape(_shorten(sequence, 40))}</td></tr>"
+            f"<td style='font-family:monospace'>{escape_html(_shorten(sequence, 40))}</td></tr>"
         )
     table = (
         "<table><tr><th>#</th><th>residues</th><th>chains</th><th>mean pLDDT</th><th>pTM</th><th>sequence</th></tr>"
@@ -208,7 +231,7 @@ def prediction_html(pred: Prediction) -> str:
     try:
         _require_py3dmol()
     except ImportError as exc:
-        return f"<div>{table}<p>{html.escape(str(exc))}</p></div>"
+        return f"<div>{table}<p>{escape_html(str(exc))}</p></div>"
     views = [
         f"<div style='display:inline-block;margin:4px'><div>#{i}</div>"
         f"{show(pred, i, width=420, height=320).write_html()}</div>"
