@@ -206,12 +206,12 @@ def test_a_worker_killed_mid_run_loses_nothing_and_writes_nothing_twice(
 
 
 SLOW_DRIVER = """
-import sys, time
+import os, sys, time
 from esmfold_lite import proteome
 from esmfold_lite.cli import main
 
-write = proteome.save_folded
-proteome.save_folded = lambda *args: time.sleep(0.3) or write(*args)
+write, delay = proteome.save_folded, float(os.environ.get("WRITE_DELAY", "0.3"))
+proteome.save_folded = lambda *args: time.sleep(delay) or write(*args)
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -265,3 +265,80 @@ def test_a_stopped_or_killed_driver_restarted_resumes_and_recomputes_nothing_com
     assert report["proteins"]["skipped_complete"] == len(done)
     assert report["proteins"]["folded"] == len(ok) - len(done)
     assert not list(outdir.rglob(".*.tmp*")) and not (outdir / ".esmfold-lite" / "queue.sqlite").exists()
+
+
+def _kill_local_ray_process_midway(args: list[str], outdir: Path, log_path: Path, name: str) -> tuple[int, float]:
+    """Run a slowly writing driver that starts its own local Ray; once 3 proteins are complete, SIGKILL the Ray
+    process called ``name`` (the raylet, or ``ray::DashboardAgent``, which the raylet fate-shares with). Returns the
+    driver's exit status and the seconds from the kill to its exit."""
+    import psutil
+
+    with open(log_path, "w") as log:
+        slow = {**os.environ, "WRITE_DELAY": "1.5"}  # 30 proteins take longer than Ray takes to see a node die
+        driver = subprocess.Popen(
+            [sys.executable, "-c", SLOW_DRIVER, *args], stdout=log, stderr=subprocess.STDOUT, env=slow
+        )
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and driver.poll() is None:
+            if (outdir / ".esmfold-lite" / "state.sqlite").exists() and len(complete_names(outdir)) >= 3:
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, log_path.read_text()
+        victims = [p for p in psutil.Process(driver.pid).children(recursive=True) if p.name() == name]
+        assert victims, f"no {name} among the driver's processes"
+        victims[0].kill()
+        killed = time.monotonic()
+        rc = driver.wait(timeout=300)  # bounded: a hang fails here
+        return rc, time.monotonic() - killed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["raylet", "ray::DashboardAgent"])
+def test_a_dead_local_ray_is_restarted_once_and_nothing_is_lost(checkpoint, tmp_path, victim):
+    fasta, outdir = tmp_path / "proteome.fasta", tmp_path / "out"
+    records = write_proteome(fasta, 30, seed=3, hostile=False)
+    args = ["fold-proteome", str(fasta), "-o", str(outdir), "--model", str(checkpoint), "--workers", "2",
+            "--cpus-per-worker", "1", "--num-recycles", "0", "--max-tokens-per-batch", "30",
+            "--no-progress"]  # fmt: skip
+    rc, seconds = _kill_local_ray_process_midway(args, outdir, tmp_path / "driver.log", victim)
+    log = (tmp_path / "driver.log").read_text()
+    assert rc == 0, log
+    assert "starting a fresh local Ray and carrying on" in log and seconds < 240
+    assert complete_names(outdir) == set(records)
+    summary = read_summary(outdir)
+    assert set(summary) == set(records) and all(row["status"] == "ok" for row in summary.values())
+    assert json.loads((outdir / "run.json").read_text())["status"] == "finished"
+
+    # a plain re-run folds nothing and rewrites no file
+    stamps = {p.name: p.stat().st_mtime_ns for p in outdir.iterdir() if p.is_file() and p.stem in records}
+    again = subprocess.run([sys.executable, "-m", "esmfold_lite.cli", *args], capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in outdir.iterdir() if p.is_file() and p.stem in records} == stamps
+
+
+def test_a_stall_after_a_lost_node_stops_the_run_naming_the_node():
+    """No Ray needed: a fake cluster whose only other node died, and a worker that cannot be scheduled."""
+
+    class FakeRay:
+        alive = True
+
+        def nodes(self):
+            return [{"NodeID": "a" * 40, "NodeManagerAddress": "10.0.0.1", "Alive": True},
+                    {"NodeID": "b" * 40, "NodeManagerAddress": "10.0.0.2", "Alive": self.alive}]  # fmt: skip
+
+    ray = FakeRay()
+    pool = proteome._Pool.__new__(proteome._Pool)
+    pool.workers = [proteome._Worker(handle=None, number=1, starting=object())]  # pending creation
+    driver = proteome._Driver(ray, pool, None, None, None, attempts=3, stall_timeout=60)
+    driver._watch(time.monotonic())
+    ray.alive = False
+    driver._watch(time.monotonic())  # a loss alone is not a stall
+    assert driver.lost == {"b" * 40: "10.0.0.2"}
+    with pytest.raises(
+        proteome.PipelineError, match=r"no worker could be scheduled for 60 s .*bbbbbbbbbbbb at 10\.0\.0\.2"
+    ):
+        driver._watch(time.monotonic() + 61)
+    ray.nodes = lambda: []
+    with pytest.raises(proteome._RayLost, match="last node"):
+        driver._watch(time.monotonic())

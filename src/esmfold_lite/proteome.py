@@ -68,6 +68,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTEMPTS = 3
 PLAN_FLUSH = 10_000  # records planned per transaction
+RESUME = "the finished proteins are kept: run the same command again to resume"
+LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+"""Ray's own switch for a single-machine Ray: its node address, and so every server it starts, is 127.0.0.1."""
+DEFAULT_STALL_TIMEOUT_S = 300.0
 REPORT_EVERY_S = 5.0  # run.json
 LOG_EVERY_S = 60.0  # progress line (without a terminal) and summary.tsv
 UNITS_PER_WORKER = 2  # handed to a worker at a time: one folding, the next one waiting
@@ -323,6 +327,8 @@ def fold_proteome(
     gpus_per_worker: float | None = None,
     cpus_per_worker: float | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    dashboard: bool = False,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT_S,
 ) -> dict[str, object]:
     """Fold every record of ``fasta`` on Ray workers into ``outdir``: the same files and ``summary.tsv`` as
     ``predict_fasta`` (see the module docstring for how).
@@ -333,7 +339,8 @@ def fold_proteome(
         model_source, lm, dtype, lm_dtype, cpu_offload, formats, num_recycles, chunk_size, max_tokens_per_batch,
             max_length, cpu_fallback, overwrite, progress: as for ``predict_fasta``; the model is loaded by each
             worker (``"auto"`` dtypes are chosen there, for its device).
-        ray_address: None starts Ray on this machine (or uses the Ray this process already joined); ``"auto"``
+        ray_address: None starts Ray on this machine, reachable from this machine only (its servers listen on
+            127.0.0.1; or uses the Ray this process already joined); ``"auto"``
             joins the cluster this machine belongs to (``ray start``); ``"ray://host:10001"`` connects a remote
             cluster through Ray Client.
         workers: model-holding actors (default: one per GPU of the cluster, or one on the CPU).
@@ -341,6 +348,11 @@ def fold_proteome(
         cpus_per_worker: CPUs per worker, also its torch threads (default: 1 with GPUs, else a node's CPUs shared
             by the workers).
         max_attempts: a protein whose worker died this many times is marked failed.
+        stall_timeout: seconds without progress, after Ray lost a node, while no worker can be scheduled, before the
+            run stops (exit status 1, naming the lost nodes; the next run resumes). A Ray started here that dies is
+            started again once instead.
+        dashboard: also start Ray's dashboard (on 127.0.0.1:8265) with the local Ray; off by default, since the
+            jobs API it serves runs code for whoever reaches it.
     Returns:
         The final report (what ``OUTDIR/run.json`` holds): protein counts, rates, settings, workers.
     Raises:
@@ -352,6 +364,8 @@ def fold_proteome(
         raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {list(formats)}")
     if max_tokens_per_batch < 1 or max_attempts < 1 or (workers is not None and workers < 1):
         raise ValueError("max_tokens_per_batch, max_attempts and workers must be positive")
+    if ray_address is None:  # before Ray is imported: the servers of the Ray started here listen on 127.0.0.1 only
+        os.environ.update(LOCAL_ONLY_ENV)
     try:
         import ray
     except ImportError as exc:
@@ -359,9 +373,7 @@ def fold_proteome(
     fasta = Path(fasta)
     if not fasta.is_file():
         raise PipelineError(f"cannot read FASTA file {fasta}: no such file")
-    settings = run_settings(
-        model_source=model_source, lm=lm, num_recycles=num_recycles, dtype=dtype, lm_dtype=lm_dtype
-    )
+    settings = run_settings(model_source=model_source, lm=lm, num_recycles=num_recycles, dtype=dtype, lm_dtype=lm_dtype)
     with open_outdir(outdir) as state:
         check_settings(state, settings, overwrite)
         queue = WorkQueue(state.outdir / STATE_DIR / "queue.sqlite")
@@ -376,22 +388,33 @@ def fold_proteome(
             )  # fmt: skip
             report.invalid = counts["invalid"]
             if counts["jobs"]:
-                started_ray = _connect(ray, ray_address)
+                started_ray = _connect(ray, ray_address, dashboard)
                 try:
                     n, gpus, cpus = _default_workers(ray, workers, gpus_per_worker, cpus_per_worker)
                     arguments = (str(model_source), None if lm is None else str(lm), gpus > 0, dtype, lm_dtype,
                                  cpu_offload, num_recycles, chunk_size, max_tokens_per_batch, cpu_fallback,
                                  tuple(formats), max(1, int(cpus)))  # fmt: skip
                     options = {"num_cpus": cpus, "num_gpus": gpus, "max_restarts": 0, "max_concurrency": 1}
-                    pool = _Pool(ray, ray.remote(FoldWorker), options, arguments, n)
+                    pools = [_Pool(ray, ray.remote(FoldWorker), options, arguments, n)]
                     logger.info("%d proteins to fold on %d worker(s) (%g CPU, %g GPU each)",
                                 counts["jobs"], n, cpus, gpus)  # fmt: skip
+                    driver = _Driver(ray, pools[0], state, settings, report, max_attempts, stall_timeout)
                     try:
-                        _Driver(ray, pool, state, settings, report, max_attempts).run(
-                            queue.units(max_tokens_per_batch)
-                        )
+                        while True:
+                            try:
+                                driver.run(queue.units(max_tokens_per_batch))
+                                break
+                            except _RayLost as lost:
+                                if not started_ray or len(pools) > 1:  # not ours to restart, or restarted once
+                                    raise PipelineError(f"{lost}; {RESUME}") from lost
+                                logger.warning("%s: starting a fresh local Ray and carrying on", lost)
+                                pools[-1].close()
+                                ray.shutdown()
+                                _connect(ray, None, dashboard)
+                                pools.append(_Pool(ray, ray.remote(FoldWorker), options, arguments, n))
+                                driver.restart_with(pools[-1])
                     finally:
-                        pool.close()
+                        pools[-1].close()
                 finally:
                     if started_ray:
                         ray.shutdown()
@@ -405,34 +428,67 @@ def fold_proteome(
         return report.finish("finished")
 
 
-def _connect(ray, address: str | None) -> bool:
-    """Join or start Ray; True if this call started it (and must shut it down)."""
+def _connect(ray, address: str | None, dashboard: bool = False) -> bool:
+    """Join or start Ray; True if this call started it (and must shut it down). A Ray started here listens on
+    127.0.0.1 only and runs no dashboard unless ``dashboard``."""
     if ray.is_initialized():
         return False
     handler = signal.getsignal(signal.SIGTERM)  # ray.init replaces it by sys.exit; the caller's one unwinds cleanly
+    options: dict[str, object] = {}
+    if address is None:
+        options["include_dashboard"] = dashboard
+        if ray._private.ray_constants.ENABLE_RAY_CLUSTER:  # Ray was imported before LOCAL_ONLY_ENV was set
+            ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False if address is None else None)
+        context = ray.init(address=address, logging_level=logging.WARNING, **options)
     except Exception as exc:  # ConnectionError and Ray's own errors: one line naming the address
         raise PipelineError(f"cannot start or join Ray (address {address or 'local'}): {_describe_error(exc)}") from exc
     finally:
         if handler is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, handler)
+    if address is None and dashboard and getattr(context, "dashboard_url", None):
+        logger.info("Ray dashboard: http://%s (reachable from this machine only)", context.dashboard_url)
     return True
 
 
-class _Driver:
-    """The dispatch loop: hand units to workers, write what comes back, retry what a dead worker held."""
+class _RayLost(Exception):
+    """Ray itself is gone: no node alive, or it does not answer."""
 
-    def __init__(self, ray, pool: _Pool, state: RunState, settings: RunSettings, report: RunProgress, attempts: int):
+
+class _Driver:
+    """The dispatch loop: hand units to workers, write what comes back, retry what a dead worker held, and watch
+    the cluster: a lost node is logged, and when after a loss no worker makes progress for ``stall_timeout`` seconds
+    (nothing can host one) the run stops; ``_RayLost`` when no node is left at all."""
+
+    def __init__(
+        self, ray, pool: _Pool, state: RunState, settings: RunSettings, report: RunProgress, attempts: int,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT_S,
+    ):  # fmt: skip
         self.ray, self.pool, self.state, self.settings, self.report = ray, pool, state, settings, report
-        self.max_attempts = attempts
+        self.max_attempts, self.stall_timeout = attempts, stall_timeout
         self.retry: collections.deque[_Unit] = collections.deque()
         self.in_flight: dict[object, tuple[_Unit, _Worker]] = {}
+        self.fresh: Iterator[_Unit] | None = None
         self.drained = False  # every unit of the queue was handed out once
         self.deaths_in_a_row = 0
+        self.progress_at = time.monotonic()  # a unit came back or a worker got ready
+        self.nodes: dict[str, str] = {}  # node id -> address, every node seen alive
+        self.lost: dict[str, str] = {}
+
+    def restart_with(self, pool: _Pool) -> None:
+        """Carry on with ``pool`` on a fresh Ray: the units the old one held are handed out again (no attempt
+        counted: their proteins did nothing wrong)."""
+        self.retry.extendleft(unit for unit, _ in self.in_flight.values())
+        self.in_flight.clear()
+        self.pool, self.nodes, self.lost = pool, {}, {}
+        self.progress_at = time.monotonic()
 
     def run(self, units: Iterator[list[FoldJob]]) -> None:
-        fresh = (_Unit(jobs) for jobs in units)
+        """Until every unit is done; ``units`` is read once, also across ``restart_with``."""
+        if self.fresh is None:
+            self.fresh = (_Unit(jobs) for jobs in units)
+        fresh = self.fresh
+        self._watch(time.monotonic())
         last_report = last_log = time.monotonic()
         while True:
             self._hand_out(fresh)
@@ -443,6 +499,8 @@ class _Driver:
             if not waiting:
                 raise PipelineError("every worker died or failed to start; see the errors above")
             done, _ = self.ray.wait(waiting, num_returns=1, timeout=REPORT_EVERY_S)
+            if done:
+                self.progress_at = time.monotonic()
             for ref in done:
                 if ref in starting:
                     self._started(starting[ref], ref)
@@ -450,6 +508,7 @@ class _Driver:
                     self._returned(ref, *self.in_flight.pop(ref))
             now = time.monotonic()
             if now - last_report >= REPORT_EVERY_S:
+                self._watch(now)
                 self.report.extra = {"workers": self.pool.describe(), "worker_deaths": self.pool.deaths}
                 self.report.write_report()
                 last_report = now
@@ -459,6 +518,29 @@ class _Driver:
                     self._log_progress()
                 last_log = now
         self.report.extra = {"workers": self.pool.describe(), "worker_deaths": self.pool.deaths}
+
+    def _watch(self, now: float) -> None:
+        """Log lost nodes; stop when after a loss no worker has made progress for ``stall_timeout`` seconds."""
+        try:
+            alive = {n["NodeID"]: str(n.get("NodeManagerAddress")) for n in self.ray.nodes() if n.get("Alive")}
+        except Exception as exc:  # the GCS is gone
+            raise _RayLost(f"Ray does not answer ({_describe_error(exc)})") from exc
+        for node, address in self.nodes.items():
+            if node not in alive and node not in self.lost:
+                self.lost[node] = address
+                logger.warning("Ray node %s at %s was lost; its units go to the workers left", node[:12], address)
+        self.nodes.update(alive)
+        if not alive:
+            raise _RayLost(f"Ray lost its last node ({', '.join(self._lost_nodes())})")
+        working = any(w.starting is None and w.load for w in self.pool.workers)
+        if self.lost and not working and now - self.progress_at > self.stall_timeout:
+            raise PipelineError(
+                f"no worker could be scheduled for {self.stall_timeout:.0f} s after Ray lost node(s) "
+                f"{', '.join(self._lost_nodes())}; {RESUME} once the cluster has room again (or raise --stall-timeout)"
+            )
+
+    def _lost_nodes(self) -> list[str]:
+        return [f"{node[:12]} at {address}" for node, address in self.lost.items()]
 
     def _hand_out(self, fresh: Iterator[_Unit]) -> None:
         for worker in self.pool.ready():

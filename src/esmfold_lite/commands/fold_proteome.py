@@ -14,7 +14,7 @@ from esmfold_lite.commands.predict import (
     run_interruptibly,
 )
 from esmfold_lite.pipeline import RUN_REPORT_NAME, SUMMARY_NAME
-from esmfold_lite.proteome import DEFAULT_MAX_ATTEMPTS
+from esmfold_lite.proteome import DEFAULT_MAX_ATTEMPTS, DEFAULT_STALL_TIMEOUT_S
 
 DESCRIPTION = f"""\
 Fold every record of a (large, possibly gzip-compressed) FASTA file on Ray workers, each holding the model once.
@@ -94,6 +94,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"(default: {DEFAULT_MAX_ATTEMPTS})",
     )  # fmt: skip
     add_folding_arguments(parser)
+    parser.add_argument(
+        "--stall-timeout", metavar="SECONDS", type=_positive_float, default=DEFAULT_STALL_TIMEOUT_S,
+        help="after Ray lost a node, stop (exit status 1, naming the lost nodes; the same command resumes) when no "
+        "worker could be scheduled for this long; a Ray started here that dies is started again once instead "
+        f"(default: {DEFAULT_STALL_TIMEOUT_S:.0f})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="also start Ray's dashboard (http://127.0.0.1:8265) with the Ray started here; off by default, because "
+        "its jobs API runs code for whoever reaches it (the Ray started here listens on 127.0.0.1 only)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -110,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
             cpus_per_worker=args.cpus_per_worker,
             max_attempts=args.max_attempts,
             **folding_options(args),
+            dashboard=args.dashboard,
+            stall_timeout=args.stall_timeout,
         )
         proteins = report["proteins"]
         return exit_status(proteins["failed"], proteins["total"], args.outdir)
