@@ -319,16 +319,16 @@ def test_a_failing_writer_leaves_no_partial_file_and_keeps_the_old_one(tmp_path,
 
     real_fsync = atomic._fsync_file
 
-    def fsync_fails_for_p1_json(path):  # the data is in the temporary file when the disk "fills up"
+    def fsync_fails_for_p1_json(path):  # the data is in the temporary file when the write fails
         if path.name.startswith(".p1.json."):
             assert path.stat().st_size > 0
-            raise OSError(28, "No space left on device")
+            raise OSError(13, "Permission denied")  # a failure of this file (a full disk stops the run instead)
         real_fsync(path)
 
     monkeypatch.setattr(atomic, "_fsync_file", fsync_fails_for_p1_json)
     results = predict_fasta(fasta, outdir, model=FakeFolder(), formats=("pdb", "json"), overwrite=True, progress=False)
     assert [r.status for r in results] == ["ok", "error"]
-    assert results[1].error == "writing outputs failed: OSError: [Errno 28] No space left on device"
+    assert results[1].error == f"writing outputs failed: cannot write {outdir.resolve() / 'p1.json'}: Permission denied"
     assert (outdir / "p1.json").read_bytes() == old_json
     assert outputs(outdir) == ["p0.json", "p0.pdb", "p1.json", "p1.pdb"]
     assert read_summary(outdir)["p1"]["status"] == "error"

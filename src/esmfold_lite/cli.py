@@ -85,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or EXIT_OK)
     except CliError as exc:
+        logging.getLogger(__name__).debug("%s stopped", args.command, exc_info=exc)  # the traceback only with -vv
         print(f"esmfold-lite {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading

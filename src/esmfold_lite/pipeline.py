@@ -13,7 +13,9 @@ workers. Both go through the same steps, defined here once:
   already complete; gives a ``ProteinResult`` (error or complete) or a ``FoldJob``.
 - ``render_outcome`` (where the folding ran): a folded job's files rendered in memory, as ``FoldedProtein``.
 - ``save_folded`` (in the driver): write the files atomically, then commit each protein's completion record
-  (sizes, mtimes, sha256 of its files): a protein is complete only once its record says so.
+  (sizes, mtimes, sha256 of its files): a protein is complete only once its record says so. A full or failing disk
+  (``io.atomic.is_disk_error``) stops the run with a PipelineError naming the file; the proteins not recorded yet
+  stay ``pending`` and are folded by the next run.
 - ``RunProgress``: a progress bar on a terminal, else one log line per protein; rates, ETA, ``OUTDIR/run.json``,
   and ``summary.tsv`` (one row per protein: ``SUMMARY_COLUMNS``).
 
@@ -42,10 +44,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from esmfold_lite.batch_folding import BatchFolder, Folder, FoldJob, FoldOutcome
 from esmfold_lite.fold.chains import CHAIN_SEPARATOR, DEFAULT_LINKER
 from esmfold_lite.fold.precision import AUTO
-from esmfold_lite.io.atomic import atomic_write_text
+from esmfold_lite.io.atomic import atomic_write_text, is_disk_error, write_failure
 from esmfold_lite.io.fasta import FastaRecord, iter_unique_ids, read_fasta, validate_record
 from esmfold_lite.io.outputs import FORMAT_SUFFIXES, output_paths, render_protein, write_files, write_summary
-from esmfold_lite.io.run_state import OutdirError, RunState, file_record, open_run_state
+from esmfold_lite.io.run_state import RESUME_HINT, OutdirError, RunState, file_record, open_run_state
 from esmfold_lite.lm.load import as_dtype
 from esmfold_lite.weights.fingerprint import checkpoint_fingerprint, language_model_fingerprint
 
@@ -62,7 +64,12 @@ RESERVED_NAMES = frozenset(Path(name).stem.lower() for name in (SUMMARY_NAME, RU
 
 class PipelineError(Exception):
     """A problem that stops the whole run (unreadable FASTA, no records, unusable or busy OUTDIR, results of other
-    settings in OUTDIR, model not loadable)."""
+    settings in OUTDIR, a damaged run state, a full disk, model not loadable)."""
+
+
+def write_error(path: str | os.PathLike | None, exc: OSError) -> PipelineError:
+    """The PipelineError of a failed write of ``path`` that stops the run, naming the file and what happened."""
+    return PipelineError(write_failure(path, exc) + (f"; {RESUME_HINT}" if is_disk_error(exc) else ""))
 
 
 @dataclass
@@ -184,10 +191,11 @@ def check_settings(state: RunState, settings: RunSettings, overwrite: bool) -> N
 
 
 @contextlib.contextmanager
-def open_outdir(outdir: str | os.PathLike) -> Iterator[RunState]:
-    """``io.run_state.open_run_state`` with its errors as ``PipelineError``."""
+def open_outdir(outdir: str | os.PathLike, overwrite: bool = False) -> Iterator[RunState]:
+    """``io.run_state.open_run_state`` with its errors as ``PipelineError``; ``overwrite`` (every protein is folded
+    again) replaces a damaged run state."""
     try:
-        with open_run_state(outdir) as state:
+        with open_run_state(outdir, replace_damaged=overwrite) as state:
             yield state
     except OutdirError as exc:
         raise PipelineError(str(exc)) from exc
@@ -289,7 +297,11 @@ def render_outcome(outcome: FoldOutcome, formats: Sequence[str]) -> FoldedProtei
 
 def save_folded(state: RunState, settings: RunSettings, folded: Sequence[FoldedProtein]) -> list[ProteinResult]:
     """Write the files of folded proteins atomically, then commit their rows in one transaction: for an ok protein
-    the row is its completion record (settings digest, size/mtime/sha256 of each file)."""
+    the row is its completion record (settings digest, size/mtime/sha256 of each file).
+
+    A file that cannot be written fails its protein (``error``), unless the disk is full or failing: then no other
+    write would succeed either, so PipelineError stops the run and none of these rows is committed (the proteins
+    stay ``pending``; their files, whole or absent, are written again by the next run)."""
     results, rows = [], []
     for item in folded:
         job = item.job
@@ -305,9 +317,13 @@ def save_folded(state: RunState, settings: RunSettings, folded: Sequence[FoldedP
                 records = {fmt: file_record(paths[fmt], content) for fmt, content in item.files.items()}
                 result.status, result.error = "ok", ""
                 result.mean_plddt, result.ptm = item.mean_plddt, item.ptm
-            except Exception as exc:  # e.g. a full disk: this protein fails, its files stay whole or absent
+            except Exception as exc:  # this protein fails, its files stay whole or absent
                 logger.debug("writing %s failed", job.name, exc_info=True)
-                result.error = f"writing outputs failed: {type(exc).__name__}: {exc}"
+                if is_disk_error(exc):
+                    raise write_error(exc.filename, exc) from exc
+                result.error = "writing outputs failed: " + (
+                    write_failure(exc.filename, exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+                )
             result.seconds = item.seconds + time.perf_counter() - start
             state.produced = True
         results.append(result)
@@ -388,7 +404,11 @@ class RunProgress:
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **self.stats(), **self.extra,
             "settings": self.settings.values,
         }  # fmt: skip
-        atomic_write_text(self.state.outdir / RUN_REPORT_NAME, json.dumps(report, indent=2) + "\n")
+        path = self.state.outdir / RUN_REPORT_NAME
+        try:
+            atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+        except OSError as exc:
+            raise write_error(path, exc) from exc
         return report
 
     def write_summary(self) -> None:
@@ -396,7 +416,7 @@ class RunProgress:
         try:
             write_summary(path, self.state.summary_rows(self.settings.digest))
         except OSError as exc:
-            raise PipelineError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise write_error(path, exc) from exc
         self.state.produced = True
 
     def finish(self, status: str) -> dict[str, object]:
@@ -484,7 +504,7 @@ def predict_fasta(
         One result per record, in FASTA order.
     Raises:
         PipelineError: unreadable or empty FASTA, unusable or busy ``outdir``, results of other settings in
-            ``outdir`` (without ``overwrite``), model not loadable.
+            ``outdir`` or a damaged run state (without ``overwrite``), a full or failing disk, model not loadable.
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
@@ -495,7 +515,7 @@ def predict_fasta(
         raise ValueError(f"max_tokens_per_batch must be positive, got {max_tokens_per_batch}")
     records = read_records(Path(fasta))
     settings = run_settings(model, model_source, lm, num_recycles, dtype, lm_dtype)
-    with open_outdir(outdir) as state:
+    with open_outdir(outdir, overwrite) as state:
         check_settings(state, settings, overwrite)
         results: dict[int, ProteinResult] = {}
         jobs: list[FoldJob] = []

@@ -1,11 +1,18 @@
-"""``esmfold-lite embed``: language-model embeddings of FASTA records (or MSAs), one file per input plus a manifest."""
+"""``esmfold-lite embed``: language-model embeddings of FASTA records (or MSAs), one file per input plus a manifest.
+
+Every file is written atomically; a file that cannot be written (a full or failing disk, an unwritable OUTDIR)
+stops the command with one line naming it (exit status 1), leaving no partial file, and no manifest is written for
+that run (an earlier run's manifest stays as it was).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +22,7 @@ from tqdm.auto import tqdm
 
 from esmfold_lite.alphabet import ALL_TOKENS
 from esmfold_lite.cli import CliError, add_logging_options, exit_status_help, records_exit_code
-from esmfold_lite.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from esmfold_lite.io.atomic import atomic_write_bytes, atomic_write_text, is_disk_error, write_failure
 from esmfold_lite.io.fasta import FastaRecord, read_fasta, resolve_inside, unique_ids, validate_record
 from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH, MSA, SELECTIONS, read_msa, select_rows
 from esmfold_lite.io.outputs import contact_map_png
@@ -62,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=exit_status_help(
             ok="every record embedded",
             some_failed="some records skipped (their reason is in manifest.tsv and the log)",
-            failed="nothing could run (unreadable FASTA, no valid record, model not loadable)",
+            failed="nothing could run or the run had to stop (unreadable FASTA, no valid record, model not loadable, "
+            "an output that cannot be written: a full or failing disk)",
         ),
     )
     parser.add_argument(
@@ -180,7 +188,10 @@ def run(args: argparse.Namespace) -> int:
             f"nothing to embed in {' '.join(map(str, args.input))}; first problem: {first.where}: {first.problem}"
         )
 
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create the output directory {args.output_dir}: {exc.strerror or exc}") from exc
     names = unique_ids(item.id for item in inputs)
     manifest: list[tuple[str, str, int, str]] = []  # id, file, length, status; "ok" rows replace these once written
     for item in inputs:
@@ -202,17 +213,31 @@ def run(args: argparse.Namespace) -> int:
             for row, i in enumerate(chunk):
                 filename = f"{names[i]}.{args.format}"
                 result = sequence_result(out, row, saved_layers)
-                if args.contacts_png:
-                    png = resolve_inside(args.output_dir, names[i] + CONTACTS_PNG_SUFFIX)
-                    atomic_write_bytes(png, contact_map_png(result["contacts"], inputs[i].id))
-                if not args.contacts:
-                    result.pop("contacts", None)
-                write_result(args.output_dir / filename, inputs[i], result, args.format)
+                with _writing(args.output_dir / filename):
+                    if args.contacts_png:
+                        png = resolve_inside(args.output_dir, names[i] + CONTACTS_PNG_SUFFIX)
+                        atomic_write_bytes(png, contact_map_png(result["contacts"], inputs[i].id))
+                    if not args.contacts:
+                        result.pop("contacts", None)
+                    write_result(args.output_dir / filename, inputs[i], result, args.format)
                 manifest[i] = (inputs[i].id, filename, inputs[i].length, "ok")
             bar.update(len(chunk))
 
-    write_manifest(args.output_dir / "manifest.tsv", manifest)
+    with _writing(args.output_dir / "manifest.tsv"):
+        write_manifest(args.output_dir / "manifest.tsv", manifest)
     return records_exit_code(len(inputs) - len(valid))
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A block that writes ``path``: an OSError stops the command with one line naming the file (the error's own
+    file if it names one) and what happened."""
+    try:
+        yield
+    except OSError as exc:
+        log.debug("writing %s failed", path, exc_info=True)
+        hint = "; no partial file was left: make room (or fix the disk) and run it again" if is_disk_error(exc) else ""
+        raise CliError(write_failure(exc.filename or path, exc) + hint) from exc
 
 
 def read_records(args: argparse.Namespace, model) -> list[EmbedInput]:
@@ -274,18 +299,22 @@ def sequence_result(out: Embeddings, i: int, saved_layers: dict[int, int]) -> di
 
 
 def write_result(path: Path, item: EmbedInput, arrays: dict, file_format: str) -> None:
-    """Write one input's result atomically: a ``torch.save`` dict, or an ``.npz`` with flat keys."""
-    with atomic_path(path) as temp:
-        if file_format == "pt":
-            torch.save({"label": item.id, "sequence": item.sequence, **arrays}, temp)
-        else:
-            flat = {"label": np.array(item.id), "sequence": np.array(item.sequence)}
-            for name, value in arrays.items():
-                if isinstance(value, dict):
-                    flat.update({f"{name}_{layer}": tensor.numpy() for layer, tensor in value.items()})
-                else:
-                    flat[name] = value.numpy()
-            np.savez(temp, **flat)
+    """Write one input's result atomically: a ``torch.save`` dict, or an ``.npz`` with flat keys.
+
+    The file is made in memory and then written, so a failed write raises the OSError (naming ``path``) rather than
+    a serializer's own error."""
+    buffer = io.BytesIO()
+    if file_format == "pt":
+        torch.save({"label": item.id, "sequence": item.sequence, **arrays}, buffer)
+    else:
+        flat = {"label": np.array(item.id), "sequence": np.array(item.sequence)}
+        for name, value in arrays.items():
+            if isinstance(value, dict):
+                flat.update({f"{name}_{layer}": tensor.numpy() for layer, tensor in value.items()})
+            else:
+                flat[name] = value.numpy()
+        np.savez(buffer, **flat)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_manifest(path: Path, rows: list[tuple[str, str, int, str]]) -> None:

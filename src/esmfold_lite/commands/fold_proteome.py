@@ -41,7 +41,8 @@ examples:
   esmfold-lite fold-proteome proteome.fasta -o out --model esmfold_v1 --ray-address auto --gpus-per-worker 1
 
 exit status: 0 all proteins ok; {EXIT_SOME_FAILED} some proteins failed (see {SUMMARY_NAME}); 1 nothing could run
-(unreadable FASTA, unusable or busy OUTDIR, other settings in OUTDIR, model not loadable on the workers, no Ray);
+or the run had to stop (unreadable FASTA, unusable or busy OUTDIR, other settings in OUTDIR, a damaged run state,
+model not loadable on the workers, no Ray, a full or failing disk: run the same command again to resume);
 130/143 interrupted (run the same command again to resume)."""
 
 
@@ -93,7 +94,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a protein whose worker died this many times is marked failed with the reason "
         f"(default: {DEFAULT_MAX_ATTEMPTS})",
     )  # fmt: skip
-    add_folding_arguments(parser)
     parser.add_argument(
         "--stall-timeout", metavar="SECONDS", type=_positive_float, default=DEFAULT_STALL_TIMEOUT_S,
         help="after Ray lost a node, stop (exit status 1, naming the lost nodes; the same command resumes) when no "
@@ -106,6 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also start Ray's dashboard (http://127.0.0.1:8265) with the Ray started here; off by default, because "
         "its jobs API runs code for whoever reaches it (the Ray started here listens on 127.0.0.1 only)",
     )
+    add_folding_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -121,9 +122,9 @@ def run(args: argparse.Namespace) -> int:
             gpus_per_worker=args.gpus_per_worker,
             cpus_per_worker=args.cpus_per_worker,
             max_attempts=args.max_attempts,
-            **folding_options(args),
             dashboard=args.dashboard,
             stall_timeout=args.stall_timeout,
+            **folding_options(args),
         )
         proteins = report["proteins"]
         return exit_status(proteins["failed"], proteins["total"], args.outdir)

@@ -44,6 +44,9 @@ A run with other settings than the results in OUTDIR stops with an error: add --
 use a new OUTDIR. Files are written atomically (a symlink in OUTDIR is replaced, never written through), so an
 interrupted run leaves no partial file. One run per OUTDIR: a second run on a busy OUTDIR stops at once; the lock
 of a killed run is free again. A run that fails before writing anything removes the OUTDIR it created.
+A full or failing disk stops the run with a message naming the file (exit status 1); the proteins finished are
+kept, and the same command run again folds the rest. A damaged OUTDIR/.esmfold-lite/state.sqlite stops a run before
+it folds anything: --overwrite replaces it (and folds every protein again), or use a new OUTDIR.
 
 When stderr is not a terminal (nohup, cluster logs), one line per protein (id, length, mean pLDDT, pTM, seconds)
 and a final line with the totals are logged instead of the progress bar."""
@@ -53,8 +56,8 @@ out of memory: a batch is split, then the chunk size lowered (512, 128, 32, 8), 
 the protein and all longer ones are folded on the CPU.
 
 exit status: 0 all proteins ok; {EXIT_SOME_FAILED} some proteins failed (see {SUMMARY_NAME});
-1 nothing could run (unreadable or empty FASTA, unusable or busy OUTDIR, results of other settings in OUTDIR,
-model not loadable); 130/143 interrupted."""
+1 nothing could run or the run had to stop (unreadable or empty FASTA, unusable or busy OUTDIR, results of other
+settings in OUTDIR, a damaged run state, model not loadable, a full or failing disk); 130/143 interrupted."""
 
 
 def positive_int(text: str) -> int:
@@ -167,7 +170,8 @@ def add_folding_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite",
         action="store_true",
         help="recompute proteins whose outputs are complete instead of skipping them; needed to fold into an OUTDIR "
-        "whose results were made with other settings (model, LM, --num-recycles, --dtype, --lm-dtype, version)",
+        "whose results were made with other settings (model, LM, --num-recycles, --dtype, --lm-dtype, version) or "
+        "whose run state (.esmfold-lite/state.sqlite) is damaged, which it replaces",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
     add_logging_options(parser)

@@ -5,10 +5,16 @@ disk with ``fsync``, and then renamed over the target with ``os.replace``; the d
 rename itself survives a power loss. On an exception the temporary file is removed. A process killed with SIGKILL
 can still leave a temporary file behind; its name marks it (``.<name>.<12 hex>.tmp<suffix>``) and
 `remove_stale_temp_files` deletes such leftovers.
+
+A failed write (a full disk shows up as ``ENOSPC`` from ``write`` or ``fsync``, a failing one as ``EIO``) raises
+the OSError with ``filename`` set to the file meant rather than its temporary name; `write_failure` words it for
+the user and `is_disk_error` tells a failure of the file system (no write anywhere can succeed) from one of a file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import secrets
@@ -18,6 +24,26 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp(\.[^.]*)?$")
+# errors of the file system rather than of one file: a run that gets one cannot write anything else either
+_DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EIO: "the write failed",
+    errno.EROFS: "the file system is read-only",
+}
+if hasattr(errno, "EDQUOT"):  # not on every platform
+    _DISK_ERRORS[errno.EDQUOT] = "the disk quota is used up"
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure of the file system (full, over quota, failing, read-only), not of one file."""
+    return isinstance(exc, OSError) and exc.errno in _DISK_ERRORS
+
+
+def write_failure(path: str | os.PathLike | None, exc: OSError) -> str:
+    """One line for a failed write of ``path``: ``cannot write PATH: the disk is full (No space left on device)``."""
+    detail = exc.strerror or str(exc)
+    reason = _DISK_ERRORS.get(exc.errno)
+    return f"cannot write {path}: {f'{reason} ({detail})' if reason else detail}"
 
 
 def _create_temp(path: Path) -> Path:
@@ -29,6 +55,9 @@ def _create_temp(path: Path) -> Path:
             return temp
         except FileExistsError:
             continue
+        except OSError as exc:
+            _name_target(exc, temp, path)
+            raise
 
 
 def _fsync_file(path: Path) -> None:
@@ -60,7 +89,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     For libraries that write files themselves: the temporary name ends with the target's suffix, so
     ``np.savez`` does not append ``.npz`` and ``savefig`` picks the format from it. On an exception in the
-    ``with`` block the temporary file is removed and `path` is left untouched.
+    ``with`` block the temporary file is removed and `path` is left untouched; an OSError that names no file or
+    the temporary one is made to name `path`.
     """
     path = Path(path)
     temp = _create_temp(path)
@@ -68,10 +98,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield temp
         _fsync_file(temp)
         os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):  # a disk that fails this too: the next run's lock holder removes it
+            temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            _name_target(exc, temp, path)
         raise
     _fsync_directory(path.parent)
+
+
+def _name_target(exc: OSError, temp: Path, path: Path) -> None:
+    """Let ``exc`` name ``path``, the file meant, when it names no file (``write``, ``fsync``) or only ``temp``."""
+    named = exc.filename
+    if exc.errno is None or exc.filename2 is not None:  # os.replace names both files already
+        return
+    if named is None or (isinstance(named, (str, os.PathLike)) and os.fspath(named) == os.fspath(temp)):
+        exc.filename = str(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

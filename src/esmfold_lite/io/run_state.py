@@ -14,6 +14,15 @@ A protein's row is its *completion record*: committed with ``status = ok`` only 
 synced. It counts as complete when it is ok for the same sequence and settings and every requested file is a
 regular file (a symlink never is) of the recorded size whose mtime is the recorded one or, if not, whose sha256
 still is. So a truncated, edited or replaced file, or one that is missing, makes the protein incomplete.
+
+Broken state: ``owner.json`` is only shown in the busy message and is rewritten by every run, so whatever it holds
+does not matter; ``lock`` is only ever locked, never read. ``state.sqlite`` is checked when it is opened (SQLite's
+``quick_check`` and the tables' columns). A damaged one (truncated, overwritten, not esmfold-lite's) has lost the
+completion records, and guessing them from the files could count a half-written protein as done, so the run is
+refused with a message naming the file and the fix: ``overwrite`` (``--overwrite``), which recomputes every protein
+anyway, replaces it by an empty state; or a new OUTDIR. An empty file (a crash while it was created) is an empty
+state: nothing counts as complete, everything is folded again. An SQLite error later (a full or failing disk) raises
+OutdirError naming the file; nothing is recorded as complete by a transaction that did not commit.
 """
 
 from __future__ import annotations
@@ -33,12 +42,18 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from esmfold_lite.io.atomic import atomic_write_text, remove_stale_temp_files
+from esmfold_lite.io.atomic import atomic_write_text, remove_stale_temp_files, write_failure
 from esmfold_lite.io.outputs import SUMMARY_COLUMNS
 
 logger = logging.getLogger(__name__)
 
 STATE_DIR = ".esmfold-lite"
+STATE_NAME = "state.sqlite"
+RESUME_HINT = "the proteins finished so far are kept: make room (or fix the disk) and run the same command again"
+DAMAGED_STATE_FIX = (
+    "which proteins are complete is lost: run again with --overwrite (overwrite=True) to fold every protein again "
+    "(it replaces the damaged file), or write to a new output directory"
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (digest TEXT PRIMARY KEY, json TEXT NOT NULL, used INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS proteins (
@@ -48,11 +63,61 @@ CREATE TABLE IF NOT EXISTS proteins (
 );
 """
 _COLUMNS = (*SUMMARY_COLUMNS, "settings", "files")
+_TABLES = {"settings": ("digest", "json", "used"), "proteins": _COLUMNS}
 _NULLABLE = frozenset({"mean_plddt", "ptm", "seconds"})
 
 
 class OutdirError(Exception):
-    """The output directory cannot be used: busy with another run, not a directory, not writable, a planted link."""
+    """The output directory cannot be used: busy with another run, not a directory, not writable, a planted link,
+    its run state damaged, the disk full."""
+
+
+class _Damaged(sqlite3.DatabaseError):
+    """A database that opens but is not a sound run state (``quick_check`` fails, tables of another shape)."""
+
+
+def _sqlite_kind(exc: sqlite3.Error) -> str:
+    """``full`` (disk or quota), ``io`` (the disk failed), ``damaged`` (not SQLite, corrupt, foreign) or ``other``."""
+    name = getattr(exc, "sqlite_errorname", None) or ""  # Python 3.11+; SQLite's message text before
+    text = str(exc).lower()
+    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+        return "full"
+    if name.startswith("SQLITE_IOERR") or "disk i/o error" in text:
+        return "io"
+    damaged = isinstance(exc, _Damaged) or name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    return "damaged" if damaged or "malformed" in text or "not a database" in text else "other"
+
+
+def database_failure(path: Path, exc: sqlite3.Error, damaged_fix: str) -> str:
+    """One line for an SQLite error of the database ``path``: what happened and what to do (``damaged_fix`` for a
+    damaged file)."""
+    kind, detail = _sqlite_kind(exc), " ".join(str(exc).split())  # SQLite's own text may span lines
+    if kind == "full":
+        return f"cannot write {path}: the disk is full ({detail}); {RESUME_HINT}"
+    if kind == "io":
+        return f"cannot read or write {path}: the disk failed ({detail}); {RESUME_HINT}"
+    if kind == "damaged":
+        return f"{path} is damaged ({detail}); {damaged_fix}"
+    return f"cannot use {path}: {detail}"
+
+
+@contextlib.contextmanager
+def database_errors(path: Path, damaged_fix: str = DAMAGED_STATE_FIX) -> Iterator[None]:
+    """Raise an ``sqlite3.Error`` of the block as OutdirError naming ``path`` (`database_failure`)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        logger.debug("%s failed", path, exc_info=True)
+        raise OutdirError(database_failure(path, exc, damaged_fix)) from exc
+
+
+def remove_database(path: Path) -> None:
+    """Delete the SQLite database ``path`` and its journals; OutdirError if one cannot be (a directory there)."""
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))):
+        try:
+            file.unlink(missing_ok=True)
+        except OSError as exc:
+            raise OutdirError(f"cannot remove {file}: {exc.strerror or exc}; remove it yourself") from exc
 
 
 def sha256_file(path: Path) -> str:
@@ -70,15 +135,25 @@ def file_record(path: Path, content: bytes) -> list[object]:
 
 
 def file_matches(path: Path, record: list[object]) -> bool:
-    """Whether ``path`` is still the regular file ``record`` describes (hashing it only when its mtime changed)."""
-    size, mtime_ns, sha256 = record
+    """Whether ``path`` is still the regular file ``record`` describes (hashing it only when its mtime changed); an
+    unreadable file or a malformed record does not match."""
     try:
+        size, mtime_ns, sha256 = record
         info = os.lstat(path)
-    except OSError:
+        if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+            return False
+        return info.st_mtime_ns == mtime_ns or sha256_file(path) == sha256
+    except (OSError, TypeError, ValueError):
         return False
-    if not stat.S_ISREG(info.st_mode) or info.st_size != size:
-        return False
-    return info.st_mtime_ns == mtime_ns or sha256_file(path) == sha256
+
+
+def _json_object(text: object) -> dict[str, object]:
+    """``text`` parsed as a JSON object, or {} when it is none (a hand-edited or damaged value)."""
+    try:
+        value = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _first_missing_ancestor(path: Path) -> Path | None:
@@ -96,6 +171,7 @@ class RunState:
 
     def __init__(self, outdir: Path, connection: sqlite3.Connection) -> None:
         self.outdir = outdir
+        self.path = outdir / STATE_DIR / STATE_NAME
         self.db = connection
         self.produced = False  # set once a result file or the summary is written: the run has produced something
 
@@ -104,20 +180,21 @@ class RunState:
     def settings_conflict(self, digest: str, settings: Mapping[str, object]) -> str | None:
         """Why OUTDIR's results do not fit ``settings``, or None: the last run used other settings and results
         made with them are there (results of still older settings are ``stale`` and no longer count)."""
-        last = self.db.execute("SELECT digest, json FROM settings ORDER BY used DESC LIMIT 1").fetchone()
-        if last is None or last[0] == digest:
-            return None
-        (count,) = self.db.execute(
-            "SELECT COUNT(*) FROM proteins WHERE status = 'ok' AND settings = ?", (last[0],)
-        ).fetchone()
+        with database_errors(self.path):
+            last = self.db.execute("SELECT digest, json FROM settings ORDER BY used DESC LIMIT 1").fetchone()
+            if last is None or last[0] == digest:
+                return None
+            (count,) = self.db.execute(
+                "SELECT COUNT(*) FROM proteins WHERE status = 'ok' AND settings = ?", (last[0],)
+            ).fetchone()
         if not count:
             return None
-        changes = _differences(json.loads(last[1]), dict(settings))
+        changes = _differences(_json_object(last[1]), dict(settings))
         return f"{count} result(s) there were made with other settings ({'; '.join(changes)})"
 
     def use_settings(self, digest: str, settings: Mapping[str, object]) -> None:
         """Make ``settings`` OUTDIR's current ones (what the next run is compared with)."""
-        with self.db:
+        with database_errors(self.path), self.db:
             self.db.execute(
                 "INSERT INTO settings VALUES (?, ?, (SELECT COALESCE(MAX(used), 0) + 1 FROM settings)) "
                 "ON CONFLICT (digest) DO UPDATE SET used = excluded.used",
@@ -127,7 +204,8 @@ class RunState:
     # --- proteins ---------------------------------------------------------------------------------------------
 
     def row(self, id: str) -> dict[str, object] | None:
-        found = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM proteins WHERE id = ?", (id,)).fetchone()
+        with database_errors(self.path):
+            found = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM proteins WHERE id = ?", (id,)).fetchone()
         return None if found is None else dict(zip(_COLUMNS, found, strict=True))
 
     def complete_row(
@@ -137,7 +215,7 @@ class RunState:
         row = self.row(id)
         if row is None or row["status"] != "ok" or row["sequence_hash"] != sequence_hash or row["settings"] != digest:
             return None
-        files = json.loads(row["files"])
+        files = _json_object(row["files"])
         if all(fmt in files and file_matches(path, files[fmt]) for fmt, path in paths.items()):
             return row
         return None
@@ -147,7 +225,7 @@ class RunState:
         transaction. A protein keeps its place in the summary; its other fields are replaced."""
         values = [tuple(_db_value(row, column) for column in _COLUMNS) for row in rows]
         updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])
-        with self.db:
+        with database_errors(self.path), self.db:  # one transaction: all rows are recorded, or none
             self.db.executemany(
                 f"INSERT INTO proteins ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
                 f"ON CONFLICT (id) DO UPDATE SET {updates}",
@@ -158,15 +236,17 @@ class RunState:
         """Every protein ever folded into OUTDIR, in first-seen order, as ``summary.tsv`` rows. An ok row made with
         settings other than ``digest`` (kept from before an ``overwrite`` with new settings) says ``stale``."""
         query = f"SELECT {', '.join(_COLUMNS)} FROM proteins ORDER BY rowid"
-        for values in self.db.execute(query):
-            row = dict(zip(_COLUMNS, values, strict=True))
-            if row["status"] == "ok" and row["settings"] != digest:
-                row["status"] = "stale"
-                row["error"] = "folded with other settings than the last run's; run them again to recompute"
-            yield {field: row[field] for field in SUMMARY_COLUMNS}
+        with database_errors(self.path):
+            for values in self.db.execute(query):
+                row = dict(zip(_COLUMNS, values, strict=True))
+                if row["status"] == "ok" and row["settings"] != digest:
+                    row["status"] = "stale"
+                    row["error"] = "folded with other settings than the last run's; run them again to recompute"
+                yield {field: row[field] for field in SUMMARY_COLUMNS}
 
     def counts(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT status, COUNT(*) FROM proteins GROUP BY status").fetchall())
+        with database_errors(self.path):
+            return dict(self.db.execute("SELECT status, COUNT(*) FROM proteins GROUP BY status").fetchall())
 
 
 def _db_value(row: Mapping[str, object], column: str) -> object:
@@ -188,11 +268,13 @@ def _differences(old: Mapping[str, object], new: Mapping[str, object], limit: in
 
 
 @contextlib.contextmanager
-def open_run_state(outdir: str | os.PathLike) -> Iterator[RunState]:
+def open_run_state(outdir: str | os.PathLike, replace_damaged: bool = False) -> Iterator[RunState]:
     """Create ``outdir`` if needed, take its lock and open its state; yields a :class:`RunState`.
 
-    Raises OutdirError when OUTDIR is busy with another run or unusable. If this call created OUTDIR (and parents)
-    and the run ends with an exception before ``produced`` was set, it removes what it created, leaving nothing.
+    Raises OutdirError when OUTDIR is busy with another run or unusable, or its ``state.sqlite`` is damaged (unless
+    ``replace_damaged``: then it is replaced by an empty state; see the module docstring). If this call created
+    OUTDIR (and parents) and the run ends with an exception before ``produced`` was set, it removes what it created,
+    leaving nothing.
     """
     outdir = Path(outdir)
     created = _first_missing_ancestor(outdir.absolute())
@@ -210,28 +292,11 @@ def open_run_state(outdir: str | os.PathLike) -> Iterator[RunState]:
     state_dir = outdir / STATE_DIR
     if state_dir.is_symlink() or (state_dir.exists() and not state_dir.is_dir()):
         raise OutdirError(f"{state_dir} is not a directory (esmfold-lite keeps its run state there): remove it")
-    state_dir.mkdir(exist_ok=True)
-    lock = FileLock(state_dir / "lock", timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise OutdirError(f"output directory {outdir} is in use by another esmfold-lite run{_owner(state_dir)}; "
-                          "wait for it to finish, or write to another output directory") from None  # fmt: skip
+    lock = _lock(state_dir, outdir, created)
     state = None
     try:
-        atomic_write_text(
-            state_dir / "owner.json",
-            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}) + "\n",
-        )
-        for directory in (outdir, state_dir):
-            for path in remove_stale_temp_files(directory):
-                logger.info("removed %s, left by an interrupted run", path.name)
-        database = state_dir / "state.sqlite"
-        if database.is_symlink():
-            raise OutdirError(f"{database} is a symbolic link; esmfold-lite does not write through links: remove it")
-        connection = sqlite3.connect(database)
-        connection.executescript(_SCHEMA)
-        state = RunState(outdir, connection)
+        _claim(state_dir, outdir)
+        state = RunState(outdir, _open_database(state_dir / STATE_NAME, replace_damaged))
         yield state
     except BaseException:
         if created is not None and (state is None or not state.produced):
@@ -245,12 +310,84 @@ def open_run_state(outdir: str | os.PathLike) -> Iterator[RunState]:
         lock.release()
 
 
+def _lock(state_dir: Path, outdir: Path, created: Path | None) -> FileLock:
+    """Create the state directory and take OUTDIR's lock (OutdirError if busy or impossible); the lock held."""
+    lock = FileLock(state_dir / "lock", timeout=0)
+    try:
+        state_dir.mkdir(exist_ok=True)
+        lock.acquire()
+    except Timeout:
+        raise OutdirError(f"output directory {outdir} is in use by another esmfold-lite run{_owner(state_dir)}; "
+                          "wait for it to finish, or write to another output directory") from None  # fmt: skip
+    except OSError as exc:  # a full disk, a directory where the lock file goes
+        if created is not None:
+            _remove_created(outdir, created)
+        raise OutdirError(f"cannot lock {lock.lock_file}: {exc.strerror or exc}") from exc
+    return lock
+
+
+def _claim(state_dir: Path, outdir: Path) -> None:
+    """With the lock held: record this run in ``owner.json`` (for the busy message of a second run) and delete the
+    temporary files of interrupted writes."""
+    owner = state_dir / "owner.json"
+    try:
+        atomic_write_text(
+            owner, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}) + "\n"
+        )
+        for directory in (outdir, state_dir):
+            for path in remove_stale_temp_files(directory):
+                logger.info("removed %s, left by an interrupted run", path.name)
+    except OSError as exc:
+        raise OutdirError(write_failure(exc.filename or owner, exc)) from exc
+
+
+def _open_database(path: Path, replace_damaged: bool) -> sqlite3.Connection:
+    """The run state's database, opened (created if missing) and checked; a damaged one raises OutdirError naming
+    the fix, or with ``replace_damaged`` is deleted and created anew (see the module docstring)."""
+    if path.is_symlink():
+        raise OutdirError(f"{path} is a symbolic link; esmfold-lite does not write through links: remove it")
+    if os.path.lexists(path) and not path.is_file():
+        raise OutdirError(f"{path} is not a regular file (esmfold-lite keeps its run state there): remove it")
+    try:
+        return _checked_connection(path)
+    except sqlite3.Error as exc:
+        if not replace_damaged or _sqlite_kind(exc) != "damaged":
+            logger.debug("opening %s failed", path, exc_info=True)
+            raise OutdirError(database_failure(path, exc, DAMAGED_STATE_FIX)) from exc
+        logger.warning("%s is damaged (%s); overwrite: replacing it by an empty run state", path, exc)
+    remove_database(path)
+    with database_errors(path):
+        return _checked_connection(path)
+
+
+def _checked_connection(path: Path) -> sqlite3.Connection:
+    """Connect to ``path`` and check it, reading only: ``quick_check``, then the tables' columns (``_Damaged`` if
+    either fails); the tables are created only in a database that has none (new or empty), so a damaged or foreign
+    file is left exactly as it was."""
+    connection = sqlite3.connect(path)
+    try:
+        (verdict,) = connection.execute("PRAGMA quick_check(1)").fetchone()
+        if verdict != "ok":
+            raise _Damaged(f"database disk image is malformed: {verdict}")
+        if connection.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0] == 0:
+            connection.executescript(_SCHEMA)
+        for table, columns in _TABLES.items():
+            try:
+                connection.execute(f"SELECT {', '.join(columns)} FROM {table} LIMIT 0")
+            except sqlite3.OperationalError as exc:
+                raise _Damaged(f"not an esmfold-lite run state: {exc}") from exc
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
 def _owner(state_dir: Path) -> str:
     try:
         owner = json.loads((state_dir / "owner.json").read_text())
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner["started"]))
         return f" (pid {owner['pid']} on {owner['host']}, started {started})"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):  # a damaged owner.json only loses the details
         return ""
 
 

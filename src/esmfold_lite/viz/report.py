@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from esmfold_lite.io.atomic import atomic_write_text
+from esmfold_lite.io.atomic import atomic_write_text, write_failure
 from esmfold_lite.io.outputs import output_paths, read_summary
 from esmfold_lite.io.structure import parse_structure, read_structure_bytes
 from esmfold_lite.pipeline import FORMATS, SUMMARY_NAME
@@ -352,6 +352,6 @@ def write_report(
     output = Path(output) if output is not None else outdir / REPORT_NAME
     try:
         atomic_write_text(output, render_report(outdir, pages, script))
-    except OSError as exc:
-        raise ReportError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    except OSError as exc:  # a full or failing disk: no partial report is left
+        raise ReportError(write_failure(output, exc)) from exc
     return output
