@@ -26,7 +26,7 @@ from esmfold_lite.batch_folding import FoldJob
 from esmfold_lite.cli import main
 from esmfold_lite.io import atomic
 from esmfold_lite.io.run_state import OutdirError, open_run_state
-from esmfold_lite.proteome import WorkQueue
+from esmfold_lite.io.work_queue import WorkQueue
 
 RECORDS = {"p0": "MKVLAA", "p1": "GSHMKTAYIAKQ", "p2": "MKTAYIAKQRQISFVKSHFS"}  # folded in this order, one at a time
 FORMATS = ("pdb", "json")

@@ -23,8 +23,9 @@ from esmfold_lite import proteome
 from esmfold_lite.batch_folding import FoldJob
 from esmfold_lite.cli import build_parser
 from esmfold_lite.io.fasta import unique_ids
+from esmfold_lite.io.work_queue import WorkQueue
 from esmfold_lite.pipeline import output_names, predict_fasta
-from esmfold_lite.proteome import WorkQueue, fold_proteome
+from esmfold_lite.proteome import fold_proteome
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 HOSTILE = (

@@ -368,7 +368,7 @@ def _checked_connection(path: Path) -> sqlite3.Connection:
     try:
         (verdict,) = connection.execute("PRAGMA quick_check(1)").fetchone()
         if verdict != "ok":
-            raise _Damaged(f"database disk image is malformed: {verdict}")
+            raise _Damaged(f"database disk image is malformed: {' '.join(verdict.split())}")  # one line
         if connection.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0] == 0:
             connection.executescript(_SCHEMA)
         for table, columns in _TABLES.items():
