@@ -100,7 +100,7 @@ def load_model(
         device: where to run (default CPU).
         dtype: dtype of the trunk, structure module and heads (default float32), or ``"auto"``: the fastest safe
             dtypes for ``device``, for the LM too unless ``lm_dtype`` is given (``fold.precision``: on a CPU with
-            bf16 matrix units, LM bfloat16 and trunk float32).
+            AVX-512, LM float16 and trunk float32).
         lm_dtype: dtype of the language model, or ``"auto"``; default float16 on CUDA (as the original) and
             float32 on CPU (both for ``lm_device``). A half-precision LM runs on the CPU too.
         lm_device: where the language model runs (default: ``device``). ``"cpu"`` with a CUDA ``device`` offloads

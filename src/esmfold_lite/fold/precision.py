@@ -46,7 +46,7 @@ class Precision:
     reason: str = ""
 
     def describe(self) -> str:
-        """E.g. ``"language model bfloat16, trunk float32 (auto: a CPU with bf16 matrix units)"``."""
+        """E.g. ``"language model float16, trunk float32 (auto on a CPU with AVX-512)"``."""
         text = f"language model {str(self.lm).removeprefix('torch.')}, trunk {str(self.trunk).removeprefix('torch.')}"
         return f"{text} ({self.reason})" if self.reason else text
 
