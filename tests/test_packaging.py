@@ -20,7 +20,7 @@ def test_import_from_the_folder_holding_a_clone_named_esmfold_lite(tmp_path):
     assert out.returncode == 0, out.stderr
     path, has_loader = out.stdout.split()
     assert has_loader == "True"
-    assert Path(path).resolve() == (ROOT / "src" / "esmfold_lite" / "__init__.py").resolve()
+    assert Path(path).resolve() == (ROOT / "esmfold_lite" / "__init__.py").resolve()
 
 
 def test_environment_yml_names_conda_forge_pytorch_and_existing_extras():
