@@ -1,8 +1,12 @@
-"""``esmfold-lite embed``: language-model embeddings of FASTA records (or MSAs), one file per input plus a manifest.
+"""``esmfold-lite embed``: language-model embeddings of FASTA records (or MSAs), streamed: one file per input
+(``pt``/``npz``, fair-esm's layout) or resumable safetensors shards with an index (``io.embedding_shards``), plus a
+manifest.
 
-Every file is written atomically; a file that cannot be written (a full or failing disk, an unwritable OUTDIR)
-stops the command with one line naming it (exit status 1), leaving no partial file, and no manifest is written for
-that run (an earlier run's manifest stays as it was).
+The FASTA is read as it is embedded, chunk by chunk, so a million records never sit in memory at once. Every file is
+written atomically; a file that cannot be written (a full or failing disk, an unwritable OUTDIR) stops the command
+with one line naming it (exit status 1), leaving no partial file, and no manifest is written for that run (an
+earlier run's manifest stays as it was). Sharded runs keep every shard committed before the stop, and the same
+command resumes from there.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import contextlib
 import csv
 import io
 import logging
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,16 +28,28 @@ from tqdm.auto import tqdm
 
 from esmfold_lite.alphabet import ALL_TOKENS
 from esmfold_lite.cli import CliError, add_logging_options, exit_status_help, records_exit_code
-from esmfold_lite.io.atomic import atomic_write_bytes, atomic_write_text, is_disk_error, write_failure
-from esmfold_lite.io.fasta import FastaRecord, read_fasta, resolve_inside, unique_ids, validate_record
+from esmfold_lite.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text, is_disk_error, write_failure
+from esmfold_lite.io.embedding_shards import ShardWriter
+from esmfold_lite.io.fasta import (
+    FastaRecord,
+    count_records,
+    iter_unique_ids,
+    read_fasta,
+    resolve_inside,
+    validate_record,
+)
 from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH, MSA, SELECTIONS, read_msa, select_rows
 from esmfold_lite.io.outputs import contact_map_png
+from esmfold_lite.io.run_state import OutdirError, outdir_lock
 from esmfold_lite.lm.embed import Embeddings, embed, resolve_layer
+from esmfold_lite.weights.fingerprint import checkpoint_fingerprint
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-SEQUENCES_PER_CHUNK = 256  # results are written and freed after every chunk of records
+SEQUENCES_PER_CHUNK = 256  # results are written and freed after every chunk of records ...
+CHUNK_BATCHES = 8  # ... or of this many --max-tokens-per-batch budgets
+DEFAULT_SHARD_MIB = 256
 CONTACTS_PNG_SUFFIX = ".contacts.png"
 
 
@@ -45,6 +63,8 @@ class EmbedInput:
     where: str
     problem: str | None = None
     msa: MSA | None = None
+    name: str = ""  # its file (stem) or, once embedded before, its shard
+    done: bool = False  # embedded by an earlier run (sharded output)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,7 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "'bos_representations' (the <cls> vector, D) per layer, keyed by absolute layer number "
             "(-1 is saved under the model's last layer), 'contacts' (L x L) with --contacts, 'logits' (L x 33) with "
             "--logits and, for an MSA, 'msa_depth' (rows used). npz files flatten these to keys like "
-            "'representations_33'. Values are saved as float32."
+            "'representations_33'. Values are saved as float32. With --format safetensors the same arrays go into "
+            "shards (see --format; a repeated id is skipped, and manifest.tsv's file column names the shard). The "
+            "FASTA is streamed; progress shows sequences/s, residues/s and the time left."
         ),
         epilog=exit_status_help(
             ok="every record embedded",
@@ -102,7 +124,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "LayerNorm); negative values count from the end, -1 = last; put the inputs before this flag (default: -1)",
     )
     parser.add_argument(
-        "--format", choices=("pt", "npz"), default="pt", help="file format: torch.save dict or numpy .npz (default: pt)"
+        "--format",
+        choices=("pt", "npz", "safetensors"),
+        default="pt",
+        help="pt: one torch.save dict per input (fair-esm extract.py's layout); npz: the same as numpy .npz; "
+        "safetensors: shards OUTDIR/shards/shard-NNNNNN.safetensors with an index OUTDIR/index.sqlite (id -> shard, "
+        "row, residue offset), for millions of sequences: the same command resumes a killed run without embedding "
+        "again what is done, and repeated ids are reported, not overwritten; read them with "
+        "esmfold_lite.open_embeddings(OUTDIR)[id] (default: pt)",
+    )
+    parser.add_argument(
+        "--shard-size",
+        metavar="MIB",
+        type=float,
+        default=DEFAULT_SHARD_MIB,
+        help="safetensors: a shard is written once the sequences waiting for it hold this many MiB of arrays "
+        f"(also the memory they take); a killed run loses at most that much work (default: {DEFAULT_SHARD_MIB})",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="safetensors: delete OUTDIR's index and shards and embed everything again (needed when the model, "
+        "layers, dtype or saved arrays differ from the run that made them, or the index is damaged)",
     )
     parser.add_argument(
         "--contacts",
@@ -166,7 +209,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--max-tokens-per-batch must be a positive number of tokens")
     if args.max_depth < 0:
         raise CliError("--max-depth must be a number of rows (0 keeps all)")
-    contacts = args.contacts or args.contacts_png
+    if args.shard_size <= 0:
+        raise CliError("--shard-size must be a positive number of MiB")
+    if args.format == "safetensors" and args.contacts_png:
+        raise CliError(
+            "--contacts-png draws one PNG per input, for --format pt or npz; with safetensors save the maps with "
+            "--contacts and draw them from esmfold_lite.open_embeddings(OUTDIR)[id]['contacts']"
+        )
 
     try:
         model = load_language_model(args.model, device=args.device, dtype=DTYPES.get(args.dtype))
@@ -175,57 +224,255 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     if args.logits and getattr(model, "lm_head", None) is None:
         raise CliError(f"{args.model} was saved without its masked-LM head, so it gives no logits; drop --logits")
-    if contacts and not model.contact_head.regression.weight.detach().any():
+    if (args.contacts or args.contacts_png) and not model.contact_head.regression.weight.detach().any():
         raise CliError(
             f"{args.model} has no contact regression weights (ESM-1v was released without them; for other models put "
             "<name>-contact-regression.pt beside the checkpoint), so its contacts would be meaningless; drop --contacts"
         )
 
-    inputs = read_msas(args) if getattr(model, "takes_msa", False) else read_records(args, model)
-    if all(item.problem for item in inputs):
-        first = inputs[0]
+    if getattr(model, "takes_msa", False):
+        inputs: Iterable[EmbedInput] = read_msas(args)
+        total: int | None = len(inputs)
+    else:
+        inputs = stream_records(args, model)
+        counts = [count_records(path) for path in args.input]
+        total = None if None in counts else sum(counts)
+    sink = ShardSink(args, model, saved_layers) if args.format == "safetensors" else FileSink(args)
+    with sink:
+        counted = embed_all(model, sink.classify(inputs), args, saved_layers, sink, total)
+    if counted.embedded + counted.done == 0:
         raise CliError(
-            f"nothing to embed in {' '.join(map(str, args.input))}; first problem: {first.where}: {first.problem}"
+            f"nothing to embed in {' '.join(map(str, args.input))}; first problem: {counted.first_problem}"
         )
+    return records_exit_code(counted.skipped)
 
-    try:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CliError(f"cannot create the output directory {args.output_dir}: {exc.strerror or exc}") from exc
-    names = unique_ids(item.id for item in inputs)
-    manifest: list[tuple[str, str, int, str]] = []  # id, file, length, status; "ok" rows replace these once written
-    for item in inputs:
-        manifest.append((item.id, "", item.length, f"skipped: {item.problem}"))
-        if item.problem:
-            log.warning("skipping record %r (%s): %s", item.id, item.where, item.problem)
-    valid = [i for i, item in enumerate(inputs) if not item.problem]
-    with tqdm(total=len(valid), unit="seq", desc="embed", disable=getattr(args, "quiet", False)) as bar:
-        for start in range(0, len(valid), SEQUENCES_PER_CHUNK):
-            chunk = valid[start : start + SEQUENCES_PER_CHUNK]
-            out = embed(
-                model,
-                [inputs[i].msa or inputs[i].sequence for i in chunk],
-                layers=list(saved_layers),
-                contacts=contacts,
-                logits=args.logits,
-                max_tokens_per_batch=args.max_tokens_per_batch,
-            )
-            for row, i in enumerate(chunk):
-                filename = f"{names[i]}.{args.format}"
-                result = sequence_result(out, row, saved_layers)
-                with _writing(args.output_dir / filename):
-                    if args.contacts_png:
-                        png = resolve_inside(args.output_dir, names[i] + CONTACTS_PNG_SUFFIX)
-                        atomic_write_bytes(png, contact_map_png(result["contacts"], inputs[i].id))
-                    if not args.contacts:
-                        result.pop("contacts", None)
-                    write_result(args.output_dir / filename, inputs[i], result, args.format)
-                manifest[i] = (inputs[i].id, filename, inputs[i].length, "ok")
+
+@dataclass
+class Counts:
+    embedded: int = 0
+    residues: int = 0
+    done: int = 0
+    skipped: int = 0
+    first_problem: str = ""
+
+
+def embed_all(
+    model, inputs: Iterable[EmbedInput], args: argparse.Namespace, saved_layers: dict[int, int], sink, total: int | None
+) -> Counts:
+    """Embed the inputs chunk by chunk (at most ``SEQUENCES_PER_CHUNK`` records or ``CHUNK_BATCHES`` token budgets
+    each), handing each result to ``sink`` as it comes; progress with rates and an ETA on stderr."""
+    counts = Counts()
+    started = time.monotonic()
+    with tqdm(total=total, unit="seq", desc="embed", disable=getattr(args, "quiet", False)) as bar:
+        for chunk in _chunks(inputs, CHUNK_BATCHES * args.max_tokens_per_batch):
+            todo = [item for item in chunk if not (item.problem or item.done)]
+            out = None
+            if todo:
+                out = embed(
+                    model,
+                    [item.msa or item.sequence for item in todo],
+                    layers=list(saved_layers),
+                    contacts=args.contacts or args.contacts_png,
+                    logits=args.logits,
+                    max_tokens_per_batch=args.max_tokens_per_batch,
+                )
+            rows = iter(range(len(todo)))
+            for item in chunk:
+                if item.problem:
+                    counts.skipped += 1
+                    counts.first_problem = counts.first_problem or f"{item.where}: {item.problem}"
+                    log.warning("skipping record %r (%s): %s", item.id, item.where, item.problem)
+                    sink.skipped(item)
+                elif item.done:
+                    counts.done += 1
+                    sink.done(item)
+                else:
+                    counts.embedded += 1
+                    counts.residues += item.length
+                    sink.write(item, sequence_result(out, next(rows), saved_layers))
             bar.update(len(chunk))
+            elapsed = max(time.monotonic() - started, 1e-9)
+            bar.set_postfix_str(f"{counts.residues / elapsed:.0f} res/s", refresh=False)
+    elapsed = time.monotonic() - started
+    log.info(
+        "embedded %d sequences (%d residues) in %.1f s: %.2f seq/s, %.0f residues/s; %d embedded before, %d skipped",
+        counts.embedded, counts.residues, elapsed, counts.embedded / max(elapsed, 1e-9),
+        counts.residues / max(elapsed, 1e-9), counts.done, counts.skipped,
+    )  # fmt: skip
+    return counts
 
-    with _writing(args.output_dir / "manifest.tsv"):
-        write_manifest(args.output_dir / "manifest.tsv", manifest)
-    return records_exit_code(len(inputs) - len(valid))
+
+def _chunks(inputs: Iterable[EmbedInput], max_tokens: int) -> Iterator[list[EmbedInput]]:
+    """Consecutive inputs, cut once ``SEQUENCES_PER_CHUNK`` of them are to be embedded or their tokens reach
+    ``max_tokens`` (so results are written, and memory freed, every few batches even on a million records)."""
+    chunk: list[EmbedInput] = []
+    count = tokens = 0
+    for item in inputs:
+        chunk.append(item)
+        if not (item.problem or item.done):
+            count += 1
+            tokens += item.length + 2
+        if count >= SEQUENCES_PER_CHUNK or tokens >= max_tokens:
+            yield chunk
+            chunk, count, tokens = [], 0, 0
+    if chunk:
+        yield chunk
+
+
+class FileSink:
+    """One ``.pt``/``.npz`` file per input (fair-esm ``extract.py``'s layout), named by its id made safe
+    (duplicates get ``_2``, ``_3``), plus ``manifest.tsv`` in input order, written at the end."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.outdir: Path = args.output_dir
+        self.manifest: list[tuple[str, str, int, str]] = []
+
+    def __enter__(self) -> FileSink:
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        if kind is None and any(row[3] == "ok" for row in self.manifest):
+            with _writing(self.outdir / "manifest.tsv"):
+                write_manifest(self.outdir / "manifest.tsv", self.manifest)
+
+    def classify(self, inputs: Iterable[EmbedInput]) -> Iterator[EmbedInput]:
+        """The inputs, each given its file name stem as it streams past."""
+        current: list[EmbedInput] = []
+
+        def ids() -> Iterator[str]:
+            for item in inputs:
+                current[:] = [item]
+                yield item.id
+
+        for name in iter_unique_ids(ids()):
+            current[0].name = name
+            yield current[0]
+
+    def skipped(self, item: EmbedInput) -> None:
+        self.manifest.append((item.id, "", item.length, f"skipped: {item.problem}"))
+
+    def done(self, item: EmbedInput) -> None:  # never: every run writes every file anew
+        raise AssertionError(item)
+
+    def write(self, item: EmbedInput, result: dict) -> None:
+        if not self.outdir.is_dir():
+            try:
+                self.outdir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CliError(f"cannot create the output directory {self.outdir}: {exc.strerror or exc}") from exc
+        filename = f"{item.name}.{self.args.format}"
+        with _writing(self.outdir / filename):
+            if self.args.contacts_png:
+                png = resolve_inside(self.outdir, item.name + CONTACTS_PNG_SUFFIX)
+                atomic_write_bytes(png, contact_map_png(result["contacts"], item.id))
+            if not self.args.contacts:
+                result.pop("contacts", None)
+            write_result(self.outdir / filename, item, result, self.args.format)
+        self.manifest.append((item.id, filename, item.length, "ok"))
+
+
+class ShardSink:
+    """safetensors shards and their index (``io.embedding_shards``), resumable: inputs the index holds with the same
+    sequence are not embedded again; a repeated id is skipped (ids name the embeddings), as is a known id with
+    another sequence. ``manifest.tsv`` lists every input as it is settled (written at the end, atomically)."""
+
+    def __init__(self, args: argparse.Namespace, model, saved_layers: dict[int, int]):
+        self.args = args
+        self.settings = embed_settings(args, model, saved_layers)
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self) -> ShardSink:
+        outdir = self.args.output_dir
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+            outdir = self.stack.enter_context(outdir_lock(outdir))
+            self.writer = ShardWriter(outdir, self.settings, int(self.args.shard_size * 2**20), self.args.overwrite)
+        except OutdirError as exc:
+            self.stack.close()
+            raise CliError(str(exc)) from exc
+        except OSError as exc:
+            self.stack.close()
+            raise CliError(f"cannot use the output directory {outdir}: {exc.strerror or exc}") from exc
+        self.stack.callback(self.writer.close)
+        with _writing(outdir / "manifest.tsv"):
+            temp = self.stack.enter_context(atomic_path(outdir / "manifest.tsv"))
+            self.manifest_file = self.stack.enter_context(open(temp, "w", encoding="utf-8", newline=""))
+        self.manifest = csv.writer(self.manifest_file, delimiter="\t", lineterminator="\n")
+        self.manifest.writerow(("id", "file", "length", "status"))
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        try:
+            if kind is None:
+                self._committed(self._shard_write(self.writer.flush))
+        except BaseException:
+            self.stack.__exit__(*sys.exc_info())
+            raise
+        with _writing(self.args.output_dir / "manifest.tsv"):
+            self.stack.__exit__(kind, exc, traceback)
+
+    def classify(self, inputs: Iterable[EmbedInput]) -> Iterator[EmbedInput]:
+        seen: dict[str, str] = {}  # id -> where it first came in this run
+        for item in inputs:
+            if item.problem:
+                pass
+            elif item.id in seen:
+                item.problem = f"duplicate id: {seen[item.id]} has the same id, and ids name the embeddings; rename one"
+            else:
+                seen[item.id] = item.where
+                known = self.writer.embedded(item.id)
+                if known is not None and known[0] != item.sequence:
+                    item.problem = (
+                        f"{known[1]} holds this id embedded from another sequence; rename the record, or use "
+                        "--overwrite to embed everything again"
+                    )
+                elif known is not None:
+                    item.done, item.name = True, known[1]
+            yield item
+
+    def skipped(self, item: EmbedInput) -> None:
+        self.manifest.writerow((item.id, "", item.length, f"skipped: {item.problem}"))
+
+    def done(self, item: EmbedInput) -> None:
+        self.manifest.writerow((item.id, item.name, item.length, "ok"))
+
+    def write(self, item: EmbedInput, result: dict) -> None:
+        if not self.args.contacts:
+            result.pop("contacts", None)
+        self._committed(self._shard_write(lambda: self.writer.add(item.id, item.sequence, result)))
+
+    def _shard_write(self, step: Callable[[], list[tuple[str, str, int]]]) -> list[tuple[str, str, int]]:
+        try:
+            return step()
+        except OutdirError as exc:
+            raise CliError(f"{exc}; the sequences embedded before are kept: run the same command again") from exc
+        except OSError as exc:
+            log.debug("writing a shard failed", exc_info=True)
+            hint = "; no partial file was left: make room (or fix the disk) and run it again to resume"
+            raise CliError(write_failure(exc.filename, exc) + (hint if is_disk_error(exc) else "")) from exc
+
+    def _committed(self, rows: list[tuple[str, str, int]]) -> None:
+        for id, shard, length in rows:
+            self.manifest.writerow((id, shard, length, "ok"))
+
+
+def embed_settings(args: argparse.Namespace, model, saved_layers: dict[int, int]) -> dict[str, object]:
+    """What makes a sharded run's numbers (kept in its index; a resumed run must match): the package version, the
+    model's fingerprint and dtype, the saved layers (absolute), the arrays saved and, for MSAs, the row selection."""
+    from esmfold_lite import __version__
+
+    settings = {
+        "esmfold_lite": __version__,
+        "model": checkpoint_fingerprint(args.model),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "layers": sorted(set(saved_layers.values())),
+        "contacts": bool(args.contacts),
+        "logits": bool(args.logits),
+    }
+    if getattr(model, "takes_msa", False):
+        settings.update(max_depth=args.max_depth, selection=args.selection)
+    return settings
 
 
 @contextlib.contextmanager
@@ -240,22 +487,21 @@ def _writing(path: Path) -> Iterator[None]:
         raise CliError(write_failure(exc.filename or path, exc) + hint) from exc
 
 
-def read_records(args: argparse.Namespace, model) -> list[EmbedInput]:
-    """Every record of the FASTA inputs, with why it cannot be embedded (see ``record_problem``)."""
+def stream_records(args: argparse.Namespace, model) -> Iterator[EmbedInput]:
+    """Every record of the FASTA inputs, read as it is needed, with why it cannot be embedded (``record_problem``)."""
     limit = getattr(model, "max_residues", None)
-    inputs = []
+    any_record = False
     for path in args.input:
         try:
-            records = list(read_fasta(path))
+            for record in read_fasta(path):
+                any_record = True
+                where = f"{path} line {record.line}"
+                problem = record_problem(record, limit)
+                yield EmbedInput(record.id, record.sequence, record.num_residues, where, problem)
         except OSError as exc:
             raise CliError(f"cannot read {path}: {exc}") from exc
-        for record in records:
-            where = f"{path} line {record.line}"
-            problem = record_problem(record, limit)
-            inputs.append(EmbedInput(record.id, record.sequence, record.num_residues, where, problem))
-    if not inputs:
+    if not any_record:
         raise CliError(f"{', '.join(map(str, args.input))} hold(s) no FASTA records")
-    return inputs
 
 
 def read_msas(args: argparse.Namespace) -> list[EmbedInput]:

@@ -81,6 +81,19 @@ def read_fasta(source: str | os.PathLike | IO, keep_case: bool = False) -> Itera
         yield from _parse(source, keep_case)
 
 
+def count_records(path: str | os.PathLike) -> int | None:
+    """The number of records (``>`` header lines) in a FASTA file, gzip too, read as bytes without parsing (for a
+    progress total); None for what is not a regular file (a pipe cannot be read twice) or cannot be read."""
+    if not Path(path).is_file():
+        return None
+    try:
+        with open(path, "rb") as raw:
+            stream = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == _GZIP_MAGIC else raw
+            return sum(1 for line in stream if line.startswith(b">"))
+    except (OSError, EOFError, zlib.error):
+        return None
+
+
 def _parse(lines: Iterable[str | bytes], keep_case: bool = False) -> Iterator[FastaRecord]:
     header: tuple[str, str, int, str | None] | None = None  # id, description, line, error
     chunks: list[str] = []

@@ -189,7 +189,7 @@ class RunState:
             ).fetchone()
         if not count:
             return None
-        changes = _differences(_json_object(last[1]), dict(settings))
+        changes = settings_differences(_json_object(last[1]), dict(settings))
         return f"{count} result(s) there were made with other settings ({'; '.join(changes)})"
 
     def use_settings(self, digest: str, settings: Mapping[str, object]) -> None:
@@ -256,7 +256,7 @@ def _db_value(row: Mapping[str, object], column: str) -> object:
     return "" if value is None and column not in _NULLABLE else value
 
 
-def _differences(old: Mapping[str, object], new: Mapping[str, object], limit: int = 4) -> list[str]:
+def settings_differences(old: Mapping[str, object], new: Mapping[str, object], limit: int = 4) -> list[str]:
     """``key: old → new`` for the top-level settings that differ (checkpoints summarised by their flat values)."""
     changes = []
     for key in sorted(set(old) | set(new)):
@@ -289,9 +289,7 @@ def open_run_state(outdir: str | os.PathLike, replace_damaged: bool = False) -> 
             _remove_created(outdir.absolute(), created)
         raise OutdirError(f"output directory {outdir} is not usable: {exc.strerror or exc}") from exc
     outdir, created = outdir.resolve(), created.resolve() if created is not None else None
-    state_dir = outdir / STATE_DIR
-    if state_dir.is_symlink() or (state_dir.exists() and not state_dir.is_dir()):
-        raise OutdirError(f"{state_dir} is not a directory (esmfold-lite keeps its run state there): remove it")
+    state_dir = _state_dir(outdir)
     lock = _lock(state_dir, outdir, created)
     state = None
     try:
@@ -308,6 +306,28 @@ def open_run_state(outdir: str | os.PathLike, replace_damaged: bool = False) -> 
         if state is not None:
             state.db.close()
         lock.release()
+
+
+@contextlib.contextmanager
+def outdir_lock(outdir: str | os.PathLike) -> Iterator[Path]:
+    """OUTDIR's lock (an existing directory) for a run that keeps its own records (``embed --format safetensors``),
+    shared with the folding runs: OutdirError if another esmfold-lite run holds it; once held, temporary files of
+    interrupted writes are deleted. Yields the resolved OUTDIR."""
+    outdir = Path(outdir).resolve()
+    state_dir = _state_dir(outdir)
+    lock = _lock(state_dir, outdir, None)
+    try:
+        _claim(state_dir, outdir)
+        yield outdir
+    finally:
+        lock.release()
+
+
+def _state_dir(outdir: Path) -> Path:
+    state_dir = outdir / STATE_DIR
+    if state_dir.is_symlink() or (state_dir.exists() and not state_dir.is_dir()):
+        raise OutdirError(f"{state_dir} is not a directory (esmfold-lite keeps its run state there): remove it")
+    return state_dir
 
 
 def _lock(state_dir: Path, outdir: Path, created: Path | None) -> FileLock:

@@ -1,0 +1,172 @@
+"""``embed --format safetensors``: shards + index, the reader, duplicates, resume (also after a SIGKILL)."""
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from randomize import randomize_
+
+from esmfold_lite import open_embeddings
+from esmfold_lite.cli import main
+from esmfold_lite.lm.esm2 import ESM2, ESM2Config
+from esmfold_lite.weights.esm2_format import save_esm2
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+AMINO = "ACDEFGHIKLMNPQRSTVWY"
+
+
+@pytest.fixture(scope="module")
+def model() -> ESM2:
+    model = ESM2(ESM2Config(num_layers=2, embed_dim=16, attention_heads=2)).eval()
+    randomize_(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def saved_model(model, tmp_path_factory):
+    return str(save_esm2(model, tmp_path_factory.mktemp("weights") / "tiny").with_suffix(".safetensors"))
+
+
+def sequences(n: int, seed: int = 0) -> list[str]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(20, 80, (n,), generator=g)
+    return ["".join(AMINO[i] for i in torch.randint(0, 20, (int(k),), generator=g)) for k in lengths]
+
+
+def write_fasta(path, records):
+    path.write_text("".join(f">{id} some description\n{seq}\n" for id, seq in records))
+    return path
+
+
+def read_manifest(path):
+    lines = path.read_text().splitlines()
+    assert lines[0] == "id\tfile\tlength\tstatus"
+    return [line.split("\t") for line in lines[1:]]
+
+
+def test_shards_hold_what_one_file_per_sequence_holds(model, saved_model, tmp_path):
+    seqs = sequences(12)
+    fasta = write_fasta(tmp_path / "in.fasta", [(f"p{i}", s) for i, s in enumerate(seqs)])
+    flags = ["--model", saved_model, "--layers", "0", "-1", "--contacts", "--logits", "--max-tokens-per-batch", "200"]
+    assert main(["embed", str(fasta), "-o", str(tmp_path / "sh"), "--format", "safetensors", "--shard-size", "0.01",
+                 *flags]) == 0  # fmt: skip
+    assert main(["embed", str(fasta), "-o", str(tmp_path / "pt"), *flags]) == 0
+
+    shards = sorted((tmp_path / "sh" / "shards").iterdir())
+    assert len(shards) > 1 and all(re.fullmatch(r"shard-\d{6}\.safetensors", p.name) for p in shards)
+    store = open_embeddings(tmp_path / "sh")
+    assert len(store) == 12 and list(store) == [f"p{i}" for i in range(12)] and store.layers == [0, 2]
+    assert "p3" in store and "nope" not in store
+    with pytest.raises(KeyError):
+        store["nope"]
+    for i, seq in enumerate(seqs):
+        got, want = store[f"p{i}"], torch.load(tmp_path / "pt" / f"p{i}.pt")
+        assert got["label"] == want["label"] and got["sequence"] == seq
+        for key in ("representations", "mean_representations", "bos_representations"):
+            assert sorted(got[key]) == [0, 2]
+            for layer in (0, 2):
+                torch.testing.assert_close(got[key][layer], want[key][layer], **TOL)
+        torch.testing.assert_close(got["contacts"], want["contacts"], **TOL)
+        torch.testing.assert_close(got["logits"], want["logits"], **TOL)
+    rows = read_manifest(tmp_path / "sh" / "manifest.tsv")
+    assert sorted(r[0] for r in rows) == sorted(f"p{i}" for i in range(12))
+    assert {r[3] for r in rows} == {"ok"} and all(r[1].startswith("shards/shard-") for r in rows)
+
+
+def test_duplicates_and_bad_records_are_reported_per_record(saved_model, tmp_path, caplog):
+    a, b, c = sequences(3, seed=1)
+    fasta = write_fasta(tmp_path / "in.fasta", [("x", a), ("bad", "MK1L"), ("x", b), ("y", c), ("x", a)])
+    out = tmp_path / "out"
+    assert main(["embed", str(fasta), "-o", str(out), "--model", saved_model, "--format", "safetensors"]) == 3
+    rows = {(r[0], r[3].split(":")[0]) for r in read_manifest(out / "manifest.tsv")}
+    statuses = [r[3] for r in read_manifest(out / "manifest.tsv")]
+    assert sum(s.startswith("skipped: duplicate id") for s in statuses) == 2
+    assert ("y", "ok") in rows and ("bad", "skipped") in rows
+    assert f"{fasta} line 1 has the same id" in caplog.text
+    store = open_embeddings(out)
+    assert sorted(store) == ["x", "y"] and store["x"]["sequence"] == a
+
+
+def test_rerun_resumes_and_refuses_other_settings(model, saved_model, tmp_path, caplog):
+    seqs = sequences(10, seed=2)
+    fasta = write_fasta(tmp_path / "in.fasta", [(f"p{i}", s) for i, s in enumerate(seqs[:6])])
+    out = tmp_path / "out"
+    argv = ["embed", str(fasta), "-o", str(out), "--model", saved_model, "--format", "safetensors"]
+    assert main(argv + ["--shard-size", "0.005"]) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
+
+    write_fasta(fasta, [(f"p{i}", s) for i, s in enumerate(seqs)])  # 4 records more
+    caplog.clear()
+    caplog.set_level("INFO")
+    assert main(argv + ["--shard-size", "0.005"]) == 0
+    assert "embedded 4 sequences" in caplog.text and "6 embedded before" in caplog.text
+    assert all((out / "shards" / name).stat().st_mtime_ns == ns for name, ns in before.items())
+    store = open_embeddings(out)
+    assert sorted(store) == sorted(f"p{i}" for i in range(10))
+    expected = model.embed(seqs)
+    for i in range(10):
+        torch.testing.assert_close(store[f"p{i}"]["representations"][2], expected.representations[-1][i], **TOL)
+
+    assert main(argv + ["--layers", "1"]) == 1  # other settings: refused, nothing touched
+    assert all((out / "shards" / name).exists() for name in before)
+    write_fasta(fasta, [("p0", seqs[1]), ("new", seqs[1])])  # a known id with another sequence
+    assert main(argv) == 3
+    rows = read_manifest(out / "manifest.tsv")
+    assert "holds this id embedded from another sequence" in rows[0][3] and rows[1][::3] == ["new", "ok"]
+    assert main(argv + ["--layers", "1", "--overwrite"]) == 0
+    assert list(open_embeddings(out)) == ["p0", "new"] and open_embeddings(out).layers == [1]
+
+
+def test_damaged_index_is_refused_naming_the_fix(saved_model, tmp_path, capsys):
+    fasta = write_fasta(tmp_path / "in.fasta", [("a", sequences(1)[0])])
+    out = tmp_path / "out"
+    argv = ["embed", str(fasta), "-o", str(out), "--model", saved_model, "--format", "safetensors"]
+    assert main(argv) == 0
+    (out / "index.sqlite").write_bytes(b"not a database" * 100)
+    assert main(argv) == 1
+    assert "index.sqlite" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0 and list(open_embeddings(out)) == ["a"]
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_without_embedding_anything_twice(model, saved_model, tmp_path):
+    seqs = sequences(400, seed=3)
+    fasta = write_fasta(tmp_path / "in.fasta", [(f"p{i}", s) for i, s in enumerate(seqs)])
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "esmfold_lite.cli", "embed", str(fasta), "-o", str(out), "--model", saved_model,
+            "--format", "safetensors", "--shard-size", "0.01", "--max-tokens-per-batch", "256", "-v"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = 0
+    deadline = time.monotonic() + 120
+    while done < 100 and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.01)
+        try:
+            with sqlite3.connect(f"{(out / 'index.sqlite').as_uri()}?mode=ro", uri=True) as db:
+                done = db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+        except sqlite3.Error:
+            pass
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    with sqlite3.connect(out / "index.sqlite") as db:
+        done = db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+        committed = [shard for (shard,) in db.execute("SELECT DISTINCT shard FROM embeddings")]
+    assert 0 < done < len(seqs), "the run was not killed halfway"
+    kept = {shard: (out / shard).read_bytes() for shard in committed}
+
+    second = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    match = re.search(r"embedded (\d+) sequences .* (\d+) embedded before, 0 skipped", second.stderr)
+    assert match and (int(match[1]), int(match[2])) == (len(seqs) - done, done)
+    store = open_embeddings(out)
+    assert sorted(store) == sorted(f"p{i}" for i in range(len(seqs)))  # every id exactly once (the primary key)
+    assert all((out / shard).read_bytes() == data for shard, data in kept.items())  # nothing rewritten
+    expected = model.embed([seqs[0], seqs[-1]])
+    torch.testing.assert_close(store["p0"]["representations"][2], expected.representations[-1][0], **TOL)
+    torch.testing.assert_close(store[f"p{len(seqs) - 1}"]["representations"][2], expected.representations[-1][1], **TOL)
