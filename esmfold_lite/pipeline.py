@@ -59,6 +59,7 @@ DEFAULT_MAX_TOKENS_PER_BATCH = 1024
 SUMMARY_NAME = "summary.tsv"
 RUN_REPORT_NAME = "run.json"
 # names a protein never gets, so that its files cannot be the run's own (a protein "run" is named "run_2")
+_PAE_STEM = FORMAT_SUFFIXES["pae"].removesuffix(".json").lower()
 RESERVED_NAMES = frozenset(Path(name).stem.lower() for name in (SUMMARY_NAME, RUN_REPORT_NAME))
 
 
@@ -217,10 +218,13 @@ def read_records(fasta: Path) -> list[FastaRecord]:
 
 def output_names(ids: Iterable[str], taken: MutableSet[str] | None = None) -> Iterator[str]:
     """Safe, distinct output names for record ids, in order (``io.fasta.iter_unique_ids``), never one of
-    ``RESERVED_NAMES``. ``taken``: an empty set-like to use instead of an in-memory set (for millions of ids)."""
+    ``RESERVED_NAMES``. ``taken``: an empty set-like to use instead of an in-memory set (for millions of ids).
+
+    An id ending in ``_predicted_aligned_error_v1`` gets a ``_`` appended first: its ``.json`` would otherwise be
+    the AlphaFold DB PAE file of the protein named by the rest of it."""
     taken = set() if taken is None else taken
     taken |= RESERVED_NAMES
-    return iter_unique_ids(ids, taken=taken)
+    return iter_unique_ids((id + "_" if id.lower().endswith(_PAE_STEM) else id for id in ids), taken=taken)
 
 
 def plan_record(
@@ -490,7 +494,7 @@ def predict_fasta(
             ``model_source`` (+ ``lm``, ``device`` (default: CUDA if available), ``dtype`` and ``lm_dtype`` (a
             dtype, its name, ``"auto"`` or None, as for ``load_model``), ``cpu_offload``) for
             ``esmfold_lite.load_model``, which is called only if something needs folding.
-        formats: any of ``FORMATS`` ("pdb", "cif", "json", "npz", "png").
+        formats: any of ``FORMATS`` ("pdb", "cif", "json", "pae", "npz", "png").
         num_recycles: recycling iterations (None: the checkpoint's default).
         chunk_size: trunk chunk size to start with (None: unchunked; "auto": from free memory and length);
             lowered on out-of-memory errors.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import biotite.structure as struc
 import torch
 
+from esmfold_lite.io.modelcif import ModelScores
 from esmfold_lite.io.structure import to_atom_array, to_mmcif_string, to_pdb_string
 
 
@@ -95,8 +96,10 @@ class Prediction:
         return to_pdb_string(self.to_atom_array(i))
 
     def to_mmcif(self, i: int = 0, name: str = "esmfold_lite") -> str:
-        """mmCIF text of sequence ``i`` in data block ``name`` (see ``to_atom_array``)."""
-        return to_mmcif_string(self.to_atom_array(i), name=name)
+        """mmCIF text of sequence ``i`` in data block ``name`` (see ``to_atom_array``), with the ModelCIF QA
+        categories: pLDDT per residue (0–100, the CA atom's B-factor), mean pLDDT (0–100) and pTM (0–1)."""
+        scores = ModelScores(mean_plddt=float(self.mean_plddt[i]), ptm=float(self.ptm[i]))
+        return to_mmcif_string(self.to_atom_array(i), name=name, scores=scores)
 
     def __repr__(self) -> str:
         """One line per sequence (at most 10): residues, chains, mean pLDDT, pTM and the start of the sequence."""

@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
 
+import gemmi
+import numpy as np
 import pytest
 from fake_esmfold import FakeFolder, fake_prediction
 
-from esmfold_lite.io.outputs import confidence_json, render_protein, write_files, write_summary
+import esmfold_lite
+from esmfold_lite.fold.heads import aligned_error_bin_centres
+from esmfold_lite.io.modelcif import PLDDT_GLOBAL_ID
+from esmfold_lite.io.outputs import (
+    confidence_json,
+    max_predicted_aligned_error,
+    read_afdb_pae,
+    render_protein,
+    write_files,
+    write_summary,
+)
+from esmfold_lite.io.structure import parse_structure
 from esmfold_lite.pipeline import predict_fasta
 
 
-def strict_json(text: str) -> dict:
+def strict_json(text: str) -> dict | list:
     def refuse(constant: str) -> None:
         raise ValueError(f"not strict JSON: {constant}")
 
@@ -78,3 +92,67 @@ def test_an_all_unknown_record_fails_alone_in_predict(tmp_path):
     for name in ("good", "dimer"):
         data = strict_json(Path(outdir / f"{name}.json").read_text())
         assert data["mean_plddt"] > 0 and None not in data["plddt"]
+
+
+def test_pae_file_has_alphafold_db_layout(tmp_path):
+    prediction = fake_prediction(["MKTAYIAKQRQISFV:GSHMLE"])
+    pae = prediction.select(0).pae[0].numpy()
+    paths = write_files(tmp_path, "p", render_protein(prediction, 0, "p", ("json", "pae")))
+    assert paths["pae"] == tmp_path / "p_predicted_aligned_error_v1.json"
+    text = paths["pae"].read_text()
+    assert text.startswith('[{"predicted_aligned_error":[[') and " " not in text and "\n" not in text  # compact
+    (record,) = strict_json(text)
+    assert list(record) == ["predicted_aligned_error", "max_predicted_aligned_error"]
+    assert record["max_predicted_aligned_error"] == max_predicted_aligned_error() == 31.75
+    assert max_predicted_aligned_error() == float(aligned_error_bin_centres()[-1])  # the head's last bin
+    matrix = record["predicted_aligned_error"]
+    assert all(type(value) is int for row in matrix for value in row)  # integer Å, as AlphaFold DB
+    np.testing.assert_array_equal(matrix, np.rint(pae))
+    assert np.abs(np.asarray(matrix) - pae).max() <= 0.5
+    np.testing.assert_array_equal(read_afdb_pae(paths["pae"]), matrix)
+    assert set(strict_json(paths["json"].read_text())) == {
+        "id", "header", "sequence", "plddt", "mean_plddt", "ptm", "max_pae", "pae"}  # fmt: skip
+
+    for bad in ("{}", "[]", '[{"predicted_aligned_error": [[1, 2]]}]', "[1]", "not json"):
+        paths["pae"].write_text(bad)
+        with pytest.raises(ValueError):
+            read_afdb_pae(paths["pae"])
+
+
+def test_plddt_is_on_the_0_to_100_scale_and_equal_in_every_format(official_checkpoint):
+    """One prediction of a (randomized) ESMFold: per-residue pLDDT in the PDB and mmCIF B-factors (CA atoms), the
+    mmCIF's _ma_qa_metric_local, the JSON and the NPZ, and mean pLDDT in the mmCIF, JSON and NPZ, all on 0-100."""
+    model = esmfold_lite.load_model(official_checkpoint)
+    prediction = model.fold(["MKTAYIAKQRQISFVKSHFSRQ:GSHMLE"], num_recycles=0)
+    files = render_protein(prediction, 0, "p", ("pdb", "cif", "json", "npz"))
+    pdb_atoms, cif_atoms = (parse_structure(files[f], f, extra_fields=("b_factor",)) for f in ("pdb", "cif"))
+    block = gemmi.cif.read_string(files["cif"].decode()).sole_block()
+    data = strict_json(files["json"])
+    arrays = np.load(io.BytesIO(files["npz"]))
+    global_rows = block.find("_ma_qa_metric_global.", ["metric_id", "metric_value"])
+    (cif_mean,) = [float(row.str(1)) for row in global_rows if row.str(0) == str(PLDDT_GLOBAL_ID)]
+    per_residue = {
+        "PDB B-factor": pdb_atoms.b_factor[pdb_atoms.atom_name == "CA"],
+        "mmCIF B-factor": cif_atoms.b_factor[cif_atoms.atom_name == "CA"],
+        "mmCIF _ma_qa_metric_local": [float(v) for v in block.find_loop("_ma_qa_metric_local.metric_value")],
+        "JSON plddt": data["plddt"],
+        "NPZ plddt": arrays["plddt"],
+    }
+    means = {"mmCIF global pLDDT": cif_mean, "JSON mean_plddt": data["mean_plddt"], "NPZ": float(arrays["mean_plddt"])}
+    for where, values in {**per_residue, **means}.items():
+        values = np.asarray(values, dtype=float)
+        assert values.min() > 1 and values.max() <= 100, where  # 0-100, not 0-1
+    for where, values in per_residue.items():
+        np.testing.assert_allclose(values, arrays["plddt"], atol=0.005, err_msg=where)
+    for where, value in means.items():
+        assert value == pytest.approx(float(prediction.mean_plddt[0]), abs=0.005), where
+
+
+def test_no_record_id_makes_a_file_that_is_another_records_pae_file():
+    from esmfold_lite.io.outputs import FORMAT_SUFFIXES
+    from esmfold_lite.pipeline import output_names
+
+    ids = ["foo", "foo_predicted_aligned_error_v1", "FOO_Predicted_Aligned_Error_V1", "foo_predicted_aligned_error_v1_"]
+    names = list(output_names(ids))
+    files = [name + suffix for name in names for suffix in FORMAT_SUFFIXES.values()]
+    assert len({f.lower() for f in files}) == len(files)

@@ -16,9 +16,10 @@ from fake_esmfold import FakeFolder, fake_prediction
 
 from esmfold_lite import batch_folding
 from esmfold_lite.io import atomic
+from esmfold_lite.io.outputs import read_afdb_pae
 from esmfold_lite.pipeline import PipelineError, predict_fasta
 
-ALL_FORMATS = ("pdb", "cif", "json", "npz", "png")
+ALL_FORMATS = ("pdb", "cif", "json", "pae", "npz", "png")
 FILE_FORMATS = ("pdb", "cif", "json", "npz")  # without the slow PNG rendering
 
 
@@ -365,6 +366,8 @@ def test_outputs_hold_the_predicted_values(tmp_path):
         np.testing.assert_allclose(ca.b_factor, data["plddt"], atol=0.01)
         assert (outdir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (outdir / f"{name}.cif").read_text().startswith(f"data_{name}")
+        np.testing.assert_array_equal(read_afdb_pae(outdir / f"{name}_predicted_aligned_error_v1.json"),
+                                      np.rint(one.pae[0].numpy()))  # fmt: skip
 
 
 def test_run_level_errors_raise_pipeline_error(tmp_path):
@@ -447,6 +450,30 @@ def test_resume_refolds_truncated_edited_replaced_or_missing_files_and_nothing_e
     assert after["p5.pdb"] == before["p5.pdb"] and after["p5.json"] == before["p5.json"]
     assert after["p4.json"] == before["p4.json"] and after["p4.pdb"] == 1
     assert all(row["status"] == "ok" for row in read_summary(outdir).values())
+
+
+def test_the_pae_file_is_part_of_a_complete_result_as_every_format(tmp_path):
+    seqs = {f"p{i}": sequence(12 + i, i) for i in range(3)}
+    fasta, outdir = write_fasta(tmp_path / "in.fasta", list(seqs.items())), tmp_path / "out"
+    predict_fasta(fasta, outdir, model=FakeFolder(), formats=("json", "pae"), progress=False)
+    endings = (".json", "_predicted_aligned_error_v1.json")
+    assert outputs(outdir) == sorted(f"p{i}{end}" for i in range(3) for end in endings)
+    before = stamps(outdir)
+
+    edited, missing = outdir / "p0_predicted_aligned_error_v1.json", outdir / "p1_predicted_aligned_error_v1.json"
+    text = edited.read_bytes()
+    edited.write_bytes(text.replace(b"31.75", b"31.57"))  # same size, other content
+    missing.unlink()
+    repaired = FakeFolder()
+    predict_fasta(fasta, outdir, model=repaired, formats=("json", "pae"), progress=False)
+    assert sorted(repaired.folded) == sorted([seqs["p0"], seqs["p1"]])
+    assert edited.read_bytes() == text and missing.is_file()
+    after = stamps(outdir)
+    assert {name: after[name] for name in after if name.startswith("p2")} == {
+        name: before[name] for name in before if name.startswith("p2")}  # fmt: skip
+    unchanged = FakeFolder()
+    predict_fasta(fasta, outdir, model=unchanged, formats=("json", "pae"), progress=False)
+    assert unchanged.calls == [] and stamps(outdir) == after
 
 
 def test_changed_settings_stop_the_run_unless_overwrite(tmp_path):

@@ -23,9 +23,10 @@ from fake_esmfold import FakeFolder
 import esmfold_lite
 import esmfold_lite.fold.precision
 from esmfold_lite.cli import build_parser, main
+from esmfold_lite.io.outputs import read_afdb_pae
 
 FAKE_CLI = Path(__file__).with_name("fake_esmfold.py")
-ALL_FORMATS = ("pdb", "cif", "json", "npz", "png")
+ALL_FORMATS = ("pdb", "cif", "json", "pae", "npz", "png")
 RECORDS = {"ubq": "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG",
            "gb1": "MTYKLILNGKTLKGETTTEAVDAATAEKVFKQYANDNGVDGEWTYDDATKTFTVTE",
            "pair": "MKTAYIAKQRQISFVKSHFSRQ:GSHMLEDPVDAFQ"}  # fmt: skip
@@ -70,6 +71,11 @@ def check_outputs(outdir: Path, records: dict[str, str], formats=ALL_FORMATS) ->
             assert data["mean_plddt"] == pytest.approx(float(row["mean_plddt"]), abs=1e-3)
             assert data["ptm"] == pytest.approx(float(row["ptm"]), abs=1e-3)
             assert np.asarray(data["pae"]).shape == (len(plddt), len(plddt)) and data["max_pae"] >= 0
+        if "pae" in formats:
+            pae = read_afdb_pae(outdir / f"{name}_predicted_aligned_error_v1.json")
+            assert pae.shape == (int(row["length"]),) * 2 and 0 <= pae.min() and pae.max() <= 31.75
+            if "json" in formats:
+                assert np.abs(pae - np.asarray(data["pae"])).max() <= 0.5 + 0.005
         if "npz" in formats:
             arrays = np.load(outdir / f"{name}.npz")
             assert arrays["positions"].shape == (int(row["length"]), 37, 3)
@@ -120,7 +126,7 @@ def test_predict_writes_every_format_and_passes_the_options(tmp_path, fake_model
     outdir = tmp_path / "out"
     argv = ["predict", str(fasta), "-o", str(outdir), "--model", "esmfold_v1", "--lm", "lm.pt", "--device", "cpu",
             "--dtype", "bfloat16", "--lm-dtype", "float16", "--cpu-offload", "--num-recycles", "2",
-            "--chunk-size", "64", "--formats", "PDB, mmcif,json,npz,png", "-q"]  # fmt: skip
+            "--chunk-size", "64", "--formats", "PDB, mmcif,json,pae,npz,png", "-q"]  # fmt: skip
     assert main(argv) == 0
     check_outputs(outdir, RECORDS)
     (options, model), *more = fake_models

@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import py3Dmol
 import pytest
 from fake_esmfold import FakeFolder
@@ -17,7 +18,9 @@ from test_predict_cli import write_fasta
 
 from esmfold_lite import predict_fasta
 from esmfold_lite.cli import build_parser, main
+from esmfold_lite.io.outputs import read_afdb_pae
 from esmfold_lite.io.structure import load_structure
+from esmfold_lite.viz import report
 from esmfold_lite.viz.report import _confidence_from_json, protein_page, write_report
 from esmfold_lite.viz.view import view_commands
 
@@ -90,7 +93,7 @@ def test_report_shows_what_exists(tmp_path, caplog):
     assert [name for _, name, _ in table_rows(page)] == ["ubq", "pair", "bad"]
     assert sorted(structure_payloads(page)) == ["ubq.cif"]
     assert structure_payloads(page)["ubq.cif"]["format"] == "cif"
-    assert "no PAE: predict writes it with --formats json or npz" in page
+    assert "no PAE: predict writes it with --formats json, npz or pae" in page
     assert "no structure file (.pdb or .cif) in the output directory" in page  # pair: its file was deleted
     assert len(re.findall(r'src="data:image/png', page)) == 1  # ubq's pLDDT plot (from the mmCIF B-factors)
     assert any("pair" in m and "no structure file" in m for m in caplog.messages)
@@ -99,6 +102,32 @@ def test_report_shows_what_exists(tmp_path, caplog):
     page = protein_page(outdir, {"id": "ubq", "status": "ok"})
     assert page.problems and page.problems[0].startswith("cannot read ubq.json: JSONDecodeError")
     assert page.plot_png is not None  # still plotted from the structure
+
+
+def test_without_json_the_pae_comes_from_the_alphafold_db_pae_file(tmp_path, monkeypatch):
+    records = {"pair": RECORDS["pair"], "unknown": "MKTXAYIAK"}
+    outdir = run(tmp_path, formats=("cif", "pae"), records=records)
+    plotted, draw = [], report.confidence_figure
+
+    def capture(*args, **kwargs):
+        plotted.append(args)
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(report, "confidence_figure", capture)
+    page = protein_page(outdir, {"id": "pair", "status": "ok"})
+    assert page.plot_png is not None and not page.problems and not page.notes
+    plddt, pae, chain_index = plotted.pop()
+    np.testing.assert_array_equal(pae, read_afdb_pae(outdir / "pair_predicted_aligned_error_v1.json"))
+    assert chain_index.tolist() == [0] * 22 + [1] * 13 and len(plddt) == 35  # chains and pLDDT from the mmCIF
+
+    page = protein_page(outdir, {"id": "unknown", "status": "ok"})  # X has no atoms: the PAE does not fit
+    assert page.problems == [
+        "cannot read unknown_predicted_aligned_error_v1.json: its PAE covers 9 residues, the structure 8 (it leaves "
+        "out unknown ones)"]  # fmt: skip
+    assert plotted.pop()[1] is None and page.notes == ["no PAE: predict writes it with --formats json, npz or pae"]
+
+    assert main(["report", str(outdir)]) == 0  # the command reads it too: both proteins plotted
+    assert len(re.findall(r'src="data:image/png', (outdir / "report.html").read_text())) == 2
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 import io
 
 import biotite.structure as struc
+import gemmi
 import numpy as np
 import pytest
 import torch
@@ -10,7 +11,7 @@ from biotite.structure.io import pdb, pdbx
 
 from esmfold_lite.fold.chains import encode_batch
 from esmfold_lite.geometry.residue_constants import atom_types, resnames, restype_atom37_mask
-from esmfold_lite.io.structure import to_atom_array, to_pdb_string
+from esmfold_lite.io.structure import load_structure, to_atom_array, to_pdb_string
 from esmfold_lite.prediction import Prediction
 
 SEQUENCES = ["MKTAYIAKQRX", "ACDEFGHIKLMNPQRSTVWY:GGSW:HHC"]  # one chain with an unknown residue; three chains
@@ -104,6 +105,61 @@ def test_mmcif_has_atom_site_with_b_factor():
     block = pdbx.CIFFile.read(io.StringIO(_prediction().to_mmcif(1, name="my protein"))).block
     assert "B_iso_or_equiv" in block["atom_site"]
     assert "occupancy" in block["atom_site"]
+
+
+def _cif_rows(block: gemmi.cif.Block, category: str, columns: list[str]) -> list[list[str | None]]:
+    """The rows of a category as read by gemmi; "." and "?" become None."""
+    return [[None if gemmi.cif.is_null(row[k]) else row.str(k) for k in range(len(columns))]
+            for row in block.find(category, columns)]  # fmt: skip
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_mmcif_modelcif_scores_read_by_gemmi(tmp_path, i):
+    """gemmi finds the ModelCIF QA categories: one local pLDDT per residue equal to its CA atom's B-factor (0-100),
+    mean pLDDT and pTM as global scores, every id they refer to declared; gemmi and biotite still read the model."""
+    pred = _prediction()
+    one = pred.select(i)
+    path = tmp_path / "model.cif"
+    path.write_text(pred.to_mmcif(i, name="model"))
+    block = gemmi.cif.read(str(path)).sole_block()
+
+    metrics = _cif_rows(block, "_ma_qa_metric.", ["id", "name", "description", "type", "mode", "type_other_details",
+                                                  "software_group_id"])  # fmt: skip
+    ids = {(kind, mode): metric_id for metric_id, _, _, kind, mode, _, _ in metrics}
+    assert sorted(ids) == [("pLDDT", "global"), ("pLDDT", "local"), ("pTM", "global")]  # no ipTM: none is computed
+    assert all(name and description and other is None for _, name, description, _, _, other, _ in metrics)
+    (group,) = {row[-1] for row in metrics}
+    assert _cif_rows(block, "_ma_software_group.", ["group_id", "software_id"]) == [[group, "1"]]
+    assert _cif_rows(block, "_software.", ["pdbx_ordinal", "name"]) == [["1", "esmfold-lite"]]
+    (model,) = {row[0] for row in _cif_rows(block, "_atom_site.", ["pdbx_PDB_model_num"])}
+    models = _cif_rows(block, "_ma_model_list.", ["model_id", "data_id", "model_type"])
+    assert models == [[model, "1", "Ab initio model"]]
+    assert _cif_rows(block, "_ma_data.", ["id", "content_type"]) == [["1", "model coordinates"]]
+
+    global_rows = _cif_rows(block, "_ma_qa_metric_global.", ["ordinal_id", "model_id", "metric_id", "metric_value"])
+    scores = {metric: float(value) for _, model_id, metric, value in global_rows if model_id == model}
+    assert scores[ids["pLDDT", "global"]] == pytest.approx(float(one.mean_plddt[0]), abs=0.005)
+    assert scores[ids["pTM", "global"]] == pytest.approx(float(one.ptm[0]), abs=5e-5)
+
+    local = _cif_rows(block, "_ma_qa_metric_local.", ["ordinal_id", "model_id", "label_asym_id", "label_seq_id",
+                                                      "label_comp_id", "metric_id", "metric_value"])  # fmt: skip
+    atom_site = _cif_rows(block, "_atom_site.", ["label_atom_id", "label_asym_id", "label_seq_id", "label_comp_id",
+                                                 "B_iso_or_equiv"])  # fmt: skip
+    ca = [row[1:] for row in atom_site if row[0] == "CA"]
+    assert [row[2:5] + row[6:] for row in local] == ca  # every residue once, same ids and value as its CA
+    assert len({tuple(row[2:4]) for row in local}) == len(local) == len(SEQUENCES[i].replace(":", "").replace("X", ""))
+    assert [row[0] for row in local] == [str(k) for k in range(1, len(local) + 1)]
+    assert {(row[1], row[5]) for row in local} == {(model, ids["pLDDT", "local"])}
+    has_atoms = one.atom_mask[0].sum(-1).numpy() > 0
+    np.testing.assert_allclose([float(row[-1]) for row in local], one.plddt[0].numpy()[has_atoms], atol=0.005)
+
+    structure = gemmi.read_structure(str(path))
+    residues = [residue for chain in structure[0] for residue in chain]
+    assert len(residues) == len(local) and sum(len(r) for r in residues) == int(one.atom_mask.sum())
+    assert [f"{r['CA'][0].b_iso:.2f}" for r in residues] == [row[-1] for row in local]
+    atoms = load_structure(path, extra_fields=("b_factor",))  # our own reader (biotite)
+    assert atoms.array_length() == int(one.atom_mask.sum()) and struc.get_residue_count(atoms) == len(local)
+    np.testing.assert_allclose(atoms.b_factor, one.atom_plddt[0].numpy()[one.atom_mask[0].numpy() > 0.5], atol=5e-3)
 
 
 def test_select_cuts_padding_and_linkers():

@@ -12,6 +12,7 @@ from fake_esmfold import fake_prediction
 from matplotlib.figure import Figure
 
 from esmfold_lite import viz
+from esmfold_lite.io.outputs import read_afdb_pae, render_protein, write_files
 from esmfold_lite.io.structure import load_structure
 from esmfold_lite.viz.colors import PLDDT_BANDS, chain_color, plddt_band_index
 from esmfold_lite.viz.escaping import escape_script
@@ -181,6 +182,19 @@ def test_plot_plddt_and_pae_mark_chains_on_a_0_to_30_scale():
     fig = viz.plot_pae(pred, i=0)
     assert not fig.axes[0].lines  # one chain: no boundary
     fig.savefig(__import__("io").BytesIO(), format="png")  # figures are usable after the notebook close
+
+
+def test_plot_pae_reads_an_alphafold_db_pae_file(tmp_path):
+    pred = fake_prediction([MONOMER, COMPLEX])
+    paths = write_files(tmp_path, "complex", render_protein(pred, 1, "complex", ("pae",)))
+    for source in (paths["pae"], str(paths["pae"])):
+        fig = viz.plot_pae(source)
+        ax, _ = fig.axes
+        (image,) = ax.images
+        assert image.get_clim() == (0, 30) and ax.get_title() == "PAE"
+        np.testing.assert_array_equal(image.get_array(), read_afdb_pae(paths["pae"]))
+        np.testing.assert_allclose(image.get_array(), pred.select(1).pae[0].numpy(), atol=0.5)
+        assert not ax.lines  # the file holds no chains
 
 
 def test_prediction_repr_and_notebook_html():

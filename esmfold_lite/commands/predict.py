@@ -111,8 +111,10 @@ def add_folding_arguments(parser: argparse.ArgumentParser) -> None:
         type=_formats,
         default=DEFAULT_FORMATS,
         help=f"comma-separated output files per protein, from {', '.join(FORMATS)}: PDB and mmCIF with pLDDT as "
-        "B-factor, ColabFold-like JSON (plddt, mean_plddt, ptm, pae, max_pae), NPZ of all arrays, PNG plot of "
-        f"pLDDT and PAE (default: {','.join(DEFAULT_FORMATS)})",
+        "B-factor (the mmCIF also with ModelCIF scores: pLDDT per residue, mean pLDDT, pTM), ColabFold-like JSON "
+        "(plddt, mean_plddt, ptm, pae, max_pae), PAE as AlphaFold DB writes it (<id>_predicted_aligned_error_v1.json: "
+        "integer Å, max_predicted_aligned_error), NPZ of all arrays, PNG plot of pLDDT and PAE; pLDDT is 0-100 "
+        f"everywhere, PAE in Å (default: {','.join(DEFAULT_FORMATS)})",
     )
     parser.add_argument(
         "--num-recycles",

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Write one self-contained HTML file for the predict run in OUTDIR: a sortable table of every protein "
             "(id, length, mean pLDDT, pTM, status, error) and per protein a 3D view coloured by pLDDT (made when it "
             "scrolls into view) and its pLDDT and PAE plots. Structures and plots are embedded in the file; it reads "
-            "OUTDIR/summary.tsv and what exists of each protein's .pdb/.cif and .json/.npz."
+            "OUTDIR/summary.tsv and what exists of each protein's .pdb/.cif and .json/.npz (without those, pLDDT "
+            "comes from the structure's B-factors and the PAE from <id>_predicted_aligned_error_v1.json)."
         ),
         epilog=exit_status_help(
             ok="report written", failed="nothing to report (no summary.tsv) or the file cannot be written"

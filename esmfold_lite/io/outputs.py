@@ -1,4 +1,5 @@
-"""Per-protein output files (PDB, mmCIF, confidence JSON, NPZ, PAE/pLDDT PNG, contact-map PNG) and ``summary.tsv``.
+"""Per-protein output files (PDB, mmCIF, confidence JSON, AlphaFold DB PAE JSON, NPZ, PAE/pLDDT PNG, contact-map
+PNG) and ``summary.tsv``.
 
 Every file is rendered in memory first (``render_protein``, which can run in another process) and then written
 atomically (temporary file + rename) by ``write_files``, so a crash or a failing renderer never leaves a truncated
@@ -6,7 +7,8 @@ file behind. The rename replaces a symlink planted at an output path by the file
 through a link. A prediction with nothing valid to write (no atom at all, or NaN/inf values) is refused with a
 ValueError saying why, so no output holds NaN. The JSON uses ColabFold's names: ``plddt`` (per residue), ``ptm``,
 ``pae`` (L×L, row i = residues aligned on residue i) and ``max_pae``, plus ``mean_plddt``; it is strict JSON (a
-non-finite number would be written ``null``, never ``NaN``).
+non-finite number would be written ``null``, never ``NaN``). pLDDT is on a 0–100 scale in every file (B-factors,
+the mmCIF's ModelCIF scores, JSON, NPZ); PAE is in Å.
 """
 
 from __future__ import annotations
@@ -23,19 +25,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from esmfold_lite.fold.config import ESMFoldConfig
+from esmfold_lite.fold.heads import aligned_error_bin_centres
 from esmfold_lite.io.atomic import atomic_path, atomic_write_bytes
 from esmfold_lite.prediction import Prediction
 
 logger = logging.getLogger(__name__)
 
-FORMAT_SUFFIXES: dict[str, str] = {"pdb": ".pdb", "cif": ".cif", "json": ".json", "npz": ".npz", "png": ".png"}
+FORMAT_SUFFIXES: dict[str, str] = {
+    "pdb": ".pdb", "cif": ".cif", "json": ".json", "pae": "_predicted_aligned_error_v1.json", "npz": ".npz",
+    "png": ".png",
+}  # fmt: skip
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "id", "length", "mean_plddt", "ptm", "status", "seconds", "error", "notes", "sequence_hash",
 )  # fmt: skip
 
 
 def output_paths(outdir: Path, name: str, formats: Sequence[str]) -> dict[str, Path]:
-    """Where the files of protein ``name`` go: ``{format: OUTDIR/<name><suffix>}``.
+    """Where the files of protein ``name`` go: ``{format: OUTDIR/<name><suffix>}`` (``FORMAT_SUFFIXES``).
 
     ``name`` should come from ``unique_ids``; raises ValueError unless it is one plain path component, so that every
     path lies directly in ``outdir``. The last component is not resolved: a symlink there is replaced, not followed.
@@ -98,6 +105,44 @@ def confidence_json(one: Prediction, name: str, header: str) -> str:
         "pae": _json_numbers(pae, 2),
     }
     return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def max_predicted_aligned_error() -> float:
+    """The largest PAE (Å) ESMFold's aligned-error head can give: the centre of its last bin, 31.75 Å for the
+    ``ptm_bins`` (64) of the ESMFold checkpoints."""
+    return float(aligned_error_bin_centres(no_bins=ESMFoldConfig().ptm_bins)[-1])
+
+
+def afdb_pae_json(one: Prediction) -> str:
+    """The PAE of a single-sequence prediction (``Prediction.select`` output) in AlphaFold DB's layout, compact:
+    ``[{"predicted_aligned_error":[[...],...],"max_predicted_aligned_error":31.75}]``.
+
+    As in AlphaFold DB's files, the values are Å rounded to the closest integer, row i holding the errors of the
+    residues when the structure is aligned on residue i, and ``max_predicted_aligned_error`` is the largest value
+    the model can give (unrounded; the function of that name). The PAE must be finite (``unwritable_reason``).
+    """
+    pae = np.rint(_numpy(one.pae[0])).astype(np.int64)
+    record = [{"predicted_aligned_error": pae.tolist(), "max_predicted_aligned_error": max_predicted_aligned_error()}]
+    return json.dumps(record, separators=(",", ":"), allow_nan=False)
+
+
+def read_afdb_pae(path: str | os.PathLike) -> np.ndarray:
+    """The (L, L) PAE in Å of an AlphaFold DB PAE JSON file (``afdb_pae_json``, or one from AlphaFold DB).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not JSON of that layout with a square matrix.
+    """
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        pae = np.asarray(data[0]["predicted_aligned_error"], dtype=float)
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise ValueError(
+            f'{path}: not an AlphaFold DB PAE file ([{{"predicted_aligned_error": [[...]], ...}}])'
+        ) from None
+    if pae.ndim != 2 or pae.shape[0] != pae.shape[1]:
+        raise ValueError(f"{path}: the PAE is not a square matrix (shape {pae.shape})")
+    return pae
 
 
 def arrays_npz(one: Prediction) -> bytes:
@@ -169,6 +214,7 @@ def render_protein(
         "pdb": lambda: one.to_pdb(0).encode(),
         "cif": lambda: one.to_mmcif(0, name=name).encode(),
         "json": lambda: confidence_json(one, name, header).encode(),
+        "pae": lambda: afdb_pae_json(one).encode(),
         "npz": lambda: arrays_npz(one),
         "png": lambda: confidence_png(one, name),
     }
@@ -176,7 +222,8 @@ def render_protein(
 
 
 def write_files(outdir: Path, name: str, files: Mapping[str, bytes]) -> dict[str, Path]:
-    """Write rendered files (``render_protein``) atomically as ``OUTDIR/<name>.<format>``; returns their paths."""
+    """Write rendered files (``render_protein``) atomically as ``OUTDIR/<name><suffix>`` (``output_paths``); returns
+    their paths."""
     paths = output_paths(outdir, name, list(files))
     for fmt, content in files.items():
         atomic_write_bytes(paths[fmt], content)

@@ -2,7 +2,7 @@
 
 Biotite writes the fixed PDB columns and the mmCIF ``atom_site`` category; this module adds what biotite leaves out
 of PDB files (``TER`` after each chain, ``END``) and numbers atom serials so that each ``TER`` takes its own serial,
-as the PDB format asks.
+as the PDB format asks. mmCIF files of predictions also get the ModelCIF QA categories (``io.modelcif``).
 
 Reading: PDB (``.pdb``/``.ent``), mmCIF (``.cif``/``.mmcif``/``.pdbx``) or BinaryCIF (``.bcif``), each optionally
 gzip-compressed (``.gz``); the first model and the first alternate location are kept.
@@ -24,6 +24,7 @@ from biotite import InvalidFileError
 from biotite.structure.io import pdb, pdbx
 
 from esmfold_lite.geometry.residue_constants import atom_types, resnames
+from esmfold_lite.io.modelcif import ModelScores, add_qa_categories
 
 CHAIN_IDS = string.ascii_uppercase + string.ascii_lowercase + string.digits
 
@@ -116,10 +117,12 @@ def to_pdb_string(atoms: struc.AtomArray) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_mmcif_string(atoms: struc.AtomArray, name: str = "esmfold_lite") -> str:
+def to_mmcif_string(atoms: struc.AtomArray, name: str = "esmfold_lite", scores: ModelScores | None = None) -> str:
     """mmCIF text with one data block ``name`` holding the ``atom_site`` category (B_iso_or_equiv, occupancy).
 
-    Numbers are written with the precision of PDB files: coordinates 3 decimals, B-factor and occupancy 2.
+    Numbers are written with the precision of PDB files: coordinates 3 decimals, B-factor and occupancy 2. With
+    ``scores`` (a prediction, whose B-factors are pLDDT on 0–100) the block also holds the ModelCIF QA categories:
+    pLDDT per residue, mean pLDDT and pTM (``esmfold_lite.io.modelcif``).
     """
     _check_not_empty(atoms)
     file = pdbx.CIFFile()
@@ -135,6 +138,8 @@ def to_mmcif_string(atoms: struc.AtomArray, name: str = "esmfold_lite") -> str:
         ("occupancy", atoms.occupancy, 2),
     ]:
         atom_site[key] = np.char.mod(f"%.{decimals}f", values)
+    if scores is not None:
+        add_qa_categories(block, scores)
     out = io.StringIO()
     file.write(out)
     return out.getvalue()

@@ -2,7 +2,7 @@
 
     from esmfold_lite import viz
     viz.show(pred_or_pdb_path, color="plddt")    # | "chain" | "rainbow"; py3Dmol view
-    viz.plot_plddt(pred), viz.plot_pae(pred)      # matplotlib Figures
+    viz.plot_plddt(pred), viz.plot_pae(pred)      # matplotlib Figures; plot_pae also takes a PAE JSON file
     viz.write_report("predictions")               # predictions/report.html
 """
 

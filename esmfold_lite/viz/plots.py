@@ -8,10 +8,12 @@ so plots can be made from a ``Prediction`` or from the files of a finished run.
 from __future__ import annotations
 
 import io
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from esmfold_lite.io.outputs import read_afdb_pae
 from esmfold_lite.io.structure import CHAIN_IDS
 from esmfold_lite.prediction import Prediction
 from esmfold_lite.viz.colors import PLDDT_BANDS
@@ -152,10 +154,16 @@ def plot_plddt(pred: Prediction, i: int = 0, size: tuple[float, float] = (7, 3.5
     return fig
 
 
-def plot_pae(pred: Prediction, i: int = 0, size: tuple[float, float] = (5.5, 4.5)) -> Figure:
-    """PAE matrix of sequence ``i`` on a 0–30 Å scale with a colour bar; chain boundaries as lines."""
-    data = _arrays(pred, i)
+def plot_pae(pred: Prediction | str | os.PathLike, i: int = 0, size: tuple[float, float] = (5.5, 4.5)) -> Figure:
+    """PAE matrix (Å) on a 0–30 Å scale with a colour bar: of sequence ``i`` of a Prediction (chain boundaries as
+    lines, pTM in the title), or read from an AlphaFold DB PAE JSON file (``predict --formats pae`` writes
+    ``<id>_predicted_aligned_error_v1.json``; it holds no chains, and ``i`` is not used)."""
+    if isinstance(pred, Prediction):
+        data = _arrays(pred, i)
+        pae, chain_index, ptm = data["pae"], data["chain_index"], data["ptm"]
+    else:
+        pae, chain_index, ptm = read_afdb_pae(pred), None, None
     fig = _notebook_figure(size)
-    draw_pae(fig.subplots(), data["pae"], data["chain_index"], data["ptm"])
+    draw_pae(fig.subplots(), pae, chain_index, ptm)
     fig.tight_layout()
     return fig

@@ -3,7 +3,8 @@
 
 Read from OUTDIR: ``summary.tsv`` (the table: id, length, mean pLDDT, pTM, status, error) and per protein whatever
 exists of ``<id>.pdb`` / ``.cif`` (the structure, PDB preferred), ``<id>.json`` / ``.npz`` (pLDDT and PAE; without
-them pLDDT comes from the structure's B-factors and the PAE plot is left out). A protein whose files are missing or
+them pLDDT comes from the structure's B-factors and the PAE from the AlphaFold DB layout file
+``<id>_predicted_aligned_error_v1.json``, else the PAE plot is left out). A protein whose files are missing or
 unreadable keeps its table row and says what is missing.
 
 Size: structures are embedded gzip-compressed (base64) and decompressed by the browser when their view is made;
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from esmfold_lite.io.atomic import atomic_write_text, write_failure
-from esmfold_lite.io.outputs import output_paths, read_summary
+from esmfold_lite.io.outputs import output_paths, read_afdb_pae, read_summary
 from esmfold_lite.io.structure import parse_structure, read_structure_bytes
 from esmfold_lite.pipeline import FORMATS, SUMMARY_NAME
 from esmfold_lite.viz.colors import PLDDT_BANDS
@@ -113,6 +114,14 @@ def _confidence_from_atoms(atoms) -> Confidence:
     return Confidence(plddt, None, np.asarray([order[c] for c in chains.tolist()]))
 
 
+def _afdb_pae(path: Path, residues: int) -> np.ndarray:
+    """The PAE of AlphaFold DB's PAE JSON, which must cover the structure's ``residues``."""
+    pae = read_afdb_pae(path)
+    if len(pae) != residues:
+        raise ValueError(f"its PAE covers {len(pae)} residues, the structure {residues} (it leaves out unknown ones)")
+    return pae
+
+
 def _float(text: str) -> float | None:
     try:
         return float(text)
@@ -162,10 +171,15 @@ def protein_page(outdir: Path, row: dict[str, str]) -> ProteinPage:
                 page.problems.append(f"cannot read {paths[fmt].name}: {type(exc).__name__}: {exc}")
     if confidence is None and atoms is not None:
         confidence = _confidence_from_atoms(atoms)
+        if paths["pae"].is_file():
+            try:
+                confidence.pae = _afdb_pae(paths["pae"], len(confidence.plddt))
+            except (OSError, ValueError) as exc:
+                page.problems.append(f"cannot read {paths['pae'].name}: {exc}")
     if confidence is None:
         return page
     if confidence.pae is None:
-        page.notes.append("no PAE: predict writes it with --formats json or npz")
+        page.notes.append("no PAE: predict writes it with --formats json, npz or pae")
     try:
         figure = confidence_figure(
             confidence.plddt, confidence.pae, confidence.chain_index,
