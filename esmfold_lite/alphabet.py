@@ -2,7 +2,8 @@
 
 Token ids equal fair-esm's ``Alphabet.from_architecture("ESM-1b")`` (used by ESM-1b, ESM-1v and ESM-2):
 ``<cls>=0, <pad>=1, <eos>=2, <unk>=3``, the 25 residue letters, ``.``, ``-``, ``<null_1>``, ``<mask>=32``.
-Unlike fair-esm, lower-case letters are accepted and any other unknown character maps to ``<unk>``.
+ESM C's ``EsmSequenceTokenizer`` (the ``esm`` package) has the same 33 ids except id 31, its chain break ``|``
+(``ESMC_ALPHABET``). Unlike both, lower-case letters are accepted and any other unknown character maps to ``<unk>``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ SPECIAL_PREPEND = ("<cls>", "<pad>", "<eos>", "<unk>")
 RESIDUE_TOKENS = tuple("LAGVSERTIDPKQNFYMHWCXBUZO.-")
 SPECIAL_APPEND = ("<null_1>", "<mask>")
 ALL_TOKENS = SPECIAL_PREPEND + RESIDUE_TOKENS + SPECIAL_APPEND
+ESMC_TOKENS = SPECIAL_PREPEND + RESIDUE_TOKENS + ("|", "<mask>")
+"""ESM C's vocabulary: ESM-2's with the chain break ``|`` at id 31 where ESM-2 has ``<null_1>``."""
 
 _SPLIT = re.compile(r"(<[a-z_0-9]+>)")
 
@@ -84,3 +87,4 @@ class Alphabet:
 
 
 ESM_ALPHABET = Alphabet()
+ESMC_ALPHABET = Alphabet(ESMC_TOKENS)

@@ -102,6 +102,24 @@ def test_setting_state_of_an_allowed_object_is_refused():
         SafeUnpickler(io.BytesIO(payload)).load()
 
 
+def test_module_state_dict_with_its_metadata_loads(tmp_path):
+    # torch.save(module.state_dict()) (ESM C's official files) pickles the OrderedDict's _metadata with BUILD
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
+    torch.save(module.state_dict(), tmp_path / "state.pth")
+    loaded = load_checkpoint(tmp_path / "state.pth")
+    assert list(loaded) == list(module.state_dict())
+    for key, value in module.state_dict().items():
+        assert torch.equal(loaded[key], value)
+    assert not hasattr(loaded, "_metadata")  # dropped, never set
+
+
+def test_state_beyond_a_state_dicts_metadata_is_refused():
+    # OrderedDict() then BUILD with {"_metadata": {}, "x": 1}
+    payload = b"\x80\x02ccollections\nOrderedDict\n)R}(X\t\x00\x00\x00_metadata}X\x01\x00\x00\x00xK\x01ub."
+    with pytest.raises(UnsafePickleError, match="refused to set the state of a OrderedDict"):
+        SafeUnpickler(io.BytesIO(payload)).load()
+
+
 def test_other_globals_and_non_checkpoints_give_clear_errors(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"fn": torch.nn.Linear(2, 2)}, path)

@@ -82,8 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "skipped with a warning (status 'skipped: reason'). Each file holds 'label' (the id), 'sequence', "
             "'representations' (per residue, L x D, without <cls>/<eos>), 'mean_representations' (D), "
             "'bos_representations' (the <cls> vector, D) per layer, keyed by absolute layer number "
-            "(-1 is saved under the model's last layer), 'contacts' (L x L) with --contacts, 'logits' (L x 33) with "
-            "--logits and, for an MSA, 'msa_depth' (rows used). npz files flatten these to keys like "
+            "(-1 is saved under the model's last layer), 'contacts' (L x L) with --contacts, 'logits' (L x 33; "
+            "ESM C: L x 64) with --logits and, for an MSA, 'msa_depth' (rows used). npz files flatten these to keys like "
             "'representations_33'. Values are saved as float32. With --format safetensors the same arrays go into "
             "shards (see --format; a repeated id is skipped, and manifest.tsv's file column names the shard). The "
             "FASTA is streamed; progress shows sequences/s, residues/s and the time left."
@@ -162,8 +162,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--logits",
         action="store_true",
-        help="also save the masked-LM logits at every residue (L x 33, columns in the order of the ESM vocabulary: "
-        f"{' '.join(ALL_TOKENS)})",
+        help="also save the masked-LM logits at every residue (L x 33 for the fair-esm models, columns in the order "
+        f"of the ESM vocabulary: {' '.join(ALL_TOKENS)}; L x 64 for ESM C, whose first 33 columns are the same "
+        "tokens with its chain break '|' in place of <null_1>)",
     )
     parser.add_argument(
         "--max-tokens-per-batch",
@@ -224,6 +225,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     if args.logits and getattr(model, "lm_head", None) is None:
         raise CliError(f"{args.model} was saved without its masked-LM head, so it gives no logits; drop --logits")
+    if (args.contacts or args.contacts_png) and getattr(model, "contact_head", None) is None:
+        raise CliError(f"{args.model} ({type(model).__name__}) has no contact head, so it predicts no contacts; drop "
+                       "--contacts/--contacts-png, or use an ESM-2 model for contacts")  # fmt: skip
     if (args.contacts or args.contacts_png) and not model.contact_head.regression.weight.detach().any():
         raise CliError(
             f"{args.model} has no contact regression weights (ESM-1v was released without them; for other models put "

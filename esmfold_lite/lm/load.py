@@ -14,6 +14,7 @@ from torch import nn
 
 from esmfold_lite.lm.esm1 import ESM1, ESM1Config
 from esmfold_lite.lm.esm2 import ESM2, ESM2Config
+from esmfold_lite.lm.esmc import ESMC, ESMCConfig
 from esmfold_lite.lm.msa_transformer import MSATransformer, MSATransformerConfig
 from esmfold_lite.weights import registry
 from esmfold_lite.weights.cast import cast_state_
@@ -25,6 +26,7 @@ LANGUAGE_MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "esm2": (ESM2, ESM2Config),
     "esm1b": (ESM1, ESM1Config),
     "msa": (MSATransformer, MSATransformerConfig),
+    "esmc": (ESMC, ESMCConfig),
 }
 """Checkpoint kind (``weights.language_model``) -> (model class, its config dataclass)."""
 
@@ -99,14 +101,16 @@ def load_language_model(
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
 ) -> nn.Module:
-    """An ESM language model in eval mode: ``ESM2``, ``ESM1`` (ESM-1b / ESM-1v) or ``MSATransformer``.
+    """An ESM language model in eval mode: ``ESM2``, ``ESM1`` (ESM-1b / ESM-1v), ``MSATransformer`` or ``ESMC``.
 
-    All share fair-esm's ``forward(tokens, repr_layers, need_head_weights, return_contacts)`` and ``embed``.
+    All share fair-esm's ``forward(tokens, repr_layers, need_head_weights, return_contacts)`` and ``embed`` (ESM C
+    has no contact head: ``return_contacts=True`` raises).
 
     Args:
         source: a registry name (``"esm2_t33_650M_UR50D"``, ``"esm1b_t33_650M_UR50S"``,
-            ``"esm1v_t33_650M_UR90S_1"`` ... ``_5``, ``"esm_msa1b_t12_100M_UR50S"``; downloaded to the cache when
-            missing), a URL, a fair-esm ``.pt`` (its ``<stem>-contact-regression.pt`` is read from beside it), a
+            ``"esm1v_t33_650M_UR90S_1"`` ... ``_5``, ``"esm_msa1b_t12_100M_UR50S"``, ``"esmc_300m"``,
+            ``"esmc_600m"``; downloaded to the cache when missing), a URL, a fair-esm ``.pt`` (its
+            ``<stem>-contact-regression.pt`` is read from beside it), an official ESM C ``.pth``, a
             transformers ESM-2 folder (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``) or an
             esmfold_lite ``<stem>.safetensors`` + ``<stem>.json`` pair (``esmfold-lite weights convert`` writes those).
         device: where to put the model (default CPU).
@@ -121,8 +125,8 @@ def load_language_model(
     info = None if Path(source).expanduser().exists() else registry.lookup(str(source))
     if info is not None and info.kind == "esmfold":
         raise CheckpointError(
-            f"{source} is not an ESM-2 / ESM-1b / ESM-1v / MSA Transformer language model but a folding model: "
-            "load it with esmfold_lite.load_model"
+            f"{source} is not an ESM-2 / ESM-1b / ESM-1v / MSA Transformer / ESM C language model but a folding "
+            "model: load it with esmfold_lite.load_model"
         )
     path = locate(source)
     model = build_language_model(read_language_model(path), path, as_dtype(dtype) or torch.float32)

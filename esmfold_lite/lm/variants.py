@@ -13,7 +13,8 @@ the mutant), with ``x`` the wild type, ``x^mt`` the mutant and ``x_{-i}`` a sequ
   every residue; ``L`` passes per distinct sequence. (fair-esm's ``predict.py`` reports the mutant's PLL alone, which
   ranks mutants the same way, and reads each masked position's log-probability one residue off.)
 
-Works with every single-sequence masked LM whose ``forward(tokens)`` returns ``{"logits": (B, T, V)}`` and that has
+Works with every single-sequence masked LM whose ``forward(tokens)`` returns ``{"logits": (B, T, V)}`` (``V`` at
+least the alphabet's size; ESM C has 64 logits for its 33 tokens) and that has
 an ``alphabet`` with ``tok_to_idx``, ``mask_idx``, ``cls_idx``, ``eos_idx``, ``prepend_bos`` and ``append_eos``
 (esmfold_lite's and fair-esm's models alike); not the MSA Transformer (``takes_msa``), whose input is an MSA. The
 forward passes of one model are packed into batches under a token budget by
@@ -169,8 +170,10 @@ class _Scorer:
 
     def masked_marginals(self, mutations: list[Mutation]) -> torch.Tensor:
         indices = sorted({s.index for m in mutations for s in m.substitutions})
-        table = torch.zeros(len(indices), len(self.token_of))
+        table = torch.zeros(0)  # (len(indices), V) once the logits' width V is known (ESM C: 64 > the alphabet)
         for rows, log_probs in self.log_probs(len(indices), lambda i: self.masked(self.wt_tokens, indices[i])):
+            if not table.numel():
+                table = torch.zeros(len(indices), log_probs.shape[-1])
             table[rows] = log_probs[list(range(len(rows))), [self.start + indices[i] for i in rows]].cpu()
         row_of = {index: row for row, index in enumerate(indices)}
         rows = [row_of[s.index] for m in mutations for s in m.substitutions]

@@ -1,4 +1,5 @@
-"""The official checkpoints: names, download URLs (as fair-esm's ``esm/pretrained.py`` builds them), companions.
+"""The official checkpoints: names, download URLs (as fair-esm's ``esm/pretrained.py`` builds them; for ESM C the
+HuggingFace files the ``esm`` package's ``esm/pretrained.py`` loads), companions.
 
 Sizes are approximate download sizes, for display only; no exact byte counts or checksums are published, so
 ``size_bytes``/``sha256`` stay ``None`` unless filled from a trusted source. Without them a download is verified by
@@ -11,8 +12,9 @@ from dataclasses import dataclass
 
 MODEL_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{}.pt"
 REGRESSION_URL = "https://dl.fbaipublicfiles.com/fair-esm/regression/{}-contact-regression.pt"
+ESMC_URL = "https://huggingface.co/EvolutionaryScale/{repo}/resolve/main/data/weights/{stem}.pth"
 
-KINDS = ("esm2", "esmfold", "esm1b", "esm1v", "msa")
+KINDS = ("esm2", "esmfold", "esm1b", "esm1v", "msa", "esmc")
 
 
 @dataclass(frozen=True)
@@ -21,14 +23,16 @@ class CheckpointInfo:
 
     Attributes:
         name: the registry name (what ``load_language_model`` / ``load_model`` accept).
-        kind: "esm2", "esmfold", "esm1b", "esm1v" or "msa".
-        file_stem: the file name without ``.pt`` (differs from ``name`` only for ESMFold).
+        kind: "esm2", "esmfold", "esm1b", "esm1v", "msa" or "esmc".
+        file_stem: the file name without its suffix (differs from ``name`` for ESMFold and ESM C).
         approx_size_gb: approximate download size in GB (display only).
         description: one line for ``esmfold-lite weights list``.
         has_contact_regression: whether ``<file_stem>-contact-regression.pt`` exists (fair-esm: all but ESM-1v
             and ESMFold).
         lm: the registry name of the language model an ESMFold checkpoint needs.
         size_bytes, sha256: exact size / SHA-256 of the main file when known (verified after download).
+        suffix: the file name's suffix (``.pt``; ESM C: ``.pth``).
+        download_url: where the file is downloaded from; None: fair-esm's ``MODEL_URL`` of ``file_stem``.
     """
 
     name: str
@@ -40,14 +44,16 @@ class CheckpointInfo:
     lm: str | None = None
     size_bytes: int | None = None
     sha256: str | None = None
+    suffix: str = ".pt"
+    download_url: str | None = None
 
     @property
     def filename(self) -> str:
-        return f"{self.file_stem}.pt"
+        return f"{self.file_stem}{self.suffix}"
 
     @property
     def url(self) -> str:
-        return MODEL_URL.format(self.file_stem)
+        return self.download_url or MODEL_URL.format(self.file_stem)
 
     @property
     def regression_filename(self) -> str | None:
@@ -61,6 +67,15 @@ class CheckpointInfo:
 def _esm2(layers: int, params: str, size_gb: float, width: int) -> CheckpointInfo:
     name = f"esm2_t{layers}_{params}_UR50D"
     return CheckpointInfo(name, "esm2", name, size_gb, f"ESM-2, {params} parameters, {layers} layers, width {width}")
+
+
+def _esmc(params: str, layers: int, width: int, size_gb: float, terms: str) -> CheckpointInfo:
+    stem = f"esmc_{params.lower()}_2024_12_v0"
+    description = f"ESM C {params} (EvolutionaryScale), {layers} layers, width {width}; {terms} (no contacts)"
+    url = ESMC_URL.format(repo=f"esmc-{params.lower()}-2024-12", stem=stem)
+    return CheckpointInfo(
+        f"esmc_{params.lower()}", "esmc", stem, size_gb, description, False, suffix=".pth", download_url=url
+    )
 
 
 def _esm1v(seed: int) -> CheckpointInfo:
@@ -92,6 +107,8 @@ CHECKPOINTS: dict[str, CheckpointInfo] = {
         CheckpointInfo(
             "esm_msa1b_t12_100M_UR50S", "msa", "esm_msa1b_t12_100M_UR50S", 1.3, "MSA Transformer, 100M parameters"
         ),
+        _esmc("300M", 30, 960, 1.3, "Cambrian Open License"),
+        _esmc("600M", 36, 1152, 2.3, "Cambrian Non-Commercial License"),
     )
 }
 """Registry name -> checkpoint."""

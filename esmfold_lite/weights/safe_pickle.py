@@ -192,7 +192,10 @@ class SafeUnpickler(pickle._Unpickler):
         return resolve_global(module, name)
 
     def load_build(self) -> None:
-        target = self.stack[-2]  # the stack ends with (object, state)
+        target, state = self.stack[-2:]  # the stack ends with (object, state)
+        if _is_state_dict_metadata(target, state):
+            self.stack.pop()  # dropped: module versions for load_state_dict hooks, which esmfold_lite's models lack
+            return
         if not isinstance(target, _ConfigStandIn) and not _is_numpy_dtype(target):
             raise UnsafePickleError(f"refused to set the state of a {type(target).__name__} object")
         super().load_build()
@@ -210,6 +213,17 @@ class SafeUnpickler(pickle._Unpickler):
         super().load_newobj_ex()
 
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+
+
+def _is_state_dict_metadata(target: Any, state: Any) -> bool:
+    """Whether ``BUILD`` would give an ``OrderedDict`` its ``_metadata`` (what ``torch.save(module.state_dict())``
+    writes: ``{"_metadata": {module prefix: {"version": ...}}}``) and nothing else."""
+    return (
+        type(target) is OrderedDict
+        and isinstance(state, dict)
+        and set(state) == {"_metadata"}
+        and isinstance(state["_metadata"], dict)
+    )
 
 
 def _require_class(cls: Any) -> None:

@@ -1,0 +1,166 @@
+"""ESM C's official weight files -> ``(config dict, state dict in esmfold_lite's ESMC names)``.
+
+The files ``esmc_300m_2024_12_v0.pth`` and ``esmc_600m_2024_12_v0.pth`` (HuggingFace repositories
+``EvolutionaryScale/esmc-300m-2024-12`` / ``esmc-600m-2024-12``, path ``data/weights/``) are the bare state dict of
+the ``esm`` package's ``ESMC`` module saved with ``torch.save``: no config, no wrapper dict. Its keys (``N`` = block):
+
+* ``embed.weight`` ``(64, D)`` -> ``embed_tokens.weight``
+* ``transformer.blocks.N.attn.layernorm_qkv.0.{weight,bias}`` ``(D,)`` -> ``layers.N.attention.norm.*``
+* ``transformer.blocks.N.attn.layernorm_qkv.1.weight`` ``(3D, D)`` -> ``layers.N.attention.qkv.weight``
+* ``transformer.blocks.N.attn.q_ln.weight``, ``k_ln.weight`` ``(D,)`` -> ``layers.N.attention.q_norm``, ``k_norm``
+* ``transformer.blocks.N.attn.out_proj.weight`` ``(D, D)`` -> ``layers.N.attention.out_proj.weight``
+* ``transformer.blocks.N.ffn.0.{weight,bias}`` ``(D,)`` -> ``layers.N.ffn.norm.*``
+* ``transformer.blocks.N.ffn.1.weight`` ``(2F, D)`` -> ``layers.N.ffn.w_in.weight``
+* ``transformer.blocks.N.ffn.3.weight`` ``(D, F)`` -> ``layers.N.ffn.w_out.weight``
+* ``transformer.norm.weight`` ``(D,)`` -> ``final_norm.weight``
+* ``sequence_head.0.{weight,bias}`` ``(D, D)``, ``(D,)`` -> ``lm_head.dense.*``
+* ``sequence_head.2.{weight,bias}`` ``(D,)`` -> ``lm_head.layer_norm.*``
+* ``sequence_head.3.{weight,bias}`` ``(64, D)``, ``(64,)`` -> ``lm_head.output.*``
+
+The rotary ``inv_freq`` buffers are not saved (non-persistent) and are dropped if present.
+
+The config comes from the shapes: ``D`` and the vocabulary from ``embed.weight``, the depth from the block count, the
+SwiGLU width ``F`` from ``ffn.1``. The head count is not in any shape; every released ESM C uses heads of width 64
+(960 = 15 x 64, 1152 = 18 x 64), so ``attention_heads = D / 64`` unless the caller says otherwise
+(``read_official_esmc(path, attention_heads=H)``, e.g. to convert a model of another width to esmfold_lite's own
+format, whose json records it). Nothing here imports a model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
+
+State = dict[str, torch.Tensor]
+Config = dict[str, Any]
+
+ESMC_HEAD_DIM = 64
+"""Head width of every released ESM C: ``attention_heads = embed_dim / ESMC_HEAD_DIM``."""
+
+# official module path <-> ours, inside one block and at the top level
+BLOCK_MODULES = {
+    "attn.layernorm_qkv.0": "attention.norm",
+    "attn.layernorm_qkv.1": "attention.qkv",
+    "attn.q_ln": "attention.q_norm",
+    "attn.k_ln": "attention.k_norm",
+    "attn.out_proj": "attention.out_proj",
+    "ffn.0": "ffn.norm",
+    "ffn.1": "ffn.w_in",
+    "ffn.3": "ffn.w_out",
+}
+TOP_MODULES = {
+    "embed": "embed_tokens",
+    "transformer.norm": "final_norm",
+    "sequence_head.0": "lm_head.dense",
+    "sequence_head.2": "lm_head.layer_norm",
+    "sequence_head.3": "lm_head.output",
+}
+DROPPED_SUFFIXES = ("rotary.inv_freq",)
+"""Buffers a state dict may hold that are recomputed here."""
+
+_OFFICIAL_BLOCK = re.compile(r"^transformer\.blocks\.(\d+)\.(.+)$")
+_OUR_BLOCK = re.compile(r"^layers\.(\d+)\.(.+)$")
+_OURS_TO_OFFICIAL_BLOCK = {ours: official for official, ours in BLOCK_MODULES.items()}
+_OURS_TO_OFFICIAL_TOP = {ours: official for official, ours in TOP_MODULES.items()}
+
+
+def official_to_esmc_key(key: str) -> str | None:
+    """An official ESM C key -> ours (``None`` for a dropped buffer); a key of no ESM C module comes back unchanged,
+    so a strict load reports it."""
+    if key.endswith(DROPPED_SUFFIXES):
+        return None
+    module, _, leaf = key.rpartition(".")
+    block = _OFFICIAL_BLOCK.match(module)
+    if block and block.group(2) in BLOCK_MODULES:
+        return f"layers.{block.group(1)}.{BLOCK_MODULES[block.group(2)]}.{leaf}"
+    if module in TOP_MODULES:
+        return f"{TOP_MODULES[module]}.{leaf}"
+    return key
+
+
+def esmc_to_official_key(key: str) -> str:
+    """Our ESMC key -> the official one; ``KeyError`` for a key that is not an ESMC parameter."""
+    module, _, leaf = key.rpartition(".")
+    block = _OUR_BLOCK.match(module)
+    if block and block.group(2) in _OURS_TO_OFFICIAL_BLOCK:
+        return f"transformer.blocks.{block.group(1)}.{_OURS_TO_OFFICIAL_BLOCK[block.group(2)]}.{leaf}"
+    if module in _OURS_TO_OFFICIAL_TOP:
+        return f"{_OURS_TO_OFFICIAL_TOP[module]}.{leaf}"
+    raise KeyError(f"{key!r} is not an ESM C parameter name")
+
+
+def official_to_esmc_state_dict(state: Mapping[str, torch.Tensor]) -> State:
+    """Rename an official ESM C state dict to our names, dropping recomputed buffers."""
+    renamed = {}
+    for key, value in state.items():
+        ours = official_to_esmc_key(key)
+        if ours is not None:
+            renamed[ours] = value
+    return renamed
+
+
+def esmc_to_official_state_dict(state: Mapping[str, torch.Tensor]) -> State:
+    """Rename our ESMC state dict to the official names (what ``esm.models.esmc.ESMC.load_state_dict`` takes)."""
+    return {esmc_to_official_key(key): value for key, value in state.items()}
+
+
+def is_official_esmc(data: Any) -> bool:
+    """Whether an unpickled file is an official ESM C state dict (tensors under ``embed.weight``,
+    ``transformer.blocks.N...`` and ``sequence_head...``)."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("embed.weight"), torch.Tensor):
+        return False
+    keys = [key for key in data if isinstance(key, str)]
+    return any(_OFFICIAL_BLOCK.match(key) for key in keys) and any(key.startswith("sequence_head.") for key in keys)
+
+
+def esmc_config_from_state(
+    state: Mapping[str, torch.Tensor], source: object, attention_heads: int | None = None
+) -> Config:
+    """``ESMCConfig`` fields read off the tensor shapes of an ESM C state dict in our names (see module docstring);
+    ``attention_heads`` None: ``embed_dim / 64``.
+
+    Raises ``CheckpointError`` naming ``source`` when a tensor the shapes come from is missing, or the head count is
+    not given and the width is not a multiple of 64.
+    """
+    try:
+        vocab_size, embed_dim = state["embed_tokens.weight"].shape
+        ffn_dim = state["layers.0.ffn.w_in.weight"].shape[0] // 2
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{source} is not a complete ESM C state dict: no usable {exc}") from None
+    blocks = {int(match.group(1)) for key in state if (match := _OUR_BLOCK.match(key))}
+    if attention_heads is None:
+        if embed_dim % ESMC_HEAD_DIM:
+            raise CheckpointError(
+                f"{source} holds an ESM C of width {embed_dim}, not a multiple of the released models' head width "
+                f"{ESMC_HEAD_DIM}, so its number of attention heads is unknown; read it with "
+                "esmfold_lite.weights.esmc_format.read_official_esmc(path, attention_heads=H) and save it in "
+                "esmfold_lite's own format (save_own_format(out, 'esmc', config, state))"
+            )
+        attention_heads = int(embed_dim) // ESMC_HEAD_DIM
+    return {
+        "num_layers": max(blocks) + 1,
+        "embed_dim": int(embed_dim),
+        "attention_heads": int(attention_heads),
+        "vocab_size": int(vocab_size),
+        "ffn_dim": int(ffn_dim),
+    }
+
+
+def read_official_esmc(path: str | Path, data: Any = None, attention_heads: int | None = None) -> tuple[Config, State]:
+    """Config and state of an official ESM C ``.pth`` (``data``: its already-unpickled content; ``attention_heads``:
+    see :func:`esmc_config_from_state`)."""
+    path = Path(path)
+    data = load_checkpoint(path) if data is None else data
+    if not is_official_esmc(data):
+        raise CheckpointError(
+            f"not a checkpoint: {path} is not an official ESM C weight file (a state dict with embed.weight, "
+            "transformer.blocks.N.* and sequence_head.*)"
+        )
+    state = official_to_esmc_state_dict(data)
+    return esmc_config_from_state(state, path, attention_heads), state
