@@ -15,6 +15,13 @@ is not counted either.
 
 Usage (from the repository root):  python benchmarks/bench_trunk_flops.py [--length 512] [--threads N]
 Writes benchmarks/results/trunk_flops.json and the ``flops-results`` section of benchmarks/README.md.
+
+Two source trees side by side (e.g. before and after a refactoring):
+``python benchmarks/bench_trunk_flops.py --compare BEFORE AFTER [--runs 7] [--length 512]`` times the block
+``--runs`` times per tree, each run in a fresh subprocess that imports esmfold_lite from that tree (``--tree``), in
+the order A B B A A B B A ... so that a drift of the machine's speed falls on both alike; prints the median and
+spread of each and writes benchmarks/results/trunk_compare_L{length}.json (not the README). ``--tree PATH`` alone
+times one tree and prints its JSON (nothing written).
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -137,7 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cpu-time", action="store_true", help="time by process CPU time instead of wall time")
     parser.add_argument("--no-readme", action="store_true", help="write the JSON only")
+    parser.add_argument(
+        "--tree", type=Path, default=None, help="import esmfold_lite from this source tree; print the JSON only"
+    )
+    parser.add_argument(
+        "--compare", type=Path, nargs=2, metavar=("A", "B"), help="time the block from two source trees, alternating"
+    )
+    parser.add_argument("--runs", type=int, default=7, help="with --compare: runs per tree")
     args = parser.parse_args(argv)
+    if args.compare:
+        return compare(args)
+    if args.tree:
+        use_tree(args.tree)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cpu_time:
@@ -187,10 +208,80 @@ def main(argv: list[str] | None = None) -> int:
                 "mean_abs_diff_over_mean_abs": ((z_bf.float() - z32).abs().mean() / z32.abs().mean()).item(),
             }
     print(json.dumps(result, indent=1))
+    if args.tree:
+        return 0  # another tree's numbers: nothing written into this checkout
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"trunk_flops_L{args.length}.json").write_text(json.dumps(result, indent=1))
     if not args.no_readme:
         write_readme(result)
+    return 0
+
+
+def use_tree(tree: Path) -> None:
+    """Import esmfold_lite (and the tests' ``randomize``) from the source tree ``tree`` instead of this checkout."""
+    tree = tree.resolve()
+    if not (tree / "esmfold_lite" / "__init__.py").is_file():
+        raise SystemExit(f"{tree} holds no esmfold_lite package")
+    sys.path[:0] = [str(tree), str(tree / "tests")]
+    for name in [m for m in sys.modules if m == "esmfold_lite" or m.startswith(("esmfold_lite.", "randomize"))]:
+        del sys.modules[name]
+    import esmfold_lite
+
+    if not Path(esmfold_lite.__file__).resolve().is_relative_to(tree):
+        raise SystemExit(f"esmfold_lite was imported from {esmfold_lite.__file__}, not from {tree}")
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Time the block from two trees in alternating subprocesses; print and save medians and spreads."""
+    trees = [path.resolve() for path in args.compare]
+    child = [sys.executable, str(Path(__file__).resolve()), "--length", str(args.length), "--mm-seconds", "0.5"]
+    for flag, value in (("--threads", args.threads), ("--rows", args.rows), ("--pair-blocks", args.pair_blocks)):
+        if value is not None:
+            child += [flag, str(value)]
+    if args.cpu_time:
+        child.append("--cpu-time")
+    runs: dict[str, list[dict]] = {str(tree): [] for tree in trees}
+    for index in range(2 * args.runs):
+        tree = trees[(index + 1) // 2 % 2]  # A B B A A B B A ...
+        out = subprocess.run([*child, "--tree", str(tree)], capture_output=True, text=True, check=True).stdout
+        result = json.loads(out[out.index("{") :])
+        runs[str(tree)].append(result)
+        print(f"run {index + 1}/{2 * args.runs} {tree}: block {result['total']['seconds']:.3f} s", flush=True)
+
+    def summary(results: list[dict]) -> dict:
+        totals = sorted(r["total"]["seconds"] for r in results)
+        return {
+            "block_seconds": totals,
+            "median": statistics.median(totals),
+            "min": totals[0],
+            "max": totals[-1],
+            "steps_median": {name: statistics.median(r["steps"][name]["seconds"] for r in results) for name in STEPS},
+            "mm_gflops_median": statistics.median(r["mm_gflops"]["mean"] for r in results),
+        }
+
+    plans = {json.dumps(r["plan"]) for results in runs.values() for r in results}
+    if len(plans) > 1:
+        raise SystemExit(f"the runs used different chunk plans {plans}: pass --rows and --pair-blocks")
+    a, b = (summary(runs[str(tree)]) for tree in trees)
+    report = {
+        "command": " ".join(["python", "benchmarks/bench_trunk_flops.py", *(sys.argv[1:])]),
+        "date": datetime.date.today().isoformat(),
+        "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__},
+        "load_average_after": list(os.getloadavg()),
+        "length": args.length,
+        "plan": runs[str(trees[0])][0]["plan"],
+        "threads": runs[str(trees[0])][0]["machine"]["threads"],
+        "clock": runs[str(trees[0])][0]["clock"],
+        "trees": {str(trees[0]): a, str(trees[1]): b},
+        "median_ratio_b_over_a": b["median"] / a["median"],
+    }
+    print(json.dumps(report, indent=1))
+    for tree, s in report["trees"].items():
+        n = len(s["block_seconds"])
+        print(f"{tree}: median {s['median']:.3f} s, range {s['min']:.3f}-{s['max']:.3f} s over {n} runs")
+    print(f"B / A (medians): {report['median_ratio_b_over_a']:.3f}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"trunk_compare_L{args.length}.json").write_text(json.dumps(report, indent=1))
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from esmfold_lite.fold.chunking import RowMap, chunk_apply, product_
@@ -83,19 +84,19 @@ class SequenceAttention(nn.Module):
         """x: (B, L, c_s); mask: (B, L), 1 = residue, 0 = padding; bias: (B, L, L, H), or a ``RowMap`` over
         query rows that gives it a chunk of queries at a time. Returns (B, L, c_s)."""
         batch, length, _ = x.shape
-        qkv = self.proj(x).view(batch, length, self.num_heads, 3 * self.head_width).transpose(1, 2)
-        q, k, v = qkv.split(self.head_width, dim=-1)  # (B, H, L, c) each
+        # proj's output holds [q_h | k_h | v_h] per head h; q, k, v are strided views of it (no copy)
+        q, k, v = rearrange(self.proj(x), "b l (h qkv c) -> qkv b h l c", h=self.num_heads, qkv=3)
 
-        if bias is None:
+        if bias is None:  # a broadcast zero: no memory (plain expand, a stride-0 view)
             logits_bias = x.new_zeros(1, 1, 1, 1).expand(batch, self.num_heads, length, length)
         elif isinstance(bias, RowMap):
-            logits_bias = bias.then(lambda b: b.permute(0, 3, 1, 2))
+            logits_bias = bias.then(lambda b: rearrange(b, "b i j h -> b h i j"))
         else:
-            logits_bias = bias.permute(0, 3, 1, 2)
-        key_padding = None if mask is None else (mask == 0)[:, None, None, :]
+            logits_bias = rearrange(bias, "b i j h -> b h i j")
+        key_padding = None if mask is None else rearrange(mask == 0, "b j -> b 1 1 j")
 
-        y = biased_attention(q, k, v, logits_bias, chunk_size, key_padding)  # (B, H, L, c)
-        y = y.transpose(1, 2).reshape(batch, length, -1)
+        y = biased_attention(q, k, v, logits_bias, chunk_size, key_padding)
+        y = rearrange(y, "b h l c -> b l (h c)")
         return self.o_proj(self.g_proj(x).sigmoid_() * y)
 
 
@@ -120,16 +121,18 @@ class GatedAttention(nn.Module):
         nn.init.ones_(self.linear_g.bias)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        """(N, Q, H*c) -> (N, H, Q, c)"""
-        return t.view(*t.shape[:-1], self.no_heads, self.c_hidden).transpose(-2, -3)
+        """(N, Q, H*c) -> (N, H, Q, c), a view"""
+        return rearrange(t, "n q (h c) -> n h q c", h=self.no_heads)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """x: (*, Q, c_in); bias: broadcastable to (*, H, Q, Q). Returns (*, Q, c_in)."""
         lead, n_q = x.shape[:-2], x.shape[-2]
-        flat = x.reshape(-1, n_q, x.shape[-1])  # SDPA's fused kernels want exactly one batch dimension
+        flat = rearrange(x, "... q c -> (...) q c")  # SDPA's fused kernels want exactly one batch dimension
         q, k, v = (self._heads(linear(flat)) for linear in (self.linear_q, self.linear_k, self.linear_v))
+        # plain expand + reshape: a bias broadcast over the leading dimensions stays a stride-0 view (no copy)
         bias = bias.expand(*lead, self.no_heads, n_q, n_q).reshape(-1, self.no_heads, n_q, n_q)
-        o = biased_attention(q, k, v, bias).transpose(-2, -3)  # (N, Q, H, c)
+        o = rearrange(biased_attention(q, k, v, bias), "n h q c -> n q h c")
+        # the gate is fresh memory and takes the product in place: view_as, which never copies
         g = self.linear_g(flat).sigmoid_().view_as(o)
-        o = product_(g, o).reshape(*lead, n_q, -1)
+        o = product_(g, o).reshape(*lead, n_q, -1)  # (*, Q, H*c): heads merged, x's leading dimensions restored
         return self.linear_o(o)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from esmfold_lite.fold.auto_chunk import choose_chunk_plan
@@ -146,7 +147,8 @@ class ESMFold(nn.Module):
         out["atom37_positions"] = atom14_to_atom37(out["positions"][-1], aatype, mask)
         out["atom37_atom_exists"] = atom37_mask(aatype, mask)
         states = out["states"]
-        out["lddt_head"] = self.lddt_head(states).reshape(states.shape[0], B, L, -1, self.cfg.lddt_bins)
+        lddt_bins = self.cfg.lddt_bins
+        out["lddt_head"] = rearrange(self.lddt_head(states), "n b l (atom bin) -> n b l atom bin", bin=lddt_bins)
         out["plddt"] = plddt_from_logits(out["lddt_head"][-1])
         return out
 

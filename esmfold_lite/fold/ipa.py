@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 import torch
+from einops import einsum, rearrange
 from torch import nn
 
 from esmfold_lite.fold.chunking import RowMap, chunk_apply
@@ -35,11 +36,10 @@ def squared_point_distances(q_pts: torch.Tensor, k_pts: torch.Tensor) -> torch.T
     Returns:
         (B, H, I, J).
     """
-    batch, n_q, heads, points, _ = q_pts.shape
-    q = q_pts.transpose(1, 2).reshape(batch * heads, n_q, points * 3)
-    k = k_pts.transpose(1, 2).reshape(batch * heads, -1, points * 3)
+    q = rearrange(q_pts, "b i h p xyz -> (b h) i (p xyz)")
+    k = rearrange(k_pts, "b j h p xyz -> (b h) j (p xyz)")
     distances = torch.cdist(q, k, compute_mode="donot_use_mm_for_euclid_dist")  # Euclidean, no matmul expansion
-    return distances.square().view(batch, heads, n_q, -1)
+    return rearrange(distances.square(), "(b h) i j -> b h i j", b=q_pts.shape[0])
 
 
 class InvariantPointAttention(nn.Module):
@@ -90,8 +90,8 @@ class InvariantPointAttention(nn.Module):
 
     def _points(self, x: torch.Tensor, frames: Rigid, no_points: int) -> torch.Tensor:
         """Linear output (B, L, 3*H*P), laid out as all x, then all y, then all z → global points (B, L, H, P, 3)."""
-        local = x.float().unflatten(-1, (3, -1)).transpose(-1, -2)  # (B, L, H*P, 3)
-        return frames[..., None].apply(local).unflatten(-2, (self.no_heads, no_points))
+        local = rearrange(x.float(), "b l (xyz hp) -> b l hp xyz", xyz=3)
+        return rearrange(frames[..., None].apply(local), "b l (h p) xyz -> b l h p xyz", h=self.no_heads)
 
     def forward(
         self,
@@ -113,8 +113,9 @@ class InvariantPointAttention(nn.Module):
             (B, L, c_s) update to ``s``.
         """
         h, c = self.no_heads, self.c_ipa
-        q = self.linear_q(s).unflatten(-1, (h, c)).float()  # (B, L, H, C)
-        k, v = self.linear_kv(s).unflatten(-1, (h, 2 * c)).float().split(c, dim=-1)
+        q = rearrange(self.linear_q(s).float(), "b l (h c) -> b l h c", h=h)
+        # linear_kv's output holds [k_h | v_h] per head h
+        k, v = rearrange(self.linear_kv(s).float(), "b l (h kv c) -> kv b l h c", h=h, kv=2)
         q_pts = self._points(self.linear_q_points(s), frames, self.no_qk_points)  # (B, L, H, Pq, 3)
         kv_pts = self._points(self.linear_kv_points(s), frames, self.no_qk_points + self.no_v_points)
         k_pts, v_pts = kv_pts.split([self.no_qk_points, self.no_v_points], dim=-2)
@@ -127,23 +128,23 @@ class InvariantPointAttention(nn.Module):
             """Query rows i: (B, I, ...) slices → output features (B, I, H*(C + 4*Pv + c_z))."""
             pair_bias = self.linear_b(z_i)
             with torch.autocast(s.device.type, enabled=False):  # fp32 from here on, whatever autocast says
-                logits = torch.einsum("bihc,bjhc->bhij", q_i, k) * math.sqrt(1.0 / (3 * c))
-                logits = logits + math.sqrt(1.0 / 3) * pair_bias.float().permute(0, 3, 1, 2)
+                logits = einsum(q_i, k, "b i h c, b j h c -> b h i j") * math.sqrt(1.0 / (3 * c))
+                logits = logits + math.sqrt(1.0 / 3) * rearrange(pair_bias.float(), "b i j h -> b h i j")
                 logits = logits - 0.5 * point_weights[:, None, None] * squared_point_distances(q_pts_i, k_pts)
                 logits = logits + (self.inf * (mask_i[:, :, None] * mask[:, None, :] - 1))[:, None]
                 a = torch.softmax(logits, dim=-1)  # (B, H, I, J)
 
-                o = torch.einsum("bhij,bjhc->bihc", a, v)
-                o_pts = torch.einsum("bhij,bjhpx->bihpx", a, v_pts)
-                o_pts = Rigid(rot_i, trans_i)[..., None, None].invert_apply(o_pts)  # (B, I, H, Pv, 3), local
+                o = einsum(a, v, "b h i j, b j h c -> b i h c")
+                o_pts = einsum(a, v_pts, "b h i j, b j h p xyz -> b i h p xyz")
+                o_pts = Rigid(rot_i, trans_i)[..., None, None].invert_apply(o_pts)  # local to query frame i
                 o_pts_norm = torch.sqrt((o_pts**2).sum(dim=-1) + self.eps)
-                o_pair = torch.einsum("bhij,bijc->bihc", a, z_i.float())
+                o_pair = einsum(a, z_i.float(), "b h i j, b i j c -> b i h c")
             return torch.cat(
                 [
-                    o.flatten(-2),
-                    *(o_pts[..., x].flatten(-2) for x in range(3)),
-                    o_pts_norm.flatten(-2),
-                    o_pair.flatten(-2),
+                    rearrange(o, "b i h c -> b i (h c)"),
+                    rearrange(o_pts, "b i h p xyz -> b i (xyz h p)"),  # all x, then all y, then all z
+                    rearrange(o_pts_norm, "b i h p -> b i (h p)"),
+                    rearrange(o_pair, "b i h c -> b i (h c)"),
                 ],
                 dim=-1,
             )

@@ -10,6 +10,7 @@ is detached between iterations, as in the original.
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from esmfold_lite.fold.chunking import RowMap
@@ -105,7 +106,7 @@ class AngleResnet(nn.Module):
         a = self.linear_in(torch.relu(s)) + self.linear_initial(torch.relu(s_initial))
         for layer in self.layers:
             a = layer(a)
-        unnormalized = self.linear_out(torch.relu(a)).unflatten(-1, (-1, 2))
+        unnormalized = rearrange(self.linear_out(torch.relu(a)), "... (angle sin_cos) -> ... angle sin_cos", sin_cos=2)
         norm = torch.sqrt(torch.clamp((unnormalized**2).sum(dim=-1, keepdim=True), min=self.eps))
         return unnormalized, unnormalized / norm
 

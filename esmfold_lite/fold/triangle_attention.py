@@ -17,6 +17,7 @@ one bias per sequence.
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from esmfold_lite.fold.attention import GatedAttention
@@ -57,7 +58,9 @@ class TriangleAttention(nn.Module):
         update in z's layout, a whole row (starting node) or column (ending node) at a time.
         """
         if mask is not None and not self.starting:
-            mask = mask.transpose(1, 2)
+            mask = rearrange(mask, "b i j -> b j i")
+        # ending node: v = zᵀ. Plain transpose, not a pattern: v must be a view of z, since the update is added
+        # into v in place and has to land in z.
         v = z if self.starting else z.transpose(1, 2)
         out = [
             self._one_sequence(v[b : b + 1], None if mask is None else mask[b], chunk_size, dropout)
@@ -66,7 +69,7 @@ class TriangleAttention(nn.Module):
         if not torch.is_grad_enabled():
             return z  # every sequence was updated in place
         out = torch.cat(out)
-        return out if self.starting else out.transpose(1, 2)
+        return out if self.starting else rearrange(out, "b j i c -> b i j c")
 
     def _one_sequence(
         self, v: torch.Tensor, mask: torch.Tensor | None, chunk_size: int | None, dropout: nn.Module | None
@@ -75,7 +78,8 @@ class TriangleAttention(nn.Module):
         triangle_bias = chunk_apply(
             lambda v_rows: self.linear(self.layer_norm(v_rows)), (v,), (1,), chunk_size, out_dim=1
         )
-        triangle_bias = triangle_bias[0].permute(2, 0, 1).contiguous()  # b_jk: (H, J, K)
+        # b_jk: (H, J, K), one contiguous copy shared by the runs below (the last one adds its mask bias in place)
+        triangle_bias = rearrange(triangle_bias, "1 j k h -> h j k").contiguous()
         if mask is None:
             runs, mask_bias = [(0, v.shape[1])], None
         else:
@@ -96,7 +100,9 @@ class TriangleAttention(nn.Module):
                 out = self.mha(self.layer_norm(v_rows[0].contiguous()), bias).unsqueeze(0)
                 if dropout is None:
                     return out
-                return dropout(out) if self.starting else dropout(out.transpose(1, 2)).transpose(1, 2)
+                if self.starting:
+                    return dropout(out)
+                return rearrange(dropout(rearrange(out, "1 j i c -> 1 i j c")), "1 i j c -> 1 j i c")  # in z's layout
 
             pieces.append(add_update_(v[:, start:stop], update, chunk_size))
         return torch.cat(pieces, dim=1) if torch.is_grad_enabled() else v

@@ -17,6 +17,7 @@ recomputation for memory).
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from esmfold_lite.fold.chunking import pairwise_update_, product_
@@ -64,14 +65,18 @@ class TriangleMultiplication(nn.Module):
 
             def update(first, second, z_tile):
                 out = self._update(first, second, z_tile)
-                return dropout(out) if self.outgoing else dropout(out.transpose(1, 2)).transpose(1, 2)
+                if self.outgoing:
+                    return dropout(out)
+                return rearrange(dropout(rearrange(out, "b j i c -> b i j c")), "b i j c -> b j i c")  # in z's layout
 
         if self.outgoing:  # x_ij = Σ_k a_ik b_jk: a from row i, b from row j
             return pairwise_update_(z, mask, self._a, self._b, update, chunk_size, blocks, whole_rows)
-        # x_ij = Σ_k a_ki b_kj: on v = zᵀ, x(v)_pq = Σ_k b(v)_pk a(v)_qk
-        v = pairwise_update_(z.transpose(1, 2), None if mask is None else mask.transpose(1, 2), self._b, self._a,
-                             update, chunk_size, blocks, whole_rows)  # fmt: skip
-        return v.transpose(1, 2)
+        # x_ij = Σ_k a_ki b_kj: on v = zᵀ, x(v)_pq = Σ_k b(v)_pk a(v)_qk. Plain transpose, not a pattern: v must be
+        # a view of z, since the update is added into v in place and has to land in z.
+        v = z.transpose(1, 2)
+        v_mask = None if mask is None else rearrange(mask, "b i j 1 -> b j i 1")
+        v = pairwise_update_(v, v_mask, self._b, self._a, update, chunk_size, blocks, whole_rows)
+        return rearrange(v, "b j i c -> b i j c")
 
     def _a(self, z_rows: torch.Tensor, mask_rows: torch.Tensor | None) -> torch.Tensor:
         return self._gated(self.linear_a_g, self.linear_a_p, z_rows, mask_rows)
@@ -88,16 +93,17 @@ class TriangleMultiplication(nn.Module):
         z_bar = self.layer_norm_in(z_rows).view(batch, rows * length, -1)
         weight = torch.cat([proj.weight, gate.weight])  # (2c, c_z): one matmul, channel-first output
         bias = torch.cat([proj.bias, gate.bias])[:, None]
+        # plain view + transpose: baddbmm reads z̄ as the transposed (c_z, r·K) operand without a copy
         gated = nn.functional.glu(torch.baddbmm(bias, weight.expand(batch, -1, -1), z_bar.transpose(1, 2)), dim=1)
         if mask_rows is not None:
-            gated = product_(gated, mask_rows.reshape(batch, 1, rows * length))
-        return gated.unflatten(-1, (rows, length))
+            gated = product_(gated, rearrange(mask_rows, "b r k 1 -> b 1 (r k)"))
+        return rearrange(gated, "b c (r k) -> b c r k", r=rows)
 
     def _update(self, first: torch.Tensor, second: torch.Tensor, z_tile: torch.Tensor) -> torch.Tensor:
         """first: (B, c, r, K) of rows p; second: (B, c, K, q) of rows q; z_tile: (B, r, q, c_z) = z[:, p, q].
 
         Returns sigmoid(W_g z̄_pq) ⊙ W_z LayerNorm_out(x_pq) with x_pq = Σ_k first_pk second_kq, (B, r, q, c_z).
         """
-        x = torch.matmul(first, second)  # (B, c, r, q)
-        update = self.linear_z(self.layer_norm_out(x.movedim(1, -1)))
+        x = torch.matmul(first, second)  # (B, c, r, q); plain matmul: the GEMM reads a transposed second as it is
+        update = self.linear_z(self.layer_norm_out(rearrange(x, "b c r q -> b r q c")))
         return product_(update, torch.sigmoid(self.linear_g(self.layer_norm_in(z_tile))))

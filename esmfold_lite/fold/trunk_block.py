@@ -14,6 +14,7 @@ attention's pair bias is computed a chunk of query rows at a time from z.
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from esmfold_lite.fold.attention import SequenceAttention
@@ -42,18 +43,17 @@ class SequenceToPair(nn.Module):
     def forward(self, s: torch.Tensor, chunk_size: int | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
         """s: (B, L, c_s) -> the update (B, L, L, c_z); with ``z`` (B, L, L, c_z) given, z + update instead, added
         into z ``chunk_size`` rows at a time when autograd is off."""
-        batch, length, _ = s.shape
         q, k = self.proj(self.layernorm(s)).chunk(2, dim=-1)  # (B, L, d)
         w_1, w_2 = self.o_proj.weight.split(q.shape[-1], dim=1)  # (c_z, d) each
         c_z = w_1.shape[0]
-        table = (q[:, :, None, :] * w_1).permute(0, 3, 1, 2).reshape(batch, -1, length * c_z)  # (B, d, L·c_z)
-        per_j = nn.functional.linear(q, w_2, self.o_proj.bias).view(batch, 1, length * c_z)  # W_2 q_j + b_o
+        table = rearrange(q[:, :, None, :] * w_1, "b j c d -> b d (j c)")  # q_jd W_1[c, d]
+        per_j = rearrange(nn.functional.linear(q, w_2, self.o_proj.bias), "b j c -> b 1 (j c)")  # W_2 q_j + b_o
         per_i = nn.functional.linear(k, w_2)  # W_2 k_i: (B, L, c_z)
 
         def rows(k_rows: torch.Tensor, per_i_rows: torch.Tensor) -> torch.Tensor:
             """k_rows: (B, r, d); per_i_rows: (B, r, c_z) -> (B, r, L, c_z)"""
-            out = torch.baddbmm(per_j, k_rows, table).view(*k_rows.shape[:2], length, c_z)
-            return out.sub_(per_i_rows[:, :, None])
+            out = rearrange(torch.baddbmm(per_j, k_rows, table), "b i (j c) -> b i j c", c=c_z)  # a view
+            return out.sub_(per_i_rows[:, :, None])  # in place: out is fresh memory
 
         if z is None:
             return chunk_apply(rows, (k, per_i), (1, 1), chunk_size, out_dim=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+from einops import einsum, rearrange
 from torch import nn
 
 MASKED_LOGIT = -10000.0
@@ -32,8 +33,12 @@ class _AxialProjections(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim)
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, R, C, D) -> (B, R, C, H, D / H)``."""
-        return x.unflatten(-1, (self.num_heads, self.head_dim))
+        """``(B, R, C, D) -> (B, R, C, H, D / H)``, a view."""
+        return rearrange(x, "b r c (h d) -> b r c h d", h=self.num_heads)
+
+    def merged(self, context: torch.Tensor) -> torch.Tensor:
+        """The heads' outputs ``(B, R, C, H, D / H)`` -> ``out_proj`` of ``(B, R, C, D)``."""
+        return self.out_proj(rearrange(context, "b r c h d -> b r c (h d)"))
 
 
 class RowSelfAttention(_AxialProjections):
@@ -51,12 +56,14 @@ class RowSelfAttention(_AxialProjections):
         if padding_mask is not None:
             q = q * (~padding_mask)[..., None, None].to(q.dtype)
         k = self.heads(self.k_proj(x))
+        # q_rih · k_rjh summed over rows r too (tied). torch.einsum, not einops.einsum: with two summed axes torch
+        # orders the sum by the equation's letters, and einops' renaming would change that order (last-bit changes)
         logits = torch.einsum("brihd,brjhd->bhij", q, k)
-        if padding_mask is not None:
-            logits = logits.masked_fill(padding_mask[:, 0][:, None, None, :], MASKED_LOGIT)
+        if padding_mask is not None:  # keys j padded in the first row
+            logits = logits.masked_fill(rearrange(padding_mask[:, 0], "b j -> b 1 1 j"), MASKED_LOGIT)
         probs = logits.softmax(-1)
-        context = torch.einsum("bhij,brjhd->brihd", probs, self.heads(self.v_proj(x)))
-        return self.out_proj(context.flatten(-2)), probs
+        context = einsum(probs, self.heads(self.v_proj(x)), "b h i j, b r j h d -> b r i h d")
+        return self.merged(context), probs
 
 
 class ColumnSelfAttention(_AxialProjections):
@@ -87,9 +94,9 @@ class ColumnSelfAttention(_AxialProjections):
     def _attend(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.heads(self.q_proj(x)) * self.scaling
         k = self.heads(self.k_proj(x))
-        logits = torch.einsum("bichd,bjchd->bhcij", q, k)
-        if padding_mask is not None:
-            logits = logits.masked_fill(padding_mask.transpose(1, 2)[:, None, :, None, :], MASKED_LOGIT)
+        logits = einsum(q, k, "b i c h d, b j c h d -> b h c i j")  # rows i attend to rows j within column c
+        if padding_mask is not None:  # padded key rows j
+            logits = logits.masked_fill(rearrange(padding_mask, "b j c -> b 1 c 1 j"), MASKED_LOGIT)
         probs = logits.softmax(-1)
-        context = torch.einsum("bhcij,bjchd->bichd", probs, self.heads(self.v_proj(x)))
-        return self.out_proj(context.flatten(-2)), probs
+        context = einsum(probs, self.heads(self.v_proj(x)), "b h c i j, b j c h d -> b i c h d")
+        return self.merged(context), probs

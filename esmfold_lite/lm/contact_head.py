@@ -4,6 +4,7 @@ unsupervised structure learners"): a logistic regression over the symmetrized, A
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from torch import nn
 
 
@@ -43,7 +44,6 @@ class ContactPredictionHead(nn.Module):
             attentions = attentions[..., :-1, :-1]
         if self.prepend_bos:
             attentions = attentions[..., 1:, 1:]
-        b, n_layers, n_heads, length, _ = attentions.shape
-        features = attentions.reshape(b, n_layers * n_heads, length, length)
+        features = rearrange(attentions, "b layer head i j -> b (layer head) i j")
         features = average_product_correct(symmetrize(features.to(self.regression.weight.dtype)))
-        return torch.sigmoid(self.regression(features.permute(0, 2, 3, 1)).squeeze(-1))
+        return torch.sigmoid(self.regression(rearrange(features, "b f i j -> b i j f")).squeeze(-1))

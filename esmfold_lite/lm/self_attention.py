@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import einsum, rearrange
 from torch import nn
 
 from esmfold_lite.lm.rotary import RotaryEmbedding
@@ -47,7 +48,6 @@ class SelfAttention(nn.Module):
         Returns:
             ``(B, T, D)`` output and, when asked, ``(B, H, T, T)`` probabilities (query, key), else ``None``.
         """
-        b, t, _ = x.shape
         q = self._split_heads(self.q_proj(x) * self.scaling)
         k = self._split_heads(self.k_proj(x))
         v = self._split_heads(self.v_proj(x))
@@ -56,18 +56,16 @@ class SelfAttention(nn.Module):
 
         weights = None
         if need_weights:
-            scores = q @ k.transpose(-1, -2)  # (B, H, T, T)
+            scores = einsum(q, k, "b h i d, b h j d -> b h i j")
             if padding_mask is not None:
                 scores = scores.masked_fill(padding_mask[:, None, None, :], float("-inf"))
             weights = scores.softmax(dim=-1, dtype=torch.float32).to(v.dtype)
-            out = weights @ v
+            out = einsum(weights, v, "b h i j, b h j d -> b h i d")
         else:
             keep = None if padding_mask is None else ~padding_mask[:, None, None, :]
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=1.0)
-        out = out.transpose(1, 2).reshape(b, t, self.embed_dim)
-        return self.out_proj(out), weights
+        return self.out_proj(rearrange(out, "b h t d -> b t (h d)")), weights
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, T, D) -> (B, H, T, D / H)``."""
-        b, t, _ = x.shape
-        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        """``(B, T, D) -> (B, H, T, D / H)``, a view."""
+        return rearrange(x, "b t (h d) -> b h t d", h=self.num_heads)
