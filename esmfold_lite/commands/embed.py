@@ -83,8 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "'representations' (per residue, L x D, without <cls>/<eos>), 'mean_representations' (D), "
             "'bos_representations' (the <cls> vector, D) per layer, keyed by absolute layer number "
             "(-1 is saved under the model's last layer), 'contacts' (L x L) with --contacts, 'logits' (L x 33; "
-            "ESM C: L x 64) with --logits and, for an MSA, 'msa_depth' (rows used). npz files flatten these to keys like "
-            "'representations_33'. Values are saved as float32. With --format safetensors the same arrays go into "
+            "ESM C: L x 64) with --logits and, for an MSA, 'msa_depth' (rows used). npz files flatten these to keys "
+            "like 'representations_33'. Values are saved as float32. With --format safetensors the same arrays go into "
             "shards (see --format; a repeated id is skipped, and manifest.tsv's file column names the shard). The "
             "FASTA is streamed; progress shows sequences/s, residues/s and the time left."
         ),
