@@ -50,12 +50,14 @@ def read_manifest(path):
     return [line.split("\t") for line in lines[1:]]
 
 
-def test_shards_hold_what_one_file_per_sequence_holds(model, saved_model, tmp_path):
+def test_shards_hold_what_one_file_per_sequence_holds(model, saved_model, tmp_path, capsys):
     seqs = sequences(12)
     fasta = write_fasta(tmp_path / "in.fasta", [(f"p{i}", s) for i, s in enumerate(seqs)])
     flags = ["--model", saved_model, "--layers", "0", "-1", "--contacts", "--logits", "--max-tokens-per-batch", "200"]
     assert main(["embed", str(fasta), "-o", str(tmp_path / "sh"), "--format", "safetensors", "--shard-size", "0.01",
                  *flags]) == 0  # fmt: skip
+    progress = capsys.readouterr().err  # counted ahead, so a total, rates and the time left
+    assert "12/12" in progress and "seq/s" in progress and "res/s" in progress and "<00:00" in progress
     assert main(["embed", str(fasta), "-o", str(tmp_path / "pt"), *flags]) == 0
 
     shards = sorted((tmp_path / "sh" / "shards").iterdir())
