@@ -47,8 +47,7 @@ from esmfold_lite.weights.fingerprint import checkpoint_fingerprint
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-SEQUENCES_PER_CHUNK = 256  # results are written and freed after every chunk of records ...
-CHUNK_BATCHES = 8  # ... or of this many --max-tokens-per-batch budgets
+CHUNK_BATCHES = 8  # results are written and freed after every chunk of this many --max-tokens-per-batch budgets
 DEFAULT_SHARD_MIB = 256
 CONTACTS_PNG_SUFFIX = ".contacts.png"
 
@@ -263,8 +262,8 @@ class Counts:
 def embed_all(
     model, inputs: Iterable[EmbedInput], args: argparse.Namespace, saved_layers: dict[int, int], sink, total: int | None
 ) -> Counts:
-    """Embed the inputs chunk by chunk (at most ``SEQUENCES_PER_CHUNK`` records or ``CHUNK_BATCHES`` token budgets
-    each), handing each result to ``sink`` as it comes; progress with rates and an ETA on stderr."""
+    """Embed the inputs chunk by chunk (``CHUNK_BATCHES`` token budgets each, sorted into batches by length within
+    a chunk), handing each result to ``sink`` as it comes; progress with rates and an ETA on stderr."""
     counts = Counts()
     started = time.monotonic()
     with tqdm(total=total, unit="seq", desc="embed", disable=getattr(args, "quiet", False)) as bar:
@@ -307,18 +306,18 @@ def embed_all(
 
 
 def _chunks(inputs: Iterable[EmbedInput], max_tokens: int) -> Iterator[list[EmbedInput]]:
-    """Consecutive inputs, cut once ``SEQUENCES_PER_CHUNK`` of them are to be embedded or their tokens reach
-    ``max_tokens`` (so results are written, and memory freed, every few batches even on a million records)."""
+    """Consecutive inputs, cut once the tokens of those to be embedded reach ``max_tokens`` (so results are
+    written, and memory freed, every few batches even on a million records; a chunk of several batches lets the
+    length sort pack batches with little padding)."""
     chunk: list[EmbedInput] = []
-    count = tokens = 0
+    tokens = 0
     for item in inputs:
         chunk.append(item)
         if not (item.problem or item.done):
-            count += 1
             tokens += item.length + 2
-        if count >= SEQUENCES_PER_CHUNK or tokens >= max_tokens:
+        if tokens >= max_tokens:
             yield chunk
-            chunk, count, tokens = [], 0, 0
+            chunk, tokens = [], 0
     if chunk:
         yield chunk
 
