@@ -59,8 +59,8 @@ after each) and the kill lands within a chunk (13% of 2,000) after ``--kill-at``
 MiB would hold them all); it also bounds the arrays waiting in memory to 8 MiB.
 
 Usage (from the repository root; about 5 GB free in ``--workdir``, 6 GB of RAM for fair-esm's load):
-    python benchmarks/bench_embed.py [--sequences 2000] [--min-length 10] [--max-length 30]    # about 45 min
-    python benchmarks/bench_embed.py --quick      # smoke test: a 6-layer x 320 model, 300 sequences, 1 minute
+    python benchmarks/bench_embed.py --extract EXTRACT_PY [--sequences 2000] [--min-length 10] [--max-length 30]
+    python benchmarks/bench_embed.py --extract EXTRACT_PY --quick   # smoke: a 6-layer x 320 model, 300 sequences
 Writes benchmarks/results/embed.json and the embedding section of benchmarks/README.md (a --quick run is labeled as
 a smoke run there).
 """
