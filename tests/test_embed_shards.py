@@ -125,6 +125,33 @@ def test_rerun_resumes_and_refuses_other_settings(model, saved_model, tmp_path, 
     assert list(open_embeddings(out)) == ["p0", "new"] and open_embeddings(out).layers == [1]
 
 
+def test_ctrl_c_writes_what_waits_for_a_shard(saved_model, tmp_path, monkeypatch, caplog):
+    import esmfold_lite.commands.embed as command
+
+    seqs = sequences(30, seed=4)
+    fasta = write_fasta(tmp_path / "in.fasta", [(f"p{i}", s) for i, s in enumerate(seqs)])
+    real, calls = command.embed, []
+
+    def interrupted_second_time(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(command, "embed", interrupted_second_time)
+    argv = ["embed", str(fasta), "-o", str(tmp_path / "out"), "--model", saved_model, "--format", "safetensors",
+            "--max-tokens-per-batch", "64"]  # fmt: skip  (chunks of 8 x 64 tokens: several chunks, one shard)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    first = len(open_embeddings(tmp_path / "out"))
+    assert 0 < first < 30 and "interrupted" in caplog.text
+    monkeypatch.setattr(command, "embed", real)
+    caplog.clear()
+    caplog.set_level("INFO")
+    assert main(argv) == 0 and f"{first} embedded before" in caplog.text
+    assert len(open_embeddings(tmp_path / "out")) == 30
+
+
 def test_damaged_index_is_refused_naming_the_fix(saved_model, tmp_path, capsys):
     fasta = write_fasta(tmp_path / "in.fasta", [("a", sequences(1)[0])])
     out = tmp_path / "out"
@@ -134,6 +161,10 @@ def test_damaged_index_is_refused_naming_the_fix(saved_model, tmp_path, capsys):
     assert main(argv) == 1
     assert "index.sqlite" in capsys.readouterr().err
     assert main(argv + ["--overwrite"]) == 0 and list(open_embeddings(out)) == ["a"]
+    (tmp_path / "file").write_text("")
+    argv[3] = str(tmp_path / "file")
+    assert main(argv) == 1
+    assert "file exists and is not a directory" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import contextlib
 import csv
 import io
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -387,6 +388,8 @@ class ShardSink:
 
     def __enter__(self) -> ShardSink:
         outdir = self.args.output_dir
+        if os.path.lexists(outdir) and not outdir.is_dir():
+            raise CliError(f"output directory {outdir} exists and is not a directory")
         try:
             outdir.mkdir(parents=True, exist_ok=True)
             outdir = self.stack.enter_context(outdir_lock(outdir))
@@ -407,8 +410,12 @@ class ShardSink:
 
     def __exit__(self, kind, exc, traceback) -> None:
         try:
-            if kind is None:
-                self._committed(self._shard_write(self.writer.flush))
+            if kind is None or issubclass(kind, KeyboardInterrupt):  # Ctrl-C keeps what is embedded
+                rows = self._shard_write(self.writer.flush)
+                self._committed(rows)
+                if kind is not None:
+                    log.warning("interrupted: %d sequences waiting for a shard were written; the same command "
+                                "resumes", len(rows))  # fmt: skip
         except BaseException:
             self.stack.__exit__(*sys.exc_info())
             raise
