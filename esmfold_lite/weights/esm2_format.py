@@ -107,12 +107,7 @@ def esm2_to_hf_key(key: str, prefix: str = "esm.") -> str:
 
 def hf_to_esm2_state_dict(state: Mapping[str, torch.Tensor]) -> State:
     """Rename a transformers ESM state dict (EsmModel / EsmForMaskedLM) to ESM2's names, dropping buffers."""
-    renamed = {}
-    for key, value in state.items():
-        ours = hf_to_esm2_key(key)
-        if ours is not None:
-            renamed[ours] = value
-    return renamed
+    return {ours: value for key, value in state.items() if (ours := hf_to_esm2_key(key)) is not None}
 
 
 def esm2_to_hf_state_dict(state: Mapping[str, torch.Tensor], prefix: str = "esm.") -> State:

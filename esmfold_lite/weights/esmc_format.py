@@ -97,12 +97,7 @@ def esmc_to_official_key(key: str) -> str:
 
 def official_to_esmc_state_dict(state: Mapping[str, torch.Tensor]) -> State:
     """Rename an official ESM C state dict to our names, dropping recomputed buffers."""
-    renamed = {}
-    for key, value in state.items():
-        ours = official_to_esmc_key(key)
-        if ours is not None:
-            renamed[ours] = value
-    return renamed
+    return {ours: value for key, value in state.items() if (ours := official_to_esmc_key(key)) is not None}
 
 
 def esmc_to_official_state_dict(state: Mapping[str, torch.Tensor]) -> State:
