@@ -138,6 +138,10 @@ def test_cli_writes_files_and_manifest(model, saved_model, tmp_path):
             torch.testing.assert_close(saved["mean_representations"][absolute], expected.mean[layer][i], **TOL)
             torch.testing.assert_close(saved["bos_representations"][absolute], expected.cls[layer][i], **TOL)
         torch.testing.assert_close(saved["contacts"], expected.contacts[i], **TOL)
+        # each tensor was saved alone, not as a view of its batch (torch.save writes a view's whole storage)
+        tensors = [saved["contacts"]] + [t for key in ("representations", "mean_representations",
+                                                       "bos_representations") for t in saved[key].values()]  # fmt: skip
+        assert all(t.untyped_storage().nbytes() == t.nbytes for t in tensors)
 
 
 def test_cli_npz_format_and_skipped_records(model, saved_model, tmp_path, caplog):

@@ -536,9 +536,16 @@ def record_problem(record: FastaRecord, max_length: int | None = None) -> str | 
 
 
 def sequence_result(out: Embeddings, i: int, saved_layers: dict[int, int]) -> dict:
-    """Input ``i``'s tensors (float32, CPU) in fair-esm ``extract.py`` naming, keyed by absolute layer."""
+    """Input ``i``'s tensors (float32, CPU) in fair-esm ``extract.py`` naming, keyed by absolute layer.
+
+    Every tensor is a copy that owns its memory: a row of the batch's stacked means is a view of the whole batch,
+    and ``torch.save`` writes a view's whole storage (fair-esm's ``extract.py`` clones for the same reason)."""
+
+    def own(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device="cpu", dtype=torch.float32, copy=True)
+
     result = {
-        name: {absolute: rows[layer][i].float().cpu() for layer, absolute in saved_layers.items()}
+        name: {absolute: own(rows[layer][i]) for layer, absolute in saved_layers.items()}
         for name, rows in (
             ("representations", out.representations),
             ("mean_representations", out.mean),
@@ -546,9 +553,9 @@ def sequence_result(out: Embeddings, i: int, saved_layers: dict[int, int]) -> di
         )
     }
     if out.contacts is not None:
-        result["contacts"] = out.contacts[i].float().cpu()
+        result["contacts"] = own(out.contacts[i])
     if out.logits is not None:
-        result["logits"] = out.logits[i].float().cpu()
+        result["logits"] = own(out.logits[i])
     if out.msas is not None:
         result["msa_depth"] = torch.tensor(out.msas[i].depth)
     return result
