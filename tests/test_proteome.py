@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from biotite.structure.io import pdb
 
-from esmfold_lite import proteome
+from esmfold_lite import proteome_driver, proteome_workers
 from esmfold_lite.batch_folding import FoldJob
 from esmfold_lite.cli import build_parser
 from esmfold_lite.io.fasta import unique_ids
@@ -125,14 +125,14 @@ OPTIONS = dict(num_recycles=0, workers=2, cpus_per_worker=1, max_tokens_per_batc
 def count_writes(monkeypatch) -> dict[str, int]:
     """How often the driver wrote each protein."""
     writes: dict[str, int] = {}
-    real = proteome.save_folded
+    real = proteome_driver.save_folded
 
     def counting(state, settings, folded):
         for item in folded:
             writes[item.job.name] = writes.get(item.job.name, 0) + 1
         return real(state, settings, folded)
 
-    monkeypatch.setattr(proteome, "save_folded", counting)
+    monkeypatch.setattr(proteome_driver, "save_folded", counting)
     return writes
 
 
@@ -185,7 +185,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_writes_nothing_twice(
     fasta = tmp_path / "proteome.fasta"
     records = write_proteome(fasta, 30, seed=1, hostile=False)
     killed = []
-    real_returned = proteome._Driver._returned
+    real_returned = proteome_driver.Driver._returned
 
     def kill_a_busy_worker_after_the_first_result(self, ref, unit, worker):
         real_returned(self, ref, unit, worker)
@@ -194,7 +194,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_writes_nothing_twice(
             os.kill(busy.info["pid"], signal.SIGKILL)
             killed.append(busy.info["pid"])
 
-    monkeypatch.setattr(proteome._Driver, "_returned", kill_a_busy_worker_after_the_first_result)
+    monkeypatch.setattr(proteome_driver.Driver, "_returned", kill_a_busy_worker_after_the_first_result)
     options = {**OPTIONS, "max_tokens_per_batch": 40}
     report = fold_proteome(fasta, tmp_path / "out", model_source=checkpoint, **options)
 
@@ -208,11 +208,11 @@ def test_a_worker_killed_mid_run_loses_nothing_and_writes_nothing_twice(
 
 SLOW_DRIVER = """
 import os, sys, time
-from esmfold_lite import proteome
+from esmfold_lite import proteome_driver
 from esmfold_lite.cli import main
 
-write, delay = proteome.save_folded, float(os.environ.get("WRITE_DELAY", "0.3"))
-proteome.save_folded = lambda *args: time.sleep(delay) or write(*args)
+write, delay = proteome_driver.save_folded, float(os.environ.get("WRITE_DELAY", "0.3"))
+proteome_driver.save_folded = lambda *args: time.sleep(delay) or write(*args)
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -329,17 +329,17 @@ def test_a_stall_after_a_lost_node_stops_the_run_naming_the_node():
                     {"NodeID": "b" * 40, "NodeManagerAddress": "10.0.0.2", "Alive": self.alive}]  # fmt: skip
 
     ray = FakeRay()
-    pool = proteome._Pool.__new__(proteome._Pool)
-    pool.workers = [proteome._Worker(handle=None, number=1, starting=object())]  # pending creation
-    driver = proteome._Driver(ray, pool, None, None, None, attempts=3, stall_timeout=60)
+    pool = proteome_workers.Pool.__new__(proteome_workers.Pool)
+    pool.workers = [proteome_workers.Worker(handle=None, number=1, starting=object())]  # pending creation
+    driver = proteome_driver.Driver(ray, pool, None, None, None, attempts=3, stall_timeout=60)
     driver._watch(time.monotonic())
     ray.alive = False
     driver._watch(time.monotonic())  # a loss alone is not a stall
     assert driver.lost == {"b" * 40: "10.0.0.2"}
     with pytest.raises(
-        proteome.PipelineError, match=r"no worker could be scheduled for 60 s .*bbbbbbbbbbbb at 10\.0\.0\.2"
+        proteome_driver.PipelineError, match=r"no worker could be scheduled for 60 s .*bbbbbbbbbbbb at 10\.0\.0\.2"
     ):
         driver._watch(time.monotonic() + 61)
     ray.nodes = lambda: []
-    with pytest.raises(proteome._RayLost, match="last node"):
+    with pytest.raises(proteome_driver.RayLost, match="last node"):
         driver._watch(time.monotonic())

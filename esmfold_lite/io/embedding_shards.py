@@ -40,7 +40,9 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from esmfold_lite.io.atomic import atomic_write_bytes
-from esmfold_lite.io.run_state import OutdirError, database_errors, remove_database, settings_differences
+from esmfold_lite.io.outdir_lock import OutdirError
+from esmfold_lite.io.run_state import settings_differences
+from esmfold_lite.io.sqlite_errors import database_errors, remove_database
 
 log = logging.getLogger(__name__)
 

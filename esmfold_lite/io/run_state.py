@@ -1,28 +1,22 @@
-"""An output directory's run state: one run at a time, the settings its results came from, a record per protein.
+"""An output directory's run state: the settings its results came from, a record per protein. It is opened with
+OUTDIR's lock (``io.outdir_lock``: one run at a time); its SQLite errors become OutdirError (``io.sqlite_errors``).
 
-Everything lives in ``OUTDIR/.esmfold-lite/``:
-
-- ``lock``: held for the whole run with ``filelock`` (an OS lock, ``flock``), so a second run on the same OUTDIR
-  stops at once, while a lock left by a killed run (even SIGKILL) is free again: the OS drops it with the process.
-  Temporary files of interrupted writes are deleted only while the lock is held, never another live run's.
-- ``owner.json``: pid, host and start time of the run holding the lock, for the busy message.
-- ``state.sqlite``: table ``settings`` (digest → what produced results: checkpoint fingerprints, recycles, version)
-  and table ``proteins``, one row per protein: its ``summary.tsv`` fields plus the settings digest and
-  ``files`` = ``{format: [size, mtime_ns, sha256]}``. SQLite makes each commit atomic and durable.
+It lives in ``OUTDIR/.esmfold-lite/state.sqlite``: table ``settings`` (digest → what produced results: checkpoint
+fingerprints, recycles, version) and table ``proteins``, one row per protein: its ``summary.tsv`` fields plus the
+settings digest and ``files`` = ``{format: [size, mtime_ns, sha256]}``. SQLite makes each commit atomic and durable.
 
 A protein's row is its *completion record*: committed with ``status = ok`` only after all its files are written and
 synced. It counts as complete when it is ok for the same sequence and settings and every requested file is a
 regular file (a symlink never is) of the recorded size whose mtime is the recorded one or, if not, whose sha256
 still is. So a truncated, edited or replaced file, or one that is missing, makes the protein incomplete.
 
-Broken state: ``owner.json`` is only shown in the busy message and is rewritten by every run, so whatever it holds
-does not matter; ``lock`` is only ever locked, never read. ``state.sqlite`` is checked when it is opened (SQLite's
-``quick_check`` and the tables' columns). A damaged one (truncated, overwritten, not esmfold-lite's) has lost the
-completion records, and guessing them from the files could count a half-written protein as done, so the run is
-refused with a message naming the file and the fix: ``overwrite`` (``--overwrite``), which recomputes every protein
-anyway, replaces it by an empty state; or a new OUTDIR. An empty file (a crash while it was created) is an empty
-state: nothing counts as complete, everything is folded again. An SQLite error later (a full or failing disk) raises
-OutdirError naming the file; nothing is recorded as complete by a transaction that did not commit.
+Broken state: ``state.sqlite`` is checked when it is opened (SQLite's ``quick_check`` and the tables' columns). A
+damaged one (truncated, overwritten, not esmfold-lite's) has lost the completion records, and guessing them from the
+files could count a half-written protein as done, so the run is refused with a message naming the file and the fix:
+``overwrite`` (``--overwrite``), which recomputes every protein anyway, replaces it by an empty state; or a new
+OUTDIR. An empty file (a crash while it was created) is an empty state: nothing counts as complete, everything is
+folded again. An SQLite error later (a full or failing disk) raises OutdirError naming the file; nothing is recorded
+as complete by a transaction that did not commit.
 """
 
 from __future__ import annotations
@@ -32,24 +26,33 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import sqlite3
 import stat
 import tempfile
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
-from esmfold_lite.io.atomic import atomic_write_text, remove_stale_temp_files, write_failure
+from esmfold_lite.io.outdir_lock import (
+    STATE_DIR,
+    OutdirError,
+    checked_state_dir,
+    claim,
+    first_missing_ancestor,
+    remove_created,
+    take_lock,
+)
 from esmfold_lite.io.outputs import SUMMARY_COLUMNS
+from esmfold_lite.io.sqlite_errors import (
+    DamagedDatabase,
+    database_errors,
+    database_failure,
+    remove_database,
+    sqlite_error_kind,
+)
 
 logger = logging.getLogger(__name__)
 
-STATE_DIR = ".esmfold-lite"
 STATE_NAME = "state.sqlite"
-RESUME_HINT = "the proteins finished so far are kept: make room (or fix the disk) and run the same command again"
 DAMAGED_STATE_FIX = (
     "which proteins are complete is lost: run again with --overwrite (overwrite=True) to fold every protein again "
     "(it replaces the damaged file), or write to a new output directory"
@@ -65,59 +68,6 @@ CREATE TABLE IF NOT EXISTS proteins (
 _COLUMNS = (*SUMMARY_COLUMNS, "settings", "files")
 _TABLES = {"settings": ("digest", "json", "used"), "proteins": _COLUMNS}
 _NULLABLE = frozenset({"mean_plddt", "ptm", "seconds"})
-
-
-class OutdirError(Exception):
-    """The output directory cannot be used: busy with another run, not a directory, not writable, a planted link,
-    its run state damaged, the disk full."""
-
-
-class _Damaged(sqlite3.DatabaseError):
-    """A database that opens but is not a sound run state (``quick_check`` fails, tables of another shape)."""
-
-
-def _sqlite_kind(exc: sqlite3.Error) -> str:
-    """``full`` (disk or quota), ``io`` (the disk failed), ``damaged`` (not SQLite, corrupt, foreign) or ``other``."""
-    name = getattr(exc, "sqlite_errorname", None) or ""  # Python 3.11+; SQLite's message text before
-    text = str(exc).lower()
-    if name.startswith("SQLITE_FULL") or "disk is full" in text:
-        return "full"
-    if name.startswith("SQLITE_IOERR") or "disk i/o error" in text:
-        return "io"
-    damaged = isinstance(exc, _Damaged) or name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
-    return "damaged" if damaged or "malformed" in text or "not a database" in text else "other"
-
-
-def database_failure(path: Path, exc: sqlite3.Error, damaged_fix: str) -> str:
-    """One line for an SQLite error of the database ``path``: what happened and what to do (``damaged_fix`` for a
-    damaged file)."""
-    kind, detail = _sqlite_kind(exc), " ".join(str(exc).split())  # SQLite's own text may span lines
-    if kind == "full":
-        return f"cannot write {path}: the disk is full ({detail}); {RESUME_HINT}"
-    if kind == "io":
-        return f"cannot read or write {path}: the disk failed ({detail}); {RESUME_HINT}"
-    if kind == "damaged":
-        return f"{path} is damaged ({detail}); {damaged_fix}"
-    return f"cannot use {path}: {detail}"
-
-
-@contextlib.contextmanager
-def database_errors(path: Path, damaged_fix: str = DAMAGED_STATE_FIX) -> Iterator[None]:
-    """Raise an ``sqlite3.Error`` of the block as OutdirError naming ``path`` (`database_failure`)."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        logger.debug("%s failed", path, exc_info=True)
-        raise OutdirError(database_failure(path, exc, damaged_fix)) from exc
-
-
-def remove_database(path: Path) -> None:
-    """Delete the SQLite database ``path`` and its journals; OutdirError if one cannot be (a directory there)."""
-    for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))):
-        try:
-            file.unlink(missing_ok=True)
-        except OSError as exc:
-            raise OutdirError(f"cannot remove {file}: {exc.strerror or exc}; remove it yourself") from exc
 
 
 def sha256_file(path: Path) -> str:
@@ -156,16 +106,6 @@ def _json_object(text: object) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
-def _first_missing_ancestor(path: Path) -> Path | None:
-    """The outermost directory of ``path`` that does not exist yet (what ``mkdir -p`` will create), or None."""
-    missing = None
-    for candidate in (path, *path.parents):
-        if os.path.lexists(candidate):
-            break
-        missing = candidate
-    return missing
-
-
 class RunState:
     """The state of one run in ``outdir`` (see the module docstring); use :func:`open_run_state`."""
 
@@ -180,7 +120,7 @@ class RunState:
     def settings_conflict(self, digest: str, settings: Mapping[str, object]) -> str | None:
         """Why OUTDIR's results do not fit ``settings``, or None: the last run used other settings and results
         made with them are there (results of still older settings are ``stale`` and no longer count)."""
-        with database_errors(self.path):
+        with database_errors(self.path, DAMAGED_STATE_FIX):
             last = self.db.execute("SELECT digest, json FROM settings ORDER BY used DESC LIMIT 1").fetchone()
             if last is None or last[0] == digest:
                 return None
@@ -194,7 +134,7 @@ class RunState:
 
     def use_settings(self, digest: str, settings: Mapping[str, object]) -> None:
         """Make ``settings`` OUTDIR's current ones (what the next run is compared with)."""
-        with database_errors(self.path), self.db:
+        with database_errors(self.path, DAMAGED_STATE_FIX), self.db:
             self.db.execute(
                 "INSERT INTO settings VALUES (?, ?, (SELECT COALESCE(MAX(used), 0) + 1 FROM settings)) "
                 "ON CONFLICT (digest) DO UPDATE SET used = excluded.used",
@@ -204,7 +144,7 @@ class RunState:
     # --- proteins ---------------------------------------------------------------------------------------------
 
     def row(self, id: str) -> dict[str, object] | None:
-        with database_errors(self.path):
+        with database_errors(self.path, DAMAGED_STATE_FIX):
             found = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM proteins WHERE id = ?", (id,)).fetchone()
         return None if found is None else dict(zip(_COLUMNS, found, strict=True))
 
@@ -225,7 +165,7 @@ class RunState:
         transaction. A protein keeps its place in the summary; its other fields are replaced."""
         values = [tuple(_db_value(row, column) for column in _COLUMNS) for row in rows]
         updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])
-        with database_errors(self.path), self.db:  # one transaction: all rows are recorded, or none
+        with database_errors(self.path, DAMAGED_STATE_FIX), self.db:  # one transaction: all rows are recorded, or none
             self.db.executemany(
                 f"INSERT INTO proteins ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
                 f"ON CONFLICT (id) DO UPDATE SET {updates}",
@@ -236,7 +176,7 @@ class RunState:
         """Every protein ever folded into OUTDIR, in first-seen order, as ``summary.tsv`` rows. An ok row made with
         settings other than ``digest`` (kept from before an ``overwrite`` with new settings) says ``stale``."""
         query = f"SELECT {', '.join(_COLUMNS)} FROM proteins ORDER BY rowid"
-        with database_errors(self.path):
+        with database_errors(self.path, DAMAGED_STATE_FIX):
             for values in self.db.execute(query):
                 row = dict(zip(_COLUMNS, values, strict=True))
                 if row["status"] == "ok" and row["settings"] != digest:
@@ -245,7 +185,7 @@ class RunState:
                 yield {field: row[field] for field in SUMMARY_COLUMNS}
 
     def counts(self) -> dict[str, int]:
-        with database_errors(self.path):
+        with database_errors(self.path, DAMAGED_STATE_FIX):
             return dict(self.db.execute("SELECT status, COUNT(*) FROM proteins GROUP BY status").fetchall())
 
 
@@ -277,7 +217,7 @@ def open_run_state(outdir: str | os.PathLike, replace_damaged: bool = False) -> 
     leaving nothing.
     """
     outdir = Path(outdir)
-    created = _first_missing_ancestor(outdir.absolute())
+    created = first_missing_ancestor(outdir.absolute())
     if os.path.lexists(outdir) and not outdir.is_dir():
         raise OutdirError(f"output directory {outdir} exists and is not a directory")
     try:
@@ -286,79 +226,26 @@ def open_run_state(outdir: str | os.PathLike, replace_damaged: bool = False) -> 
             pass
     except OSError as exc:
         if created is not None:
-            _remove_created(outdir.absolute(), created)
+            remove_created(outdir.absolute(), created)
         raise OutdirError(f"output directory {outdir} is not usable: {exc.strerror or exc}") from exc
     outdir, created = outdir.resolve(), created.resolve() if created is not None else None
-    state_dir = _state_dir(outdir)
-    lock = _lock(state_dir, outdir, created)
+    state_dir = checked_state_dir(outdir)
+    lock = take_lock(state_dir, outdir, created)
     state = None
     try:
-        _claim(state_dir, outdir)
+        claim(state_dir, outdir)
         state = RunState(outdir, _open_database(state_dir / STATE_NAME, replace_damaged))
         yield state
     except BaseException:
         if created is not None and (state is None or not state.produced):
             if state is not None:
                 state.db.close()
-            _remove_created(outdir, created)
+            remove_created(outdir, created)
         raise
     finally:
         if state is not None:
             state.db.close()
         lock.release()
-
-
-@contextlib.contextmanager
-def outdir_lock(outdir: str | os.PathLike) -> Iterator[Path]:
-    """OUTDIR's lock (an existing directory) for a run that keeps its own records (``embed --format safetensors``),
-    shared with the folding runs: OutdirError if another esmfold-lite run holds it; once held, temporary files of
-    interrupted writes are deleted. Yields the resolved OUTDIR."""
-    outdir = Path(outdir).resolve()
-    state_dir = _state_dir(outdir)
-    lock = _lock(state_dir, outdir, None)
-    try:
-        _claim(state_dir, outdir)
-        yield outdir
-    finally:
-        lock.release()
-
-
-def _state_dir(outdir: Path) -> Path:
-    state_dir = outdir / STATE_DIR
-    if state_dir.is_symlink() or (state_dir.exists() and not state_dir.is_dir()):
-        raise OutdirError(f"{state_dir} is not a directory (esmfold-lite keeps its run state there): remove it")
-    return state_dir
-
-
-def _lock(state_dir: Path, outdir: Path, created: Path | None) -> FileLock:
-    """Create the state directory and take OUTDIR's lock (OutdirError if busy or impossible); the lock held."""
-    lock = FileLock(state_dir / "lock", timeout=0)
-    try:
-        state_dir.mkdir(exist_ok=True)
-        lock.acquire()
-    except Timeout:
-        raise OutdirError(f"output directory {outdir} is in use by another esmfold-lite run{_owner(state_dir)}; "
-                          "wait for it to finish, or write to another output directory") from None  # fmt: skip
-    except OSError as exc:  # a full disk, a directory where the lock file goes
-        if created is not None:
-            _remove_created(outdir, created)
-        raise OutdirError(f"cannot lock {lock.lock_file}: {exc.strerror or exc}") from exc
-    return lock
-
-
-def _claim(state_dir: Path, outdir: Path) -> None:
-    """With the lock held: record this run in ``owner.json`` (for the busy message of a second run) and delete the
-    temporary files of interrupted writes."""
-    owner = state_dir / "owner.json"
-    try:
-        atomic_write_text(
-            owner, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}) + "\n"
-        )
-        for directory in (outdir, state_dir):
-            for path in remove_stale_temp_files(directory):
-                logger.info("removed %s, left by an interrupted run", path.name)
-    except OSError as exc:
-        raise OutdirError(write_failure(exc.filename or owner, exc)) from exc
 
 
 def _open_database(path: Path, replace_damaged: bool) -> sqlite3.Connection:
@@ -371,61 +258,32 @@ def _open_database(path: Path, replace_damaged: bool) -> sqlite3.Connection:
     try:
         return _checked_connection(path)
     except sqlite3.Error as exc:
-        if not replace_damaged or _sqlite_kind(exc) != "damaged":
+        if not replace_damaged or sqlite_error_kind(exc) != "damaged":
             logger.debug("opening %s failed", path, exc_info=True)
             raise OutdirError(database_failure(path, exc, DAMAGED_STATE_FIX)) from exc
         logger.warning("%s is damaged (%s); overwrite: replacing it by an empty run state", path, exc)
     remove_database(path)
-    with database_errors(path):
+    with database_errors(path, DAMAGED_STATE_FIX):
         return _checked_connection(path)
 
 
 def _checked_connection(path: Path) -> sqlite3.Connection:
-    """Connect to ``path`` and check it, reading only: ``quick_check``, then the tables' columns (``_Damaged`` if
-    either fails); the tables are created only in a database that has none (new or empty), so a damaged or foreign
-    file is left exactly as it was."""
+    """Connect to ``path`` and check it, reading only: ``quick_check``, then the tables' columns
+    (``DamagedDatabase`` if either fails); the tables are created only in a database that has none (new or empty),
+    so a damaged or foreign file is left exactly as it was."""
     connection = sqlite3.connect(path)
     try:
         (verdict,) = connection.execute("PRAGMA quick_check(1)").fetchone()
         if verdict != "ok":
-            raise _Damaged(f"database disk image is malformed: {' '.join(verdict.split())}")  # one line
+            raise DamagedDatabase(f"database disk image is malformed: {' '.join(verdict.split())}")  # one line
         if connection.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0] == 0:
             connection.executescript(_SCHEMA)
         for table, columns in _TABLES.items():
             try:
                 connection.execute(f"SELECT {', '.join(columns)} FROM {table} LIMIT 0")
             except sqlite3.OperationalError as exc:
-                raise _Damaged(f"not an esmfold-lite run state: {exc}") from exc
+                raise DamagedDatabase(f"not an esmfold-lite run state: {exc}") from exc
     except BaseException:
         connection.close()
         raise
     return connection
-
-
-def _owner(state_dir: Path) -> str:
-    try:
-        owner = json.loads((state_dir / "owner.json").read_text())
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner["started"]))
-        return f" (pid {owner['pid']} on {owner['host']}, started {started})"
-    except (OSError, ValueError, KeyError, TypeError, OverflowError):  # a damaged owner.json only loses the details
-        return ""
-
-
-def _remove_created(outdir: Path, created: Path) -> None:
-    """Remove the run state in ``outdir`` and the directories from ``outdir`` up to ``created`` (which this run
-    made), as long as they hold nothing else."""
-    state_dir = outdir / STATE_DIR
-    if state_dir.is_dir() and not state_dir.is_symlink():
-        for name in ("state.sqlite", "state.sqlite-journal", "owner.json", "lock"):
-            (state_dir / name).unlink(missing_ok=True)
-        try:
-            state_dir.rmdir()
-        except OSError:
-            return
-    for directory in (outdir, *outdir.parents):
-        try:
-            directory.rmdir()
-        except OSError:
-            return
-        if directory == created:
-            return

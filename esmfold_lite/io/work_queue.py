@@ -10,7 +10,7 @@ from collections.abc import Iterator, MutableSet
 from pathlib import Path
 
 from esmfold_lite.batch_folding import FoldJob
-from esmfold_lite.io.run_state import database_errors, remove_database
+from esmfold_lite.io.sqlite_errors import database_errors, remove_database
 
 QUEUE_FIX = "run the same command again: every run builds its queue anew"
 

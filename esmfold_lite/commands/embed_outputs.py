@@ -1,0 +1,257 @@
+"""Where ``esmfold-lite embed`` puts its results: the two sinks that ``commands.embed``'s loop hands every input
+(``EmbedInput``) to, embedded, skipped or done before, and the helpers that write their files.
+
+- ``FileSink``: one file per input (``pt``/``npz``, fair-esm's layout) and ``manifest.tsv``, written at the end.
+- ``ShardSink``: resumable safetensors shards with an index (``io.embedding_shards``), holding OUTDIR's lock
+  (``io.outdir_lock``), and ``manifest.tsv``, written as inputs are settled.
+
+Every file is written atomically; a file that cannot be written (a full or failing disk, an unwritable OUTDIR) stops
+the command with one line naming it (exit status 1), leaving no partial file, and no manifest is written for that run
+(an earlier run's manifest stays as it was). Sharded runs keep every shard committed before the stop, and the same
+command resumes from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from esmfold_lite.cli import CliError
+from esmfold_lite.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text, is_disk_error, write_failure
+from esmfold_lite.io.embedding_shards import ShardWriter
+from esmfold_lite.io.fasta import iter_unique_ids, resolve_inside
+from esmfold_lite.io.msa import MSA
+from esmfold_lite.io.outdir_lock import OutdirError, outdir_lock
+from esmfold_lite.io.outputs import contact_map_png
+from esmfold_lite.weights.fingerprint import checkpoint_fingerprint
+
+log = logging.getLogger(__name__)
+
+CONTACTS_PNG_SUFFIX = ".contacts.png"
+
+
+@dataclass
+class EmbedInput:
+    """One thing to embed: a FASTA record (``msa`` None) or an MSA file's alignment; ``problem`` if it cannot be."""
+
+    id: str
+    sequence: str
+    length: int
+    where: str
+    problem: str | None = None
+    msa: MSA | None = None
+    name: str = ""  # its file (stem) or, once embedded before, its shard
+    done: bool = False  # embedded by an earlier run (sharded output)
+
+
+class FileSink:
+    """One ``.pt``/``.npz`` file per input (fair-esm ``extract.py``'s layout), named by its id made safe
+    (duplicates get ``_2``, ``_3``), plus ``manifest.tsv`` in input order, written at the end."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.outdir: Path = args.output_dir
+        self.manifest: list[tuple[str, str, int, str]] = []
+
+    def __enter__(self) -> FileSink:
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        if kind is None and any(row[3] == "ok" for row in self.manifest):
+            with _writing(self.outdir / "manifest.tsv"):
+                write_manifest(self.outdir / "manifest.tsv", self.manifest)
+
+    def classify(self, inputs: Iterable[EmbedInput]) -> Iterator[EmbedInput]:
+        """The inputs, each given its file name stem as it streams past."""
+        current: list[EmbedInput] = []
+
+        def ids() -> Iterator[str]:
+            for item in inputs:
+                current[:] = [item]
+                yield item.id
+
+        for name in iter_unique_ids(ids()):
+            current[0].name = name
+            yield current[0]
+
+    def skipped(self, item: EmbedInput) -> None:
+        self.manifest.append((item.id, "", item.length, f"skipped: {item.problem}"))
+
+    def done(self, item: EmbedInput) -> None:  # never: every run writes every file anew
+        raise AssertionError(item)
+
+    def write(self, item: EmbedInput, result: dict) -> None:
+        if not self.outdir.is_dir():
+            try:
+                self.outdir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CliError(f"cannot create the output directory {self.outdir}: {exc.strerror or exc}") from exc
+        filename = f"{item.name}.{self.args.format}"
+        with _writing(self.outdir / filename):
+            if self.args.contacts_png:
+                png = resolve_inside(self.outdir, item.name + CONTACTS_PNG_SUFFIX)
+                atomic_write_bytes(png, contact_map_png(result["contacts"], item.id))
+            if not self.args.contacts:
+                result.pop("contacts", None)
+            write_result(self.outdir / filename, item, result, self.args.format)
+        self.manifest.append((item.id, filename, item.length, "ok"))
+
+
+class ShardSink:
+    """safetensors shards and their index (``io.embedding_shards``), resumable: inputs the index holds with the same
+    sequence are not embedded again; a repeated id is skipped (ids name the embeddings), as is a known id with
+    another sequence. ``manifest.tsv`` lists every input as it is settled (written at the end, atomically)."""
+
+    def __init__(self, args: argparse.Namespace, model, saved_layers: dict[int, int]):
+        self.args = args
+        self.settings = embed_settings(args, model, saved_layers)
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self) -> ShardSink:
+        outdir = self.args.output_dir
+        if os.path.lexists(outdir) and not outdir.is_dir():
+            raise CliError(f"output directory {outdir} exists and is not a directory")
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+            outdir = self.stack.enter_context(outdir_lock(outdir))
+            self.writer = ShardWriter(outdir, self.settings, int(self.args.shard_size * 2**20), self.args.overwrite)
+        except OutdirError as exc:
+            self.stack.close()
+            raise CliError(str(exc)) from exc
+        except OSError as exc:
+            self.stack.close()
+            raise CliError(f"cannot use the output directory {outdir}: {exc.strerror or exc}") from exc
+        self.stack.callback(self.writer.close)
+        with _writing(outdir / "manifest.tsv"):
+            temp = self.stack.enter_context(atomic_path(outdir / "manifest.tsv"))
+            self.manifest_file = self.stack.enter_context(open(temp, "w", encoding="utf-8", newline=""))
+        self.manifest = csv.writer(self.manifest_file, delimiter="\t", lineterminator="\n")
+        self.manifest.writerow(("id", "file", "length", "status"))
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        try:
+            if kind is None or issubclass(kind, KeyboardInterrupt):  # Ctrl-C keeps what is embedded
+                rows = self._shard_write(self.writer.flush)
+                self._committed(rows)
+                if kind is not None:
+                    log.warning("interrupted: %d sequences waiting for a shard were written; the same command "
+                                "resumes", len(rows))  # fmt: skip
+        except BaseException:
+            self.stack.__exit__(*sys.exc_info())
+            raise
+        with _writing(self.args.output_dir / "manifest.tsv"):
+            self.stack.__exit__(kind, exc, traceback)
+
+    def classify(self, inputs: Iterable[EmbedInput]) -> Iterator[EmbedInput]:
+        seen: dict[str, str] = {}  # id -> where it first came in this run
+        for item in inputs:
+            if item.problem:
+                pass
+            elif item.id in seen:
+                item.problem = f"duplicate id: {seen[item.id]} has the same id, and ids name the embeddings; rename one"
+            else:
+                seen[item.id] = item.where
+                known = self.writer.embedded(item.id)
+                if known is not None and known[0] != item.sequence:
+                    item.problem = (
+                        f"{known[1]} holds this id embedded from another sequence; rename the record, or use "
+                        "--overwrite to embed everything again"
+                    )
+                elif known is not None:
+                    item.done, item.name = True, known[1]
+            yield item
+
+    def skipped(self, item: EmbedInput) -> None:
+        self.manifest.writerow((item.id, "", item.length, f"skipped: {item.problem}"))
+
+    def done(self, item: EmbedInput) -> None:
+        self.manifest.writerow((item.id, item.name, item.length, "ok"))
+
+    def write(self, item: EmbedInput, result: dict) -> None:
+        if not self.args.contacts:
+            result.pop("contacts", None)
+        self._committed(self._shard_write(lambda: self.writer.add(item.id, item.sequence, result)))
+
+    def _shard_write(self, step: Callable[[], list[tuple[str, str, int]]]) -> list[tuple[str, str, int]]:
+        try:
+            return step()
+        except OutdirError as exc:
+            raise CliError(f"{exc}; the sequences embedded before are kept: run the same command again") from exc
+        except OSError as exc:
+            log.debug("writing a shard failed", exc_info=True)
+            hint = "; no partial file was left: make room (or fix the disk) and run it again to resume"
+            raise CliError(write_failure(exc.filename, exc) + (hint if is_disk_error(exc) else "")) from exc
+
+    def _committed(self, rows: list[tuple[str, str, int]]) -> None:
+        for id, shard, length in rows:
+            self.manifest.writerow((id, shard, length, "ok"))
+
+
+def embed_settings(args: argparse.Namespace, model, saved_layers: dict[int, int]) -> dict[str, object]:
+    """What makes a sharded run's numbers (kept in its index; a resumed run must match): the package version, the
+    model's fingerprint and dtype, the saved layers (absolute), the arrays saved and, for MSAs, the row selection."""
+    from esmfold_lite import __version__
+
+    settings = {
+        "esmfold_lite": __version__,
+        "model": checkpoint_fingerprint(args.model),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "layers": sorted(set(saved_layers.values())),
+        "contacts": bool(args.contacts),
+        "logits": bool(args.logits),
+    }
+    if getattr(model, "takes_msa", False):
+        settings.update(max_depth=args.max_depth, selection=args.selection)
+    return settings
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A block that writes ``path``: an OSError stops the command with one line naming the file (the error's own
+    file if it names one) and what happened."""
+    try:
+        yield
+    except OSError as exc:
+        log.debug("writing %s failed", path, exc_info=True)
+        hint = "; no partial file was left: make room (or fix the disk) and run it again" if is_disk_error(exc) else ""
+        raise CliError(write_failure(exc.filename or path, exc) + hint) from exc
+
+
+def write_result(path: Path, item: EmbedInput, arrays: dict, file_format: str) -> None:
+    """Write one input's result atomically: a ``torch.save`` dict, or an ``.npz`` with flat keys.
+
+    The file is made in memory and then written, so a failed write raises the OSError (naming ``path``) rather than
+    a serializer's own error."""
+    buffer = io.BytesIO()
+    if file_format == "pt":
+        torch.save({"label": item.id, "sequence": item.sequence, **arrays}, buffer)
+    else:
+        flat = {"label": np.array(item.id), "sequence": np.array(item.sequence)}
+        for name, value in arrays.items():
+            if isinstance(value, dict):
+                flat.update({f"{name}_{layer}": tensor.numpy() for layer, tensor in value.items()})
+            else:
+                flat[name] = value.numpy()
+        np.savez(buffer, **flat)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_manifest(path: Path, rows: list[tuple[str, str, int, str]]) -> None:
+    """``id file length status`` per input, tab-separated, in input order."""
+    text = io.StringIO()
+    writer = csv.writer(text, delimiter="\t", lineterminator="\n")
+    writer.writerow(("id", "file", "length", "status"))
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())

@@ -1,0 +1,67 @@
+"""SQLite errors of esmfold-lite's databases in OUTDIR (the run state ``io.run_state``, fold-proteome's work queue
+``io.work_queue``, the embedding index ``io.embedding_shards``) as OutdirError with one line naming the file and
+what to do: a full disk, a failing disk (both keep what is done: run the same command again) or a damaged file (the
+fix each database gives). A transaction that raised did not commit, so nothing is recorded by it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from esmfold_lite.io.outdir_lock import OutdirError
+
+logger = logging.getLogger(__name__)
+
+RESUME_HINT = "the proteins finished so far are kept: make room (or fix the disk) and run the same command again"
+
+
+class DamagedDatabase(sqlite3.DatabaseError):
+    """A database that opens but is not a sound run state (``quick_check`` fails, tables of another shape)."""
+
+
+def sqlite_error_kind(exc: sqlite3.Error) -> str:
+    """``full`` (disk or quota), ``io`` (the disk failed), ``damaged`` (not SQLite, corrupt, foreign) or ``other``."""
+    name = getattr(exc, "sqlite_errorname", None) or ""  # Python 3.11+; SQLite's message text before
+    text = str(exc).lower()
+    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+        return "full"
+    if name.startswith("SQLITE_IOERR") or "disk i/o error" in text:
+        return "io"
+    damaged = isinstance(exc, DamagedDatabase) or name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    return "damaged" if damaged or "malformed" in text or "not a database" in text else "other"
+
+
+def database_failure(path: Path, exc: sqlite3.Error, damaged_fix: str) -> str:
+    """One line for an SQLite error of the database ``path``: what happened and what to do (``damaged_fix`` for a
+    damaged file)."""
+    kind, detail = sqlite_error_kind(exc), " ".join(str(exc).split())  # SQLite's own text may span lines
+    if kind == "full":
+        return f"cannot write {path}: the disk is full ({detail}); {RESUME_HINT}"
+    if kind == "io":
+        return f"cannot read or write {path}: the disk failed ({detail}); {RESUME_HINT}"
+    if kind == "damaged":
+        return f"{path} is damaged ({detail}); {damaged_fix}"
+    return f"cannot use {path}: {detail}"
+
+
+@contextlib.contextmanager
+def database_errors(path: Path, damaged_fix: str) -> Iterator[None]:
+    """Raise an ``sqlite3.Error`` of the block as OutdirError naming ``path`` (`database_failure`)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        logger.debug("%s failed", path, exc_info=True)
+        raise OutdirError(database_failure(path, exc, damaged_fix)) from exc
+
+
+def remove_database(path: Path) -> None:
+    """Delete the SQLite database ``path`` and its journals; OutdirError if one cannot be (a directory there)."""
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))):
+        try:
+            file.unlink(missing_ok=True)
+        except OSError as exc:
+            raise OutdirError(f"cannot remove {file}: {exc.strerror or exc}; remove it yourself") from exc

@@ -1,0 +1,69 @@
+"""FASTA → structure files for many proteins, robust to bad records, out-of-memory errors, crashes and reruns.
+
+One pipeline, two drivers: ``predict_fasta`` (``predict.py``) folds in this process; ``esmfold_lite.proteome`` folds
+on Ray workers. Both go through the same steps, defined once in this package:
+
+- ``run_settings`` (``settings.py``): what makes the numbers (checkpoint and LM fingerprints, recycles, dtype,
+  package version). An OUTDIR holds results of one set of settings: a run with other settings stops with a message,
+  unless ``overwrite`` recomputes (see ``check_settings``).
+- ``open_outdir`` (``settings.py``): one run per OUTDIR at a time (a lock); the state that records what is complete
+  (``io.run_state``).
+- ``plan_record`` (``records.py``): validation, the output name (record ids made safe and unique by
+  ``io.fasta.unique_ids``; every file lies directly in OUTDIR, a symlink there is replaced, never written through)
+  and whether the protein is already complete; gives a ``ProteinResult`` (error or complete) or a ``FoldJob``.
+- ``render_outcome`` (``folded.py``, where the folding ran): a folded job's files rendered in memory, as
+  ``FoldedProtein``.
+- ``save_folded`` (``folded.py``, in the driver): write the files atomically, then commit each protein's completion
+  record (sizes, mtimes, sha256 of its files): a protein is complete only once its record says so. A full or failing
+  disk (``io.atomic.is_disk_error``) stops the run with a PipelineError naming the file; the proteins not recorded
+  yet stay ``pending`` and are folded by the next run.
+- ``RunProgress`` (``progress.py``): a progress bar on a terminal, else one log line per protein; rates, ETA,
+  ``OUTDIR/run.json``, and ``summary.tsv`` (one row per protein: ``SUMMARY_COLUMNS``).
+
+``predict_fasta`` batches sequences sorted by length (shortest first) so that ``batch size × longest length`` (the
+padded token count, chain linkers included) stays within ``max_tokens_per_batch``; on out-of-memory errors batches
+are split, chunk sizes lowered and (``cpu_fallback``) the CPU used, as ``batch_folding`` describes.
+
+Errors that stop a run are ``PipelineError`` (``errors.py``). The names below are the package's interface to its
+drivers, commands and the report.
+"""
+
+from esmfold_lite.pipeline.errors import PipelineError
+from esmfold_lite.pipeline.folded import FoldedProtein, render_outcome, save_folded
+from esmfold_lite.pipeline.predict import DEFAULT_MAX_TOKENS_PER_BATCH, load_folder, predict_fasta
+from esmfold_lite.pipeline.progress import RunProgress, show_bar
+from esmfold_lite.pipeline.records import (
+    DEFAULT_FORMATS,
+    FORMATS,
+    RUN_REPORT_NAME,
+    SUMMARY_NAME,
+    ProteinResult,
+    output_names,
+    pending_row,
+    plan_record,
+)
+from esmfold_lite.pipeline.settings import RunSettings, check_settings, open_outdir, run_settings
+
+__all__ = [
+    "DEFAULT_FORMATS",
+    "DEFAULT_MAX_TOKENS_PER_BATCH",
+    "FORMATS",
+    "RUN_REPORT_NAME",
+    "SUMMARY_NAME",
+    "FoldedProtein",
+    "PipelineError",
+    "ProteinResult",
+    "RunProgress",
+    "RunSettings",
+    "check_settings",
+    "load_folder",
+    "open_outdir",
+    "output_names",
+    "pending_row",
+    "plan_record",
+    "predict_fasta",
+    "render_outcome",
+    "run_settings",
+    "save_folded",
+    "show_bar",
+]

@@ -1,0 +1,134 @@
+"""Records in, rows out: output formats and names, a protein's ``summary.tsv`` row (``ProteinResult``) and
+``plan_record``, which turns a FASTA record into an error, a complete result or a ``FoldJob``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator, Mapping, MutableSet, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from esmfold_lite.batch_folding import FoldJob
+from esmfold_lite.fold.chains import CHAIN_SEPARATOR, DEFAULT_LINKER
+from esmfold_lite.io.fasta import FastaRecord, iter_unique_ids, read_fasta, validate_record
+from esmfold_lite.io.outputs import FORMAT_SUFFIXES, output_paths
+from esmfold_lite.io.run_state import RunState
+from esmfold_lite.pipeline.errors import PipelineError
+from esmfold_lite.pipeline.settings import RunSettings
+
+logger = logging.getLogger(__name__)
+
+FORMATS: tuple[str, ...] = tuple(FORMAT_SUFFIXES)
+DEFAULT_FORMATS: tuple[str, ...] = ("pdb", "json")
+SUMMARY_NAME = "summary.tsv"
+RUN_REPORT_NAME = "run.json"
+# names a protein never gets, so that its files cannot be the run's own (a protein "run" is named "run_2")
+_PAE_STEM = FORMAT_SUFFIXES["pae"].removesuffix(".json").lower()
+RESERVED_NAMES = frozenset(Path(name).stem.lower() for name in (SUMMARY_NAME, RUN_REPORT_NAME))
+
+
+@dataclass
+class ProteinResult:
+    """One row of ``summary.tsv``. ``reused`` (not written) marks a protein skipped because it was complete."""
+
+    id: str
+    length: int
+    status: str  # "ok", "error", or "pending" (to be folded; an interrupted run leaves these)
+    mean_plddt: float | None = None
+    ptm: float | None = None
+    seconds: float | None = None
+    error: str = ""
+    notes: str = ""
+    sequence_hash: str = ""
+    reused: bool = False
+
+    def to_row(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "reused"}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> ProteinResult:
+        def number(value: object, kind: type) -> float | int | None:
+            try:
+                return None if value in (None, "") else kind(value)
+            except (TypeError, ValueError):
+                return None
+
+        return cls(
+            id=str(row["id"]),
+            length=number(row["length"], int) or 0,
+            status=str(row["status"]),
+            mean_plddt=number(row["mean_plddt"], float),
+            ptm=number(row["ptm"], float),
+            seconds=number(row["seconds"], float),
+            error=str(row["error"] or ""),
+            notes=str(row["notes"] or ""),
+            sequence_hash=str(row["sequence_hash"] or ""),
+        )
+
+
+def sequence_hash(sequence: str) -> str:
+    """First 16 hex digits of the SHA-256 of a (multi-chain) sequence: identifies what an output was folded from."""
+    return hashlib.sha256(sequence.encode()).hexdigest()[:16]
+
+
+def read_records(fasta: Path) -> list[FastaRecord]:
+    """All records of ``fasta``; PipelineError if it cannot be read or holds none."""
+    try:
+        records = list(read_fasta(fasta))
+    except OSError as exc:
+        raise PipelineError(f"cannot read FASTA file {fasta}: {exc.strerror or exc}") from exc
+    if not records:
+        raise PipelineError(f"no FASTA records in {fasta} (a record starts with a '>' header line)")
+    return records
+
+
+def output_names(ids: Iterable[str], taken: MutableSet[str] | None = None) -> Iterator[str]:
+    """Safe, distinct output names for record ids, in order (``io.fasta.iter_unique_ids``), never one of
+    ``RESERVED_NAMES``. ``taken``: an empty set-like to use instead of an in-memory set (for millions of ids).
+
+    An id ending in ``_predicted_aligned_error_v1`` gets a ``_`` appended first: its ``.json`` would otherwise be
+    the AlphaFold DB PAE file of the protein named by the rest of it."""
+    taken = set() if taken is None else taken
+    taken |= RESERVED_NAMES
+    return iter_unique_ids((id + "_" if id.lower().endswith(_PAE_STEM) else id for id in ids), taken=taken)
+
+
+def plan_record(
+    state: RunState,
+    settings: RunSettings,
+    index: int,
+    record: FastaRecord,
+    name: str,
+    formats: Sequence[str],
+    max_length: int | None,
+    overwrite: bool,
+) -> ProteinResult | FoldJob:
+    """What to do with record ``index`` (0-based, for messages) named ``name``: a ``ProteinResult`` for an invalid
+    record (``error``, logged) or a complete one (``reused``), else a ``FoldJob``."""
+    seq_hash = sequence_hash(record.sequence)
+    reason = validate_record(record, max_length)
+    if reason is None:
+        try:
+            paths = output_paths(state.outdir, name, formats)
+        except ValueError as exc:
+            reason = str(exc)
+    if reason is not None:
+        logger.error("record %d (line %d) %s: %s", index + 1, record.line, name, reason)
+        return ProteinResult(name, record.num_residues, "error", error=reason, sequence_hash=seq_hash)
+    if not overwrite:
+        row = state.complete_row(name, seq_hash, settings.digest, paths)
+        if row is not None:
+            complete = ProteinResult.from_row(row)
+            complete.reused = True
+            return complete
+    n_chains = record.sequence.count(CHAIN_SEPARATOR) + 1
+    tokens = record.num_residues + (n_chains - 1) * len(DEFAULT_LINKER)
+    header = f"{record.id} {record.description}".strip()
+    return FoldJob(index, name, header, record.sequence, record.num_residues, tokens)
+
+
+def pending_row(job: FoldJob) -> dict[str, object]:
+    """The row of a protein about to be folded: until its files are all written, an interrupted run must not count
+    an earlier result as complete."""
+    return ProteinResult(job.name, job.length, "pending", sequence_hash=sequence_hash(job.sequence)).to_row()
