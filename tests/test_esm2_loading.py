@@ -1,6 +1,8 @@
 """Loading ESM-2 checkpoints: official fair-esm .pt -> transformers folder -> own format, all equal fair-esm."""
 
 import json
+import subprocess
+import sys
 import warnings
 
 import esm
@@ -119,6 +121,19 @@ def test_written_official_file_is_what_fair_esm_loads(fair, official_pt):
     reloaded, _ = esm.pretrained.load_model_and_alphabet_core("esm2_t3_tiny", data, regression)  # strict
     for key, value in fair.state_dict().items():
         assert torch.equal(reloaded.state_dict()[key], value), key
+
+
+def test_loading_initialises_nothing_and_imports_no_compiler(official_pt):
+    """The module is built on the meta device with its initialisers skipped: no random init (whose meta version
+    imports torch._dynamo, 1.5 s a process) and every value from the file."""
+    script = (
+        "import sys, torch, esmfold_lite\n"
+        f"model = esmfold_lite.load_language_model({str(official_pt)!r})\n"
+        "assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", done.stderr
 
 
 def test_official_pt_transformers_and_own_format_chain(fair, tokens, expected, official_pt, tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from esmfold_lite.lm.esm1 import ESM1, ESM1Config
 from esmfold_lite.lm.esm2 import ESM2, ESM2Config
@@ -50,6 +51,20 @@ def _key_list(keys: set[str]) -> str:
     return shown + (f" (+{len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else "")
 
 
+class _NoInit(TorchFunctionMode):
+    """Inside it, ``torch.nn.init``'s initialisers (and ``Tensor.normal_``/``uniform_``) do nothing. For building a
+    module on the meta device, whose values all come from a checkpoint afterwards: there they would only compute
+    shapes, and ``normal_`` on a meta tensor runs a Python reference implementation whose import pulls in
+    ``torch._dynamo`` (about 1.5 s for every process that loads a checkpoint)."""
+
+    SKIPPED_METHODS = (torch.Tensor.normal_, torch.Tensor.uniform_)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__module__", None) == "torch.nn.init" or func in self.SKIPPED_METHODS:
+            return args[0] if args else kwargs["tensor"]  # every initialiser takes the tensor first
+        return func(*args, **(kwargs or {}))
+
+
 def build_from_state(factory: Callable[[], nn.Module], state: Mapping[str, torch.Tensor], source: object) -> nn.Module:
     """``factory()`` built without initialising weights, then given exactly the tensors of ``state``.
 
@@ -57,7 +72,7 @@ def build_from_state(factory: Callable[[], nn.Module], state: Mapping[str, torch
     init runs and no second copy of the weights is made. Parameters the module shares (a tied LM head) are
     shared again afterwards. Raises ``CheckpointError`` naming ``source`` on missing/unexpected keys or shapes.
     """
-    with torch.device("meta"):
+    with torch.device("meta"), _NoInit():
         model = factory()
     expected = set(model.state_dict())
     missing, unexpected = expected - set(state), set(state) - expected
