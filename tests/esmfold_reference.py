@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from fair_esm_configs import fair_esm_config_classes, structured_esmfold_cfg
-from omegaconf import OmegaConf
 from randomize import randomize_
 from transformers import EsmConfig, EsmForProteinFolding
 
@@ -27,8 +25,9 @@ def tiny_hf_esmfold(
     seed: int = 0,
     full_width: bool = False,
     lddt_head_hid_dim: int = 16,
+    device: torch.device | str = "cpu",
 ) -> EsmForProteinFolding:
-    """A randomized transformers ESMFold (fp32 LM, eval mode, its own chunking off).
+    """A randomized transformers ESMFold (fp32 LM, eval mode, its own chunking off), built on ``device``.
 
     ``full_width``: esmfold_v1's trunk and structure-module widths (c_s=1024, c_z=128, head widths 32, IPA 12 heads,
     32 position bins) instead of the tiny ones; ``c_s``/``c_z`` are then ignored.
@@ -53,16 +52,17 @@ def tiny_hf_esmfold(
         esmfold_config=dict(trunk=trunk, fp16_esm=False, lddt_head_hid_dim=lddt_head_hid_dim),
     )  # fmt: skip
     torch.manual_seed(seed)
-    model = EsmForProteinFolding(config)
+    with torch.device(device):
+        model = EsmForProteinFolding(config)
     return randomize_(model, seed).float().eval()
 
 
-def full_size_hf_esmfold(seed: int = 0) -> EsmForProteinFolding:
+def full_size_hf_esmfold(seed: int = 0, device: torch.device | str = "cpu") -> EsmForProteinFolding:
     """esmfold_v1's shape, randomized: ESM-2 3B (36 layers × 2560, 40 heads), 48 full-width trunk blocks, 8
     structure-module blocks, pLDDT head width 128; about 3.5 B parameters (14 GB in fp32)."""
     return tiny_hf_esmfold(
         num_blocks=48, sm_blocks=8, lm_layers=36, lm_dim=2560, lm_heads=40, max_recycles=4, seed=seed,
-        full_width=True, lddt_head_hid_dim=128,
+        full_width=True, lddt_head_hid_dim=128, device=device,
     )  # fmt: skip
 
 
@@ -87,6 +87,10 @@ def write_fair_esmfold(model: EsmForProteinFolding, folder: Path, structured: bo
     ``structured``: the ESMFold cfg as ``OmegaConf.structured(ESMFoldConfig(...))``, whose pickle names fair-esm's
     config dataclasses, instead of ``OmegaConf.create`` of a plain dict.
     """
+    # here, not at the top: benchmarks/bench_gpu.py builds its model with this module where omegaconf is missing
+    from fair_esm_configs import fair_esm_config_classes, structured_esmfold_cfg
+    from omegaconf import OmegaConf
+
     folder.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
     trunk = {k: v for k, v in state.items() if not k.startswith("esm.")}
