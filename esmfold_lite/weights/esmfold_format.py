@@ -54,11 +54,25 @@ HF_STRUCTURE_FIELDS = {
 }
 
 
+# What every transformers config writes about itself; transformers 5 writes it into the nested configs of
+# ``esmfold_config`` (trunk, structure module) too. Not settings of the model.
+HF_CONFIG_BASE_FIELDS = frozenset({
+    "_name_or_path", "architectures", "chunk_size_feed_forward", "dtype", "torch_dtype", "id2label", "label2id",
+    "is_encoder_decoder", "model_type", "output_attentions", "output_hidden_states", "problem_type", "return_dict",
+    "transformers_version",
+})  # fmt: skip
+
+
 def official_structure_names(model_cfg: Mapping[str, Any]) -> Config:
-    """transformers' ``esmfold_config`` dict → the same config with fair-esm's structure-module field names."""
-    config = dict(model_cfg)
-    trunk = dict(config.get("trunk") or {})
-    structure = trunk.get("structure_module") or {}
+    """transformers' ``esmfold_config`` dict → the same config with fair-esm's structure-module field names, without
+    transformers' own bookkeeping fields (``HF_CONFIG_BASE_FIELDS``)."""
+
+    def settings(values: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {k: v for k, v in (values or {}).items() if k not in HF_CONFIG_BASE_FIELDS}
+
+    config = settings(model_cfg)
+    trunk = settings(config.get("trunk"))
+    structure = settings(trunk.get("structure_module"))
     trunk["structure_module"] = {HF_STRUCTURE_FIELDS.get(k, k): v for k, v in structure.items()}
     config["trunk"] = trunk
     return config
