@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from safetensors.torch import save as safetensors_bytes
 from esmfold_lite.io.atomic import atomic_write_bytes
 from esmfold_lite.io.outdir_lock import OutdirError
 from esmfold_lite.io.run_state import settings_differences
-from esmfold_lite.io.sqlite_errors import database_errors, remove_database
+from esmfold_lite.io.sqlite_errors import checked_connection, database_errors, remove_database
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +58,6 @@ CREATE TABLE embeddings (
 );
 """
 _COLUMNS = {"settings": ("id", "json"), "embeddings": ("id", "sequence", "length", "shard", "row", "offset")}
-
-
-def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
-    """The index at ``path``, checked (``quick_check`` and the tables' columns); a new one gets the tables."""
-    if read_only:
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    else:
-        connection = sqlite3.connect(path)
-    try:
-        (verdict,) = connection.execute("PRAGMA quick_check(1)").fetchone()
-        if verdict != "ok":
-            raise sqlite3.DatabaseError(f"database disk image is malformed: {' '.join(verdict.split())}")
-        if not read_only and connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
-            connection.executescript(_SCHEMA)
-        for table, columns in _COLUMNS.items():
-            try:
-                connection.execute(f"SELECT {', '.join(columns)} FROM {table} LIMIT 0")
-            except sqlite3.OperationalError as exc:
-                raise sqlite3.DatabaseError(f"file is not an esmfold-lite embedding index: {exc}") from exc
-    except BaseException:
-        connection.close()
-        raise
-    return connection
 
 
 class ShardWriter:
@@ -102,7 +78,7 @@ class ShardWriter:
             for path in self._shard_files():
                 path.unlink()
         with database_errors(self.index_path, DAMAGED_INDEX_FIX):
-            self.db = _connect(self.index_path)
+            self.db = checked_connection(self.index_path, _SCHEMA, _COLUMNS, "embedding index")
             stored = self.db.execute("SELECT json FROM settings").fetchone()
             if stored is None:
                 with self.db:
@@ -208,7 +184,7 @@ class EmbeddingShards(Mapping):
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: {outdir} is not an `embed --format safetensors` output")
         with database_errors(path, DAMAGED_INDEX_FIX):
-            self.db = _connect(path, read_only=True)
+            self.db = checked_connection(path, _SCHEMA, _COLUMNS, "embedding index", read_only=True)
             self.settings = json.loads(self.db.execute("SELECT json FROM settings").fetchone()[0])
         self.layers: list[int] = list(self.settings.get("layers", []))
 

@@ -43,7 +43,7 @@ from esmfold_lite.io.outdir_lock import (
 )
 from esmfold_lite.io.outputs import SUMMARY_COLUMNS
 from esmfold_lite.io.sqlite_errors import (
-    DamagedDatabase,
+    checked_connection,
     database_errors,
     database_failure,
     remove_database,
@@ -256,7 +256,7 @@ def _open_database(path: Path, replace_damaged: bool) -> sqlite3.Connection:
     if os.path.lexists(path) and not path.is_file():
         raise OutdirError(f"{path} is not a regular file (esmfold-lite keeps its run state there): remove it")
     try:
-        return _checked_connection(path)
+        return checked_connection(path, _SCHEMA, _TABLES, "run state")
     except sqlite3.Error as exc:
         if not replace_damaged or sqlite_error_kind(exc) != "damaged":
             logger.debug("opening %s failed", path, exc_info=True)
@@ -264,26 +264,4 @@ def _open_database(path: Path, replace_damaged: bool) -> sqlite3.Connection:
         logger.warning("%s is damaged (%s); overwrite: replacing it by an empty run state", path, exc)
     remove_database(path)
     with database_errors(path, DAMAGED_STATE_FIX):
-        return _checked_connection(path)
-
-
-def _checked_connection(path: Path) -> sqlite3.Connection:
-    """Connect to ``path`` and check it, reading only: ``quick_check``, then the tables' columns
-    (``DamagedDatabase`` if either fails); the tables are created only in a database that has none (new or empty),
-    so a damaged or foreign file is left exactly as it was."""
-    connection = sqlite3.connect(path)
-    try:
-        (verdict,) = connection.execute("PRAGMA quick_check(1)").fetchone()
-        if verdict != "ok":
-            raise DamagedDatabase(f"database disk image is malformed: {' '.join(verdict.split())}")  # one line
-        if connection.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0] == 0:
-            connection.executescript(_SCHEMA)
-        for table, columns in _TABLES.items():
-            try:
-                connection.execute(f"SELECT {', '.join(columns)} FROM {table} LIMIT 0")
-            except sqlite3.OperationalError as exc:
-                raise DamagedDatabase(f"not an esmfold-lite run state: {exc}") from exc
-    except BaseException:
-        connection.close()
-        raise
-    return connection
+        return checked_connection(path, _SCHEMA, _TABLES, "run state")

@@ -1,7 +1,8 @@
-"""SQLite errors of esmfold-lite's databases in OUTDIR (the run state ``io.run_state``, fold-proteome's work queue
-``io.work_queue``, the embedding index ``io.embedding_shards``) as OutdirError with one line naming the file and
-what to do: a full disk, a failing disk (both keep what is done: run the same command again) or a damaged file (the
-fix each database gives). A transaction that raised did not commit, so nothing is recorded by it.
+"""esmfold-lite's SQLite databases in OUTDIR (the run state ``io.run_state``, fold-proteome's work queue
+``io.work_queue``, the embedding index ``io.embedding_shards``): opened checked (``checked_connection``), and their
+errors as OutdirError with one line naming the file and what to do: a full disk, a failing disk (both keep what is
+done: run the same command again) or a damaged file (the fix each database gives). A transaction that raised did not
+commit, so nothing is recorded by it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from esmfold_lite.io.outdir_lock import OutdirError
@@ -20,7 +21,35 @@ RESUME_HINT = "the proteins finished so far are kept: make room (or fix the disk
 
 
 class DamagedDatabase(sqlite3.DatabaseError):
-    """A database that opens but is not a sound run state (``quick_check`` fails, tables of another shape)."""
+    """A database that opens but is not sound (``quick_check`` fails, tables of another shape)."""
+
+
+def checked_connection(
+    path: Path, schema: str, tables: Mapping[str, Sequence[str]], kind: str, read_only: bool = False
+) -> sqlite3.Connection:
+    """Connect to the database ``path`` and check it: ``quick_check``, then the columns of ``tables``
+    (``DamagedDatabase`` naming ``kind`` if either fails). ``schema`` creates the tables in a database that has none
+    (new or empty), unless ``read_only``, so a damaged or foreign file is left exactly as it was."""
+    if read_only:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    else:
+        connection = sqlite3.connect(path)
+    try:
+        (verdict,) = connection.execute("PRAGMA quick_check(1)").fetchone()
+        if verdict != "ok":
+            raise DamagedDatabase(f"database disk image is malformed: {' '.join(verdict.split())}")  # one line
+        has_tables = connection.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        if not (read_only or has_tables):
+            connection.executescript(schema)
+        for table, columns in tables.items():
+            try:
+                connection.execute(f"SELECT {', '.join(columns)} FROM {table} LIMIT 0")
+            except sqlite3.OperationalError as exc:
+                raise DamagedDatabase(f"not an esmfold-lite {kind}: {exc}") from exc
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 def sqlite_error_kind(exc: sqlite3.Error) -> str:
