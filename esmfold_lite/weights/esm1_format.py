@@ -46,14 +46,21 @@ def size_arg(args: Mapping[str, Any], name: str) -> int:
     raise CheckpointError(f"checkpoint args have neither encoder_{name} nor {name}")
 
 
-def esm1_config_from_args(args: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> Config:
-    """ESM-1b/1v ``args`` (and the state, which shows whether ``emb_layer_norm_before`` is used) -> config fields."""
+def _encoder_sizes(args: Mapping[str, Any]) -> Config:
+    """The config fields ESM-1b/1v and the MSA Transformer read alike from ``args``."""
     return {
         "num_layers": size_arg(args, "layers"),
         "embed_dim": size_arg(args, "embed_dim"),
         "ffn_embed_dim": size_arg(args, "ffn_embed_dim"),
         "attention_heads": size_arg(args, "attention_heads"),
         "max_positions": int(args.get("max_positions", 1024)),
+    }
+
+
+def esm1_config_from_args(args: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> Config:
+    """ESM-1b/1v ``args`` (and the state, which shows whether ``emb_layer_norm_before`` is used) -> config fields."""
+    return {
+        **_encoder_sizes(args),
         "emb_layer_norm_before": any(key.startswith("emb_layer_norm_before.") for key in state),
         "token_dropout": bool(args.get("token_dropout", False)),
     }
@@ -66,11 +73,7 @@ def msa_config_from_args(args: Mapping[str, Any], state: Mapping[str, torch.Tens
     """
     msa_positions = state.get(MSA_POSITION_KEY) if args.get("embed_positions_msa", False) else None
     return {
-        "num_layers": size_arg(args, "layers"),
-        "embed_dim": size_arg(args, "embed_dim"),
-        "ffn_embed_dim": size_arg(args, "ffn_embed_dim"),
-        "attention_heads": size_arg(args, "attention_heads"),
-        "max_positions": int(args.get("max_positions", 1024)),
+        **_encoder_sizes(args),
         "msa_position_dim": None if msa_positions is None else int(msa_positions.shape[-1]),
         "max_tokens_per_msa": int(args.get("max_tokens_per_msa") or args.get("max_tokens") or 2**14),
     }
