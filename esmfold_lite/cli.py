@@ -12,7 +12,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func(args) -> int``.
 COMMANDS: tuple[str, ...] = ("embed", "evaluate", "weights", "predict", "score_variants", "report", "fold_proteome")
@@ -42,6 +42,26 @@ def exit_status_help(ok: str, failed: str, some_failed: str | None = None) -> st
 def records_exit_code(failed: int) -> int:
     """Exit code of a run that went through: `EXIT_OK`, or `EXIT_SOME_FAILED` when ``failed`` records failed."""
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def at_least(kind: Callable[[str], float], minimum: float, inclusive: bool = True) -> Callable[[str], float]:
+    """An argparse ``type``: ``kind(text)``, refused below ``minimum`` (and at it unless ``inclusive``)."""
+
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value < minimum or (value == minimum and not inclusive):
+            bound = "at least" if inclusive else "more than"
+            raise argparse.ArgumentTypeError(f"must be {bound} {minimum}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse's "invalid int value: 'x'"
+    return parse
+
+
+positive_int = at_least(int, 1)
+non_negative_int = at_least(int, 0)
+positive_float = at_least(float, 0, inclusive=False)
+non_negative_float = at_least(float, 0)
 
 
 def add_logging_options(parser: argparse.ArgumentParser) -> None:

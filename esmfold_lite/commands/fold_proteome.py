@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from esmfold_lite.cli import non_negative_float, positive_float, positive_int
 from esmfold_lite.commands.predict import (
     EXIT_SOME_FAILED,
     add_folding_arguments,
     exit_status,
     folding_options,
-    positive_int,
     run_interruptibly,
 )
 from esmfold_lite.pipeline import RUN_REPORT_NAME, SUMMARY_NAME
@@ -46,20 +46,6 @@ model not loadable on the workers, no Ray, a full or failing disk: run the same 
 130/143 interrupted (run the same command again to resume)."""
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "fold-proteome",
@@ -80,12 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="model-holding workers (default: one per GPU of the cluster, else one on the CPU)",
     )  # fmt: skip
     parser.add_argument(
-        "--gpus-per-worker", metavar="G", type=_non_negative_float,
+        "--gpus-per-worker", metavar="G", type=non_negative_float,
         help="GPUs per worker, e.g. 0.5 for two workers per GPU; 0 folds on the CPU (default: 1 if the cluster has "
         "GPUs, else 0)",
     )  # fmt: skip
     parser.add_argument(
-        "--cpus-per-worker", metavar="C", type=_positive_float,
+        "--cpus-per-worker", metavar="C", type=positive_float,
         help="CPUs reserved per worker, also its torch threads (default: 1 with GPUs, else the CPUs of a node shared "
         "by the workers)",
     )  # fmt: skip
@@ -95,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"(default: {DEFAULT_MAX_ATTEMPTS})",
     )  # fmt: skip
     parser.add_argument(
-        "--stall-timeout", metavar="SECONDS", type=_positive_float, default=DEFAULT_STALL_TIMEOUT_S,
+        "--stall-timeout", metavar="SECONDS", type=positive_float, default=DEFAULT_STALL_TIMEOUT_S,
         help="after Ray lost a node, stop (exit status 1, naming the lost nodes; the same command resumes) when no "
         "worker could be scheduled for this long; a Ray started here that dies is started again once instead "
         f"(default: {DEFAULT_STALL_TIMEOUT_S:.0f})",

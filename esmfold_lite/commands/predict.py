@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from esmfold_lite.cli import EXIT_SOME_FAILED, CliError, add_logging_options
+from esmfold_lite.cli import EXIT_SOME_FAILED, CliError, add_logging_options, non_negative_int, positive_int
 from esmfold_lite.pipeline import (
     DEFAULT_FORMATS,
     DEFAULT_MAX_TOKENS_PER_BATCH,
@@ -58,20 +58,6 @@ the protein and all longer ones are folded on the CPU.
 exit status: 0 all proteins ok; {EXIT_SOME_FAILED} some proteins failed (see {SUMMARY_NAME});
 1 nothing could run or the run had to stop (unreadable or empty FASTA, unusable or busy OUTDIR, results of other
 settings in OUTDIR, a damaged run state, model not loadable, a full or failing disk); 130/143 interrupted."""
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
 
 
 def _chunk_size(text: str) -> int | str:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from esmfold_lite.cli import EXIT_OK, CliError, add_logging_options, exit_status_help
-from esmfold_lite.commands.predict import positive_int
+from esmfold_lite.cli import EXIT_OK, CliError, add_logging_options, exit_status_help, positive_int
 from esmfold_lite.viz.report import PARALLEL_FROM, REPORT_NAME, ReportError, write_report
 
 
