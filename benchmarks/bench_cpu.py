@@ -41,12 +41,11 @@ import time
 from pathlib import Path
 
 import torch
+from readme_section import README, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # esmfold_reference: the randomized transformers model the tests use
 RESULTS = ROOT / "benchmarks" / "results"
-README = ROOT / "benchmarks" / "README.md"
-START, END = "<!-- cpu-results:start -->", "<!-- cpu-results:end -->"
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 
 
@@ -388,10 +387,7 @@ def write_report(results: dict, args: argparse.Namespace) -> None:
         lines[-1] += "."
     elif block:
         lines.append(f"One full-width trunk block at L={block['length']}: failed ({block['error']}).")
-    text = README.read_text() if README.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    README.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + tail)
+    write_section("cpu", lines)
 
 
 def merged(old: dict, new: dict) -> dict:

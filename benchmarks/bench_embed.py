@@ -85,10 +85,10 @@ import threading
 import time
 from pathlib import Path
 
+from readme_section import README, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-README = ROOT / "benchmarks" / "README.md"
-START, END = "<!-- embed-results:start -->", "<!-- embed-results:end -->"
 EXTRACT_BLOB = "68864d54d2c5c1de0db2a61f335ccd6965528731"  # git blob of scripts/extract.py at fair-esm's v2.0.0 tag
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 TOKENS_PER_BATCH = 4096
@@ -426,13 +426,7 @@ def write_report(results: dict) -> None:
         lines += ["", resume_text(resume, s["sequences"])]
     lines += ["", "Commands of the cases (in `--workdir`; `extract.py`: fair-esm v2.0.0's `scripts/extract.py`):", ""]
     lines += [f"* {r['case']}: `{r['command']}`" for r in rows if "command" in r and r["case"] != "resume-killed"]
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    body = "\n".join(lines)
-    if START in text:
-        text = text[: text.index(START) + len(START)] + "\n" + body + "\n" + text[text.index(END) :]
-    else:
-        text += f"\n{START}\n{body}\n{END}\n"
-    README.write_text(text)
+    write_section("embed", lines)
 
 
 def resume_text(resume: dict, total: int) -> str:

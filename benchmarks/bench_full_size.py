@@ -40,10 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # esmfold_reference: the randomized transformers model the tests use
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_cpu import _current_rss, _inputs, _peak_rss, gib, machine_info  # noqa: E402
+from readme_section import README, write_section  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-README = ROOT / "benchmarks" / "README.md"
-START, END = "<!-- full-size-results:start -->", "<!-- full-size-results:end -->"
 FORMATS = {"fair": "fair-esm pickles", "hf": "transformers folder"}
 PRECISIONS = {  # name -> (trunk dtype, LM dtype) of esmfold_lite's load_model
     "fp32": ("float32", "float32"),
@@ -187,7 +186,6 @@ def write_report(results: dict) -> None:
     (RESULTS / "full_size.json").write_text(json.dumps(results, indent=1))
     m = results["machine"]
     lines = [
-        START,
         f"Measured {results['date']} on {m['cpus']} cores of an {m['model']}, {m['ram_gib']} GiB, torch {m['torch']}, "
         f"transformers {m['transformers']}; {results['parameters'] / 1e9:.2f} B parameters, every one randomized. "
         f"Folding: `{results.get('fold_command', results['command'])}` ({results['fold_minutes']:.0f} min); "
@@ -236,14 +234,7 @@ def write_report(results: dict) -> None:
             f"| {r['length']} | {r['impl']} | {dtypes} | {r['seconds']:.1f} | {gib(r['peak_rss'])} | {speed} "
             f"| {fmt(r.get('ca_vs_transformers'))} | {fmt(r.get('ca_vs_lite_fp32'))} |"
         )
-    lines.append(END)
-    text = README.read_text()
-    if START in text:
-        head, _, rest = text.partition(START)
-        text = head + "\n".join(lines) + rest.partition(END)[2]
-    else:
-        text += "\n" + "\n".join(lines) + "\n"
-    README.write_text(text)
+    write_section("full-size", lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cpu import (  # noqa: E402
-    README,
     RESULTS,
     ca_deviation,
     cpu_chunk,
@@ -33,8 +32,7 @@ from bench_cpu import (  # noqa: E402
     run_case,
     save_model,
 )
-
-START, END = "<!-- precision-results:start -->", "<!-- precision-results:end -->"
+from readme_section import write_section  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,12 +128,7 @@ def write_report(result: dict) -> None:
             f"| {row['length']} | {row['num_recycles']} | {cell(row['lite_vs_ref'])} | {cell(row['ref_vs_ulp'])} "
             f"| {cell(row['ref_vs_fp64'])} | {cell(row['lite_vs_fp64'])} | {row.get('cpu', 'not recorded')} |"
         )
-    text = README.read_text()
-    if START not in text:
-        text += f"\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    README.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + tail)
+    write_section("precision", lines)
 
 
 if __name__ == "__main__":

@@ -37,12 +37,11 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from readme_section import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # esmfold_reference: the randomized model the tests use
 RESULTS = ROOT / "benchmarks" / "results"
-README = ROOT / "benchmarks" / "README.md"
-START, END = "<!-- proteome-results:start -->", "<!-- proteome-results:end -->"
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 
 
@@ -183,13 +182,7 @@ def write_readme(results: dict) -> None:
         "start-up s: wall time not spent folding (wall − proteins / proteins/s): for `fold-proteome` starting the "
         "worker processes and loading the model in each, for `predict` loading it once.",
     ]
-    text = README.read_text()
-    body = "\n".join(lines)
-    if START in text:
-        text = text[: text.index(START) + len(START)] + "\n" + body + "\n" + text[text.index(END) :]
-    else:
-        text += f"\n{START}\n{body}\n{END}\n"
-    README.write_text(text)
+    write_section("proteome", lines)
 
 
 if __name__ == "__main__":

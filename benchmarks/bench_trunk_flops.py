@@ -38,12 +38,11 @@ import time
 from pathlib import Path
 
 import torch
+from readme_section import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # randomize_: every parameter randomized, as in the parity tests
 RESULTS = ROOT / "benchmarks" / "results"
-README = ROOT / "benchmarks" / "README.md"
-START, END = "<!-- flops-results:start -->", "<!-- flops-results:end -->"
 STEPS = (
     "seq_attention",
     "mlp_seq",
@@ -314,12 +313,7 @@ def write_readme(result: dict) -> None:
                 f"| {label} | {bf['seconds']:.2f} | {result['total']['seconds'] / bf['seconds']:.2f}× "
                 f"| {bf['max_abs_diff_over_max_abs']:.1e} | {bf['mean_abs_diff_over_mean_abs']:.1e} |"
             )
-    text = README.read_text()
-    if START not in text:
-        text += f"\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    README.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + tail)
+    write_section("flops", lines)
 
 
 if __name__ == "__main__":
