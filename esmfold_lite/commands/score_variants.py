@@ -288,6 +288,8 @@ def heatmap_png(wild_type: str, offset_idx: int, mutations: list[Mutation], scor
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from esmfold_lite.viz.plots import figure_png
+
     row_of = {aa: r for r, aa in enumerate(STANDARD_AMINO_ACIDS)}
     grid = np.full((len(STANDARD_AMINO_ACIDS), len(wild_type)), np.nan)
     for mutation, score in zip(mutations, scores, strict=True):
@@ -310,6 +312,4 @@ def heatmap_png(wild_type: str, offset_idx: int, mutations: list[Mutation], scor
     ax.set(xlabel="position", ylabel="mutant amino acid", title=title)
     fig.colorbar(image, ax=ax, label="log p(mutant) - log p(wild type)")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure_png(fig)

@@ -183,6 +183,8 @@ def contact_map_png(contacts, title: str) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from esmfold_lite.viz.plots import figure_png
+
     probabilities = _numpy(contacts) if hasattr(contacts, "detach") else np.asarray(contacts, dtype=np.float32)
     length = probabilities.shape[0]
     fig = Figure(figsize=(6, 5), dpi=100)
@@ -193,9 +195,7 @@ def contact_map_png(contacts, title: str) -> bytes:
     axes.set(xlabel="residue", ylabel="residue", title=title)
     fig.colorbar(image, ax=axes, label="contact probability")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def render_protein(
