@@ -22,7 +22,9 @@ EXIT_FAILED = 1  # nothing could run (bad input file, unusable output folder, mo
 EXIT_USAGE = 2  # invalid command line (argparse's own code)
 EXIT_SOME_FAILED = 3  # the run went through, but some records failed (each one's reason is in the output table)
 
-VERBOSE_HELP = "more log output (-vv for debug); also accepted before the command"
+VERBOSE_HELP = (
+    "more log output (-v esmfold_lite's debug messages, -vv every library's); also accepted before the command"
+)
 QUIET_HELP = "only warnings and errors; also accepted before the command"
 
 
@@ -83,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every command takes -q/-v after its name too; see `esmfold-lite COMMAND --help` for its exit status.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}", help="print the version")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="more log output (-v esmfold_lite's debug messages, -vv every library's)",
+    )  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
@@ -99,13 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.quiet = args.quiet or vars(args).pop("command_quiet", False)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # -v: esmfold_lite's own debug messages (e.g. every trunk pass); -vv: every library's too
+    own = logging.DEBUG if args.verbose == 1 and not args.quiet else logging.NOTSET
+    logging.getLogger("esmfold_lite").setLevel(own)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
     try:
         return int(args.func(args) or EXIT_OK)
     except CliError as exc:
-        logging.getLogger(__name__).debug("%s stopped", args.command, exc_info=exc)  # the traceback only with -vv
+        logging.getLogger(__name__).debug("%s stopped", args.command, exc_info=exc)  # the traceback only with -v or -vv
         print(f"esmfold-lite {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading

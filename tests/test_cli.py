@@ -101,6 +101,8 @@ def test_quiet_and_verbose_mean_the_same_before_and_after_the_command(
     rc = main([*before, *_argv(command, tmp_path), *after])
     assert rc in (0, 1)
     assert logging_levels == [level]
+    own = logging.DEBUG if (before + after).count("-v") == 1 and level == logging.INFO else logging.NOTSET
+    assert logging.getLogger("esmfold_lite").level == own, "-v: esmfold_lite's own debug messages"
 
 
 def test_weights_takes_the_flags_at_both_levels(tmp_path, logging_levels, capsys):

@@ -22,6 +22,8 @@ from fake_esmfold import FakeFolder
 
 import esmfold_lite
 import esmfold_lite.fold.precision
+import esmfold_lite.pipeline.predict
+import esmfold_lite.pipeline.progress
 from esmfold_lite.cli import build_parser, main
 from esmfold_lite.io.outputs import read_afdb_pae
 
@@ -286,6 +288,31 @@ def test_default_dtype_is_auto_and_its_choice_is_logged(
     assert any(f"dtypes: language model {lm}, trunk float32 (auto" in m for m in caplog.messages)
     settings = json.loads((outdir / "run.json").read_text())["settings"]
     assert settings["dtype"] == "auto" and settings["lm_dtype"] is None
+
+
+def test_trunk_passes_show_in_the_bar_and_without_one_slow_ones_are_logged(
+    tmp_path, official_checkpoint, caplog, capsys, monkeypatch
+):
+    fasta = write_fasta(tmp_path / "in.fasta", {"a": "MKTAYIAKQR"})
+    argv = ["predict", str(fasta), "-o", str(tmp_path / "fast"), "--model", str(official_checkpoint),
+            "--num-recycles", "1", "--device", "cpu", "--dtype", "float32", "--no-progress"]  # fmt: skip
+    with caplog.at_level("INFO"):
+        assert main(argv) == 0
+    assert not any("trunk pass" in m for m in caplog.messages), "a fast fold logs no passes"
+    monkeypatch.setattr(esmfold_lite.pipeline.progress, "PASS_LOG_AFTER_S", 0.0)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert main([*argv[:3], str(tmp_path / "slow"), *argv[4:]]) == 0
+    passes = [m.split(",")[0] for m in caplog.messages if "trunk pass" in m]
+    assert passes == ["a: trunk pass 1/2 done", "a: trunk pass 2/2 done"]
+
+    monkeypatch.setattr(esmfold_lite.pipeline.predict, "show_bar", lambda progress: True)  # as on a terminal
+    capsys.readouterr()
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert main([*argv[:3], str(tmp_path / "bar"), *argv[4:-1]]) == 0  # without --no-progress
+    assert "a: trunk pass 2/2" in capsys.readouterr().err
+    assert not any("trunk pass" in m for m in caplog.messages), "with a bar, passes are not logged at INFO"
 
 
 def test_esm_fold_flags_work_as_in_fair_esm(tmp_path, fake_models):

@@ -7,6 +7,7 @@ from transformers.models.esm import modeling_esmfold as hf
 from transformers.models.esm.configuration_esm import TrunkConfig as HFTrunkConfig
 
 from esmfold_lite.fold.config import StructureModuleConfig, TrunkConfig
+from esmfold_lite.fold.pass_progress import on_trunk_pass
 from esmfold_lite.fold.trunk import FoldingTrunk, RelativePosition, pseudo_beta_distogram
 
 TRUNK = dict(num_blocks=2, sequence_state_dim=32, pairwise_state_dim=16, sequence_head_width=16, pairwise_head_width=8)
@@ -74,6 +75,18 @@ def test_recycling_semantics(trunks):
     assert max_diff(default, fewer) > 1e-3
     with pytest.raises(ValueError, match="no_recycles"):
         ours(*args, no_recycles=-1)
+
+
+def test_every_pass_that_ends_is_told_to_the_listener_and_only_within_its_context(trunks):
+    _, ours = trunks
+    args = inputs(4, length=6)
+    heard = []
+    with torch.no_grad():
+        with on_trunk_pass(lambda done, passes: heard.append((done, passes))):
+            ours(*args, no_recycles=2)
+            ours(*args)
+        ours(*args, no_recycles=0)
+    assert heard == [(1, 3), (2, 3), (3, 3), *((n, MAX_RECYCLES) for n in range(1, MAX_RECYCLES + 1))]
 
 
 def test_only_the_last_pass_is_differentiated(trunks):

@@ -4,7 +4,7 @@ structure module.
 One trunk pass adds the relative-position embedding to the pair state and runs every block; the structure module
 then turns the (projected) states into atoms. Recycling feeds the previous pass's sequence and pair states
 (layer-normalised) and a distogram of its predicted pseudo-Cβ atoms back into the next pass. Only the last pass
-is differentiated.
+is differentiated. The end of every pass is told to a progress listener, if one is installed (``pass_progress``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch import nn
 
 from esmfold_lite.fold.chunking import ChunkPlan, RowMap, chunk_apply, reuse_buffers
 from esmfold_lite.fold.config import TrunkConfig
+from esmfold_lite.fold.pass_progress import trunk_pass_done
 from esmfold_lite.fold.structure_module import StructureModule
 from esmfold_lite.fold.trunk_block import TriangularSelfAttentionBlock
 
@@ -160,6 +161,7 @@ class FoldingTrunk(nn.Module):
                 if not last:
                     recycle_s, recycle_z = s_s, s_z
                     recycle_bins = pseudo_beta_distogram(structure["positions"][-1][:, :, :3])
+            trunk_pass_done(index + 1, passes)
 
         structure["s_s"] = s_s
         structure["s_z"] = s_z

@@ -12,6 +12,7 @@ import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from esmfold_lite.batch_folding import BatchFolder, Folder, FoldJob
+from esmfold_lite.fold.pass_progress import on_trunk_pass
 from esmfold_lite.io.run_state import RunState
 from esmfold_lite.pipeline.errors import PipelineError
 from esmfold_lite.pipeline.folded import render_outcome, save_folded
@@ -166,7 +167,9 @@ def _fold_all(
         while start < len(queue):
             batch = folding.next_batch(queue, start)
             start += len(batch)
-            folded = [render_outcome(outcome, formats) for outcome in folding.fold(batch)]
+            with on_trunk_pass(report.trunk_passes(batch)):
+                outcomes = folding.fold(batch)
+            folded = [render_outcome(outcome, formats) for outcome in outcomes]
             for item, result in zip(folded, save_folded(state, settings, folded), strict=True):
                 results[item.job.index] = result
             report.add([results[item.job.index] for item in folded])

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
+from esmfold_lite.batch_folding import FoldJob
+from esmfold_lite.fold.pass_progress import PassListener
 from esmfold_lite.io.atomic import atomic_write_text
 from esmfold_lite.io.outputs import write_summary
 from esmfold_lite.io.run_state import RunState
@@ -18,6 +20,10 @@ from esmfold_lite.pipeline.records import RUN_REPORT_NAME, SUMMARY_NAME, Protein
 from esmfold_lite.pipeline.settings import RunSettings
 
 logger = logging.getLogger(__name__)
+
+PASS_LOG_AFTER_S = 30.0
+"""Without a bar, a trunk pass that ends this long or longer after its batch started is logged at INFO (else DEBUG):
+long folds on a CPU show signs of life, fast ones do not fill the log."""
 
 
 class RunProgress:
@@ -63,6 +69,21 @@ class RunProgress:
         self.bar.update(len(results))
         if not self.bar.disable:
             self.bar.set_postfix_str(f"{self.failed} failed" if self.failed else "")
+
+    def trunk_passes(self, batch: Sequence[FoldJob]) -> PassListener:
+        """A listener for ``fold.pass_progress.on_trunk_pass`` while ``batch`` folds: the bar's postfix names the
+        pass; without a bar, a pass ending ``PASS_LOG_AFTER_S`` or more after the batch started is logged."""
+        label = batch[0].name if len(batch) == 1 else f"{len(batch)} proteins ({batch[0].name}, ...)"
+        started = time.perf_counter()
+
+        def listener(done: int, passes: int) -> None:
+            elapsed = time.perf_counter() - started
+            if not self.bar.disable:
+                self.bar.set_postfix_str(f"{label}: trunk pass {done}/{passes}", refresh=True)
+            level = logging.INFO if self.bar.disable and elapsed >= PASS_LOG_AFTER_S else logging.DEBUG
+            logger.log(level, "%s: trunk pass %d/%d done, %.0f s", label, done, passes, elapsed)
+
+        return listener
 
     def stats(self) -> dict[str, object]:
         elapsed = time.perf_counter() - self.clock
