@@ -60,6 +60,17 @@ def at_least(kind: Callable[[str], float], minimum: float, inclusive: bool = Tru
     return parse
 
 
+def torch_device(text: str) -> str:
+    """An argparse ``type`` for ``--device``: a device this machine has (``lm.load.as_device``), kept as written."""
+    from esmfold_lite.lm.load import as_device
+
+    try:
+        as_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 positive_int = at_least(int, 1)
 non_negative_int = at_least(int, 0)
 positive_float = at_least(float, 0, inclusive=False)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import esmfold_lite
 from esmfold_lite import cli
@@ -126,3 +127,25 @@ def test_run_level_errors_exit_1_and_usage_errors_exit_2(tmp_path, capsys):
         main(["embed", "--no-such-flag"])
     assert exit_info.value.code == 2
     assert main([]) == 2
+
+
+@pytest.mark.parametrize("command", ["predict", "embed", "score_variants"])
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("bogus", "unknown device 'bogus'; use cpu, cuda, cuda:N or mps"), ("cuda:0", "CUDA is not available")],
+)
+def test_a_device_this_machine_lacks_is_a_usage_error(command, device, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*_argv(command, tmp_path), "--device", device])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "argument --device:" in err and message in err
+
+
+@pytest.mark.parametrize("loader", [esmfold_lite.load_model, esmfold_lite.load_language_model])
+def test_loaders_name_a_missing_device_before_reading_anything(loader, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        loader(tmp_path / "missing.pt", device="gpu")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        loader(tmp_path / "missing.pt", device="cuda")

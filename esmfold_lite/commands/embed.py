@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from esmfold_lite.alphabet import ALL_TOKENS
-from esmfold_lite.cli import CliError, add_logging_options, exit_status_help, records_exit_code
+from esmfold_lite.cli import CliError, add_logging_options, exit_status_help, records_exit_code, torch_device
 from esmfold_lite.commands.embed_outputs import CONTACTS_PNG_SUFFIX, EmbedInput, FileSink, ShardSink
 from esmfold_lite.io.fasta import FastaRecord, count_records, read_fasta, validate_record
 from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH, SELECTIONS, read_msa, select_rows
@@ -156,8 +156,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "first rows of the file (default: diverse)",
     )
     parser.add_argument(
-        "--device", metavar="D", default=None, help="torch device: cpu, cuda, cuda:1 (default: the loader's choice)"
-    )
+        "--device", metavar="D", type=torch_device, default=None,
+        help="torch device: cpu, cuda, cuda:1 (default: the loader's choice)",
+    )  # fmt: skip
     parser.add_argument(
         "--dtype", choices=tuple(DTYPES), default=None, help="model precision (default: as the loader chooses)"
     )

@@ -8,7 +8,14 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from esmfold_lite.cli import EXIT_SOME_FAILED, CliError, add_logging_options, non_negative_int, positive_int
+from esmfold_lite.cli import (
+    EXIT_SOME_FAILED,
+    CliError,
+    add_logging_options,
+    non_negative_int,
+    positive_int,
+    torch_device,
+)
 from esmfold_lite.pipeline import (
     DEFAULT_FORMATS,
     DEFAULT_MAX_TOKENS_PER_BATCH,
@@ -199,7 +206,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-i", "--input", dest="input", metavar="FASTA", type=Path,
         help="the FASTA file, as fair-esm's esm-fold takes it (instead of the positional INPUT.fasta)",
     )  # fmt: skip
-    parser.add_argument("--device", metavar="D", help="torch device: cuda, cuda:1, cpu, mps (default: cuda if present)")
+    parser.add_argument(
+        "--device", metavar="D", type=torch_device,
+        help="torch device: cuda, cuda:1, cpu, mps (default: cuda if present)",
+    )  # fmt: skip
     parser.add_argument("--cpu-only", action="store_true", help="fold on the CPU only (the same as --device cpu)")
     add_folding_arguments(parser)
     parser.set_defaults(func=run, parser=parser)

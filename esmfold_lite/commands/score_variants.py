@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from esmfold_lite.cli import EXIT_FAILED, CliError, add_logging_options, exit_status_help, records_exit_code
+from esmfold_lite.cli import (
+    EXIT_FAILED,
+    CliError,
+    add_logging_options,
+    exit_status_help,
+    records_exit_code,
+    torch_device,
+)
 from esmfold_lite.io.atomic import atomic_write_bytes, atomic_write_text
 from esmfold_lite.io.fasta import read_fasta
 from esmfold_lite.io.mutations import Mutation, all_single_mutants, check_wild_type, parse_mutation
@@ -116,8 +123,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="token budget of one forward pass: count x (sequence length + 2) <= N (default: 4096)",
     )
     parser.add_argument(
-        "--device", metavar="D", default=None, help="torch device: cpu, cuda, cuda:1 (default: the loader's choice)"
-    )
+        "--device", metavar="D", type=torch_device, default=None,
+        help="torch device: cpu, cuda, cuda:1 (default: the loader's choice)",
+    )  # fmt: skip
     parser.add_argument(
         "--dtype",
         choices=("float32", "float16", "bfloat16"),

@@ -46,6 +46,31 @@ def as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return resolved
 
 
+def as_device(device: torch.device | str | None) -> torch.device | None:
+    """``"cuda:1"``, ``torch.device("cpu")``, ... -> a ``torch.device`` this machine has (None stays None).
+
+    Raises ValueError naming what is wrong and what to use instead: a name torch does not know, CUDA or MPS not
+    available here, a CUDA index beyond the GPUs present.
+    """
+    if device is None:
+        return None
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this PyTorch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"device {device!r}: CUDA is not available ({why}); use cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0"
+            )
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available here; use cpu")
+    return resolved
+
+
 def _key_list(keys: set[str]) -> str:
     shown = ", ".join(sorted(keys)[:_SHOWN_KEYS])
     return shown + (f" (+{len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else "")
@@ -136,7 +161,9 @@ def load_language_model(
     Raises:
         CheckpointError: ``source`` is not a readable language-model checkpoint (the message names it and the fix).
         DownloadError: a registry name or URL that could not be downloaded (the message says where to put the file).
+        ValueError: ``device`` is not one this machine has (``as_device``), or ``dtype`` is unknown.
     """
+    device = as_device(device)
     info = None if Path(source).expanduser().exists() else registry.lookup(str(source))
     if info is not None and info.kind == "esmfold":
         raise CheckpointError(
