@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from biotite.structure.io import pdb, pdbx
 from fake_esmfold import FakeFolder
 
@@ -336,7 +337,8 @@ def test_esm_fold_flags_work_as_in_fair_esm(tmp_path, fake_models):
         (["--cpu-only", "--device", "cuda"], "--cpu-only contradicts --device cuda"),
     ],
 )
-def test_input_and_device_usage_errors(tmp_path, capsys, argv, message):
+def test_input_and_device_usage_errors(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # --device cuda is valid; the contradiction is not
     positional = [] if argv == [] else ["in.fasta"]
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", *positional, "-o", str(tmp_path / "out"), "--model", "m", *argv])
