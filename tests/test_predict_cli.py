@@ -26,6 +26,7 @@ import esmfold_lite.fold.precision
 import esmfold_lite.pipeline.predict
 import esmfold_lite.pipeline.progress
 from esmfold_lite.cli import build_parser, main
+from esmfold_lite.commands import predict as predict_command
 from esmfold_lite.io.outputs import read_afdb_pae
 
 FAKE_CLI = Path(__file__).with_name("fake_esmfold.py")
@@ -239,6 +240,25 @@ def test_killed_mid_run_leaves_no_partial_file_and_the_rerun_folds_only_the_rest
     assert {p.name: p.stat().st_mtime_ns for p in outdir.iterdir() if p.stem in done} == stamps
     assert temp_files(outdir) == []
     check_outputs(outdir, records, formats=("pdb", "cif", "json"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_wrapped_by_a_c_extension_is_still_a_clean_interruption(signum, caplog):
+    """Ray's ``ray.wait`` (Cython) hands an exception raised by the signal handler back as a SystemError whose
+    context it is; fold-proteome must still stop with 128 + signal and the resume hint, not a traceback."""
+
+    def command() -> int:
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(5)
+        except BaseException:
+            raise SystemError("<cyfunction CoreWorker.wait> returned a result with an exception set")  # noqa: B904
+        return 0
+
+    assert predict_command.run_interruptibly(command) == 128 + signum
+    assert any("interrupted" in m and "resume" in m for m in caplog.messages)
+    with pytest.raises(SystemError):  # a SystemError of its own is not an interruption
+        predict_command.run_interruptibly(lambda: (_ for _ in ()).throw(SystemError("other")))
 
 
 def test_sigterm_stops_cleanly_with_status_143(tmp_path):

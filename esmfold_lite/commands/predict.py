@@ -245,12 +245,27 @@ def run_interruptibly(command: Callable[[], int]) -> int:
         return command()
     except PipelineError as exc:
         raise CliError(str(exc)) from exc
-    except _Interrupted as exc:
+    except BaseException as exc:
+        interruption = _interruption(exc)
+        if interruption is None:
+            raise
         logger.warning("interrupted; finished proteins are kept, run the same command again to resume")
-        return 128 + exc.signum
+        return 128 + interruption.signum
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _interruption(exc: BaseException) -> _Interrupted | None:
+    """The ``_Interrupted`` that ``exc`` is or that caused it: raised inside a C extension (Ray's ``ray.wait``), it
+    comes back wrapped, e.g. as a SystemError whose context it is."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, _Interrupted):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def exit_status(failed: int, total: int, outdir: Path) -> int:
