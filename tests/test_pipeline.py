@@ -193,6 +193,7 @@ def test_resume_skips_complete_proteins_retries_failed_and_overwrite_recomputes(
     fourth = FakeFolder()
     predict_fasta(fasta, outdir, model=fourth, formats=("pdb", "npz"), progress=False)
     assert sorted(fourth.folded) == sorted(seqs.values())
+    assert outputs(outdir) == sorted(f"{n}{s}" for n in seqs for s in (".npz", ".pdb")), "no file of an earlier fold"
     seqs["p1"] = sequence(33, 9)
     write_fasta(fasta, list(seqs.items()))
     fifth = FakeFolder()
@@ -202,6 +203,7 @@ def test_resume_skips_complete_proteins_retries_failed_and_overwrite_recomputes(
     overwrite = FakeFolder()
     results = predict_fasta(fasta, outdir, model=overwrite, formats=("pdb",), overwrite=True, progress=False)
     assert sorted(overwrite.folded) == sorted(seqs.values()) and not any(r.reused for r in results)
+    assert outputs(outdir) == sorted(f"{name}.pdb" for name in seqs), "the npz files of the earlier fold are gone"
 
     # a run on another FASTA keeps the rows of this one
     other = write_fasta(tmp_path / "other.fasta", [("q0", "MKVLA")])

@@ -223,10 +223,13 @@ def render_protein(
 
 def write_files(outdir: Path, name: str, files: Mapping[str, bytes]) -> dict[str, Path]:
     """Write rendered files (``render_protein``) atomically as ``OUTDIR/<name><suffix>`` (``output_paths``); returns
-    their paths."""
+    their paths. The protein's files of the other formats, left by an earlier fold of it (other settings, another
+    sequence under the same id), are removed afterwards: every file of a protein comes from one fold."""
     paths = output_paths(outdir, name, list(files))
     for fmt, content in files.items():
         atomic_write_bytes(paths[fmt], content)
+    for path in output_paths(outdir, name, [fmt for fmt in FORMAT_SUFFIXES if fmt not in files]).values():
+        path.unlink(missing_ok=True)
     return paths
 
 
