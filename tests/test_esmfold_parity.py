@@ -10,6 +10,7 @@ from esmfold_reference import tiny_hf_esmfold, write_fair_esmfold
 from esmfold_lite import load_model
 from esmfold_lite.fold.chains import encode_batch
 from esmfold_lite.weights.esmfold_format import save_esmfold
+from esmfold_lite.weights.safe_pickle import CheckpointError
 
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "GSHMLE", "ACDEFGHIKLMNPQRSTVWYX"]
 
@@ -82,6 +83,9 @@ def test_transformers_folder_and_own_format_give_identical_results(models, tmp_p
         got = other.fold(SEQUENCES[0], num_recycles=1)
         assert torch.equal(got.positions, expected.positions)
         assert torch.equal(got.ptm, expected.ptm)
+    for folder in ("hf", "own"):  # they hold their LM: another one given would go unused
+        with pytest.raises(CheckpointError, match="holds its own language model.*would not be used: drop it"):
+            load_model(tmp_path / folder, lm=tmp_path / "esm2.pt")
 
 
 def test_multichain_fold_cuts_linker_and_names_chains(models):

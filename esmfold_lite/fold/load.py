@@ -96,7 +96,8 @@ def load_model(
             (``config.json`` + weights, LM included) or a checkpoint esmfold_lite wrote (``save_esmfold``).
         lm: the ESM-2 language model for a fair-esm ``.pt`` (path or registry name). By default
             ``esm2_t36_3B_UR50D.pt`` beside the checkpoint (for a symlink: beside the link, else beside the file it
-            points to), else the registry's copy in the cache. Ignored for formats that contain their LM.
+            points to), else the registry's copy in the cache. Refused (CheckpointError) for formats that contain
+            their LM.
         device: where to run (default CPU).
         dtype: dtype of the trunk, structure module and heads (default float32), or ``"auto"``: the fastest safe
             dtypes for ``device``, for the LM too unless ``lm_dtype`` is given (``fold.precision``: on a CPU with
@@ -129,6 +130,10 @@ def load_model(
     config = esmfold_config_from_dict(config_dict)
     if lm_config is None:
         language_model = _language_model_for(path, lm, info.lm if info else DEFAULT_LM, precision.lm)
+    elif lm is not None:
+        raise CheckpointError(
+            f"{path} holds its own language model, so the one given ({lm}) would not be used: drop it"
+        )
     else:
         lm_state = cast_state_(lm_state, precision.lm)
         language_model = build_from_state(lambda: ESM2(ESM2Config(**lm_config)), lm_state, path)
