@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import os
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +120,9 @@ def test_hostile_fasta_folds_valid_records_reports_invalid_and_stays_inside_outd
         assert row["status"] == result.status and int(row["length"]) == result.length
         assert (row["error"] == "") == (result.status == "ok")
         assert "\t" not in row["error"] and "\n" not in row["error"]
+
+    assert summary["complex"]["header"] == "complex chains A and B", "the FASTA header, which the id came from"
+    assert summary["too_long"]["header"] == "too_long" and summary["letters"]["header"] == "letters"
 
     complex_result = next(r for r in results if r.id == "complex")
     assert complex_result.status == "ok" and complex_result.length == 9
@@ -575,3 +580,18 @@ def test_a_run_that_fails_before_writing_anything_leaves_no_outdir_behind(tmp_pa
     with pytest.raises(PipelineError, match="cannot load the model"):
         predict_fasta(fasta, existing, model_source=tmp_path / "missing.pt", progress=False)
     assert (existing / "keep.txt").read_text() == "mine" and not (existing / "summary.tsv").exists()
+
+
+def test_summary_names_each_proteins_fasta_header_also_after_a_state_of_an_earlier_version(tmp_path):
+    fasta = write_fasta(tmp_path / "in.fasta", [("sp|P69905|HBA_HUMAN Hemoglobin subunit alpha", "MVLSPADKTNVKAAW")])
+    outdir = tmp_path / "out"
+    (result,) = predict_fasta(fasta, outdir, model=FakeFolder(), formats=("pdb",), progress=False)
+    assert read_summary(outdir)[result.id]["header"] == "sp|P69905|HBA_HUMAN Hemoglobin subunit alpha"
+
+    # a run state written before the header column existed is brought up to date, and its results still count
+    with contextlib.closing(sqlite3.connect(outdir / ".esmfold-lite" / "state.sqlite")) as db, db:
+        db.execute("ALTER TABLE proteins DROP COLUMN header")
+    model = FakeFolder()
+    (again,) = predict_fasta(fasta, outdir, model=model, formats=("pdb",), progress=False)
+    assert again.reused and model.folded == []
+    assert "header" in read_summary(outdir)[result.id]

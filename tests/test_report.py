@@ -59,6 +59,7 @@ def test_report_holds_every_protein_its_structure_plots_and_colours(tmp_path):
     assert [(status, name) for status, name, _ in rows] == [("ok", "ubq"), ("ok", "pair"), ("error", "bad")]
     assert "&#x27;4&#x27; at 4" in rows[2][2]  # the failure and its reason are in the table
     assert '<section class="protein status-error" id="p3">' in page
+    assert '<p class="header">ubq</p>' in page  # the FASTA header
 
     payloads = structure_payloads(page)
     assert sorted(payloads) == ["pair.pdb", "ubq.pdb"]

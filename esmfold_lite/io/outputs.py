@@ -37,7 +37,7 @@ FORMAT_SUFFIXES: dict[str, str] = {
     "png": ".png",
 }  # fmt: skip
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "id", "length", "mean_plddt", "ptm", "status", "seconds", "error", "notes", "sequence_hash",
+    "id", "length", "mean_plddt", "ptm", "status", "seconds", "error", "notes", "sequence_hash", "header",
 )  # fmt: skip
 
 

@@ -62,9 +62,12 @@ CREATE TABLE IF NOT EXISTS settings (digest TEXT PRIMARY KEY, json TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS proteins (
     id TEXT PRIMARY KEY, length INTEGER NOT NULL, status TEXT NOT NULL,
     mean_plddt REAL, ptm REAL, seconds REAL, error TEXT NOT NULL DEFAULT '', notes TEXT NOT NULL DEFAULT '',
-    sequence_hash TEXT NOT NULL DEFAULT '', settings TEXT NOT NULL DEFAULT '', files TEXT NOT NULL DEFAULT '{}'
+    sequence_hash TEXT NOT NULL DEFAULT '', settings TEXT NOT NULL DEFAULT '', files TEXT NOT NULL DEFAULT '{}',
+    header TEXT NOT NULL DEFAULT ''
 );
 """
+_ADDED_COLUMNS = {"header": "TEXT NOT NULL DEFAULT ''"}
+"""Columns of ``proteins`` that run states written by earlier versions lack: added when such a state is opened."""
 _COLUMNS = (*SUMMARY_COLUMNS, "settings", "files")
 _TABLES = {"settings": ("digest", "json", "used"), "proteins": _COLUMNS}
 _NULLABLE = frozenset({"mean_plddt", "ptm", "seconds"})
@@ -248,6 +251,21 @@ def open_run_state(outdir: str | os.PathLike, replace_damaged: bool = False) -> 
         lock.release()
 
 
+def _add_missing_columns(path: Path) -> None:
+    """Bring a run state written by an earlier version up to date (``_ADDED_COLUMNS``); anything else about the file
+    is left for ``checked_connection`` to judge."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)) as db:
+        present = {row[1] for row in db.execute("PRAGMA table_info(proteins)")}
+        if "id" not in present:  # no proteins table: new, empty or foreign
+            return
+        with db:
+            for column, definition in _ADDED_COLUMNS.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE proteins ADD COLUMN {column} {definition}")
+
+
 def _open_database(path: Path, replace_damaged: bool) -> sqlite3.Connection:
     """The run state's database, opened (created if missing) and checked; a damaged one raises OutdirError naming
     the fix, or with ``replace_damaged`` is deleted and created anew (see the module docstring)."""
@@ -256,6 +274,7 @@ def _open_database(path: Path, replace_damaged: bool) -> sqlite3.Connection:
     if os.path.lexists(path) and not path.is_file():
         raise OutdirError(f"{path} is not a regular file (esmfold-lite keeps its run state there): remove it")
     try:
+        _add_missing_columns(path)
         return checked_connection(path, _SCHEMA, _TABLES, "run state")
     except sqlite3.Error as exc:
         if not replace_damaged or sqlite_error_kind(exc) != "damaged":

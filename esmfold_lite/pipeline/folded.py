@@ -60,7 +60,7 @@ def save_folded(state: RunState, settings: RunSettings, folded: Sequence[FoldedP
         job = item.job
         result = ProteinResult(
             job.name, job.length, "error", seconds=item.seconds, error=item.error, notes="; ".join(job.notes),
-            sequence_hash=sequence_hash(job.sequence),
+            sequence_hash=sequence_hash(job.sequence), header=job.header,
         )  # fmt: skip
         records = {}
         if item.files:

@@ -41,6 +41,7 @@ class ProteinResult:
     error: str = ""
     notes: str = ""
     sequence_hash: str = ""
+    header: str = ""  # the FASTA header line (without ">"), which ``id`` was made from
     reused: bool = False
 
     def to_row(self) -> dict[str, object]:
@@ -64,6 +65,7 @@ class ProteinResult:
             error=str(row["error"] or ""),
             notes=str(row["notes"] or ""),
             sequence_hash=str(row["sequence_hash"] or ""),
+            header=str(row.get("header") or ""),
         )
 
 
@@ -107,6 +109,7 @@ def plan_record(
     """What to do with record ``index`` (0-based, for messages) named ``name``: a ``ProteinResult`` for an invalid
     record (``error``, logged) or a complete one (``reused``), else a ``FoldJob``."""
     seq_hash = sequence_hash(record.sequence)
+    header = f"{record.id} {record.description}".strip()
     reason = validate_record(record, max_length)
     if reason is None:
         try:
@@ -115,7 +118,7 @@ def plan_record(
             reason = str(exc)
     if reason is not None:
         logger.error("record %d (line %d) %s: %s", index + 1, record.line, name, reason)
-        return ProteinResult(name, record.num_residues, "error", error=reason, sequence_hash=seq_hash)
+        return ProteinResult(name, record.num_residues, "error", error=reason, sequence_hash=seq_hash, header=header)
     if not overwrite:
         row = state.complete_row(name, seq_hash, settings.digest, paths)
         if row is not None:
@@ -124,11 +127,12 @@ def plan_record(
             return complete
     n_chains = record.sequence.count(CHAIN_SEPARATOR) + 1
     tokens = record.num_residues + (n_chains - 1) * len(DEFAULT_LINKER)
-    header = f"{record.id} {record.description}".strip()
     return FoldJob(index, name, header, record.sequence, record.num_residues, tokens)
 
 
 def pending_row(job: FoldJob) -> dict[str, object]:
     """The row of a protein about to be folded: until its files are all written, an interrupted run must not count
     an earlier result as complete."""
-    return ProteinResult(job.name, job.length, "pending", sequence_hash=sequence_hash(job.sequence)).to_row()
+    return ProteinResult(
+        job.name, job.length, "pending", sequence_hash=sequence_hash(job.sequence), header=job.header
+    ).to_row()

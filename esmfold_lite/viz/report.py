@@ -1,9 +1,9 @@
 """One self-contained HTML file for a finished ``predict`` run: a sortable table of every protein and, per protein, a
 3D view coloured by pLDDT and its pLDDT / PAE plots.
 
-Read from OUTDIR: ``summary.tsv`` (the table: id, length, mean pLDDT, pTM, status, error) and per protein whatever
-exists of ``<id>.pdb`` / ``.cif`` (the structure, PDB preferred), ``<id>.json`` / ``.npz`` (pLDDT and PAE; without
-them pLDDT comes from the structure's B-factors and the PAE from the AlphaFold DB layout file
+Read from OUTDIR: ``summary.tsv`` (the table: id, length, mean pLDDT, pTM, status, error; the FASTA header) and per
+protein whatever exists of ``<id>.pdb`` / ``.cif`` (the structure, PDB preferred), ``<id>.json`` / ``.npz`` (pLDDT
+and PAE; without them pLDDT comes from the structure's B-factors and the PAE from the AlphaFold DB layout file
 ``<id>_predicted_aligned_error_v1.json``, else the PAE plot is left out). A protein whose files are missing or
 unreadable keeps its table row and says what is missing.
 
@@ -248,6 +248,8 @@ def _section(k: int, page: ProteinPage) -> str:
     if _float(row.get("ptm", "")) is not None:
         facts.append(f"pTM {float(row['ptm']):.3f}")
     parts = [f'<section class="protein status-{status}" id="p{k}"><h2>{name} <span class="status">{status}</span></h2>']
+    if row.get("header"):  # the FASTA header the id was made from
+        parts.append(f'<p class="header">{escape_html(row["header"])}</p>')
     parts.append(f"<p class=\"facts\">{escape_html(' · '.join(filter(None, facts)))}</p>")
     if row.get("error"):
         parts.append(f'<p class="error">{escape_html(row["error"])}</p>')
