@@ -142,6 +142,7 @@ class Driver:
             if not self.pool.ever_ready:  # rates count from the first worker with its model loaded
                 self.pool.ever_ready = True
                 self.report.start_folding()
+                self.report.write_summary()  # every protein listed (pending until folded), as predict does
             logger.info("worker %d ready: pid %s on %s (%s)", worker.number, worker.info["pid"],
                         worker.info["node"], worker.info["device"])  # fmt: skip
             return

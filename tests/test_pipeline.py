@@ -595,3 +595,13 @@ def test_summary_names_each_proteins_fasta_header_also_after_a_state_of_an_earli
     (again,) = predict_fasta(fasta, outdir, model=model, formats=("pdb",), progress=False)
     assert again.reused and model.folded == []
     assert "header" in read_summary(outdir)[result.id]
+
+
+def test_a_complete_protein_stays_complete_when_a_resumed_run_lowers_max_length(tmp_path):
+    fasta = write_fasta(tmp_path / "in.fasta", [("long", sequence(30)), ("short", sequence(10, 1))])
+    outdir = tmp_path / "out"
+    predict_fasta(fasta, outdir, model=FakeFolder(), formats=("pdb",), progress=False)
+    model = FakeFolder()
+    results = predict_fasta(fasta, outdir, model=model, formats=("pdb",), max_length=20, progress=False)
+    assert [(r.status, r.reused) for r in results] == [("ok", True), ("ok", True)] and model.folded == []
+    assert read_summary(outdir)["long"]["status"] == "ok"

@@ -343,3 +343,29 @@ def test_a_stall_after_a_lost_node_stops_the_run_naming_the_node():
     ray.nodes = lambda: []
     with pytest.raises(proteome_driver.RayLost, match="last node"):
         driver._watch(time.monotonic())
+
+
+def test_the_summary_lists_every_protein_once_the_first_worker_is_ready():
+    """A driver killed in its first minute leaves a summary.tsv (``report`` needs one): written when the model is up."""
+
+    class Report:
+        started = summaries = 0
+
+        def start_folding(self):
+            self.started += 1
+
+        def write_summary(self):
+            self.summaries += 1
+
+    class FakeRay:
+        def get(self, ref):
+            return {"pid": 1, "node": "127.0.0.1", "device": "cpu", "error": ""}
+
+    pool = proteome_workers.Pool.__new__(proteome_workers.Pool)
+    pool.ever_ready = False
+    workers = [proteome_workers.Worker(handle=None, number=n, starting=object()) for n in (1, 2)]
+    report = Report()
+    driver = proteome_driver.Driver(FakeRay(), pool, None, None, report, attempts=3, stall_timeout=60)
+    for worker in workers:
+        driver._started(worker, worker.starting)
+    assert (report.started, report.summaries) == (1, 1)

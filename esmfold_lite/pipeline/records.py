@@ -106,25 +106,26 @@ def plan_record(
     max_length: int | None,
     overwrite: bool,
 ) -> ProteinResult | FoldJob:
-    """What to do with record ``index`` (0-based, for messages) named ``name``: a ``ProteinResult`` for an invalid
-    record (``error``, logged) or a complete one (``reused``), else a ``FoldJob``."""
+    """What to do with record ``index`` (0-based, for messages) named ``name``: a ``ProteinResult`` for a complete
+    one (``reused``; also when it is now longer than ``max_length``: it was folded) or an invalid one (``error``,
+    logged), else a ``FoldJob``."""
     seq_hash = sequence_hash(record.sequence)
     header = f"{record.id} {record.description}".strip()
-    reason = validate_record(record, max_length)
-    if reason is None:
-        try:
-            paths = output_paths(state.outdir, name, formats)
-        except ValueError as exc:
-            reason = str(exc)
-    if reason is not None:
-        logger.error("record %d (line %d) %s: %s", index + 1, record.line, name, reason)
-        return ProteinResult(name, record.num_residues, "error", error=reason, sequence_hash=seq_hash, header=header)
-    if not overwrite:
+    try:
+        paths = output_paths(state.outdir, name, formats)
+        reason = None
+    except ValueError as exc:
+        paths, reason = None, str(exc)
+    if paths is not None and not overwrite:
         row = state.complete_row(name, seq_hash, settings.digest, paths)
         if row is not None:
             complete = ProteinResult.from_row(row)
             complete.reused = True
             return complete
+    reason = reason or validate_record(record, max_length)
+    if reason is not None:
+        logger.error("record %d (line %d) %s: %s", index + 1, record.line, name, reason)
+        return ProteinResult(name, record.num_residues, "error", error=reason, sequence_hash=seq_hash, header=header)
     n_chains = record.sequence.count(CHAIN_SEPARATOR) + 1
     tokens = record.num_residues + (n_chains - 1) * len(DEFAULT_LINKER)
     return FoldJob(index, name, header, record.sequence, record.num_residues, tokens)
