@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import biotite.structure as struc
+import numpy as np
 import torch
 
-from esmfold_lite.io.modelcif import ModelScores
-from esmfold_lite.io.structure import to_atom_array, to_mmcif_string, to_pdb_string
+from esmfold_lite.geometry.residue_constants import resnames
+from esmfold_lite.io.modelcif import ModelScores, PolymerChain
+from esmfold_lite.io.structure import CHAIN_IDS, to_atom_array, to_mmcif_string, to_pdb_string
 
 
 @dataclass
@@ -73,33 +75,52 @@ class Prediction:
             distogram_logits=per_pair(self.distogram_logits),
         )
 
-    def to_atom_array(self, i: int = 0) -> struc.AtomArray:
-        """Sequence ``i`` as a biotite AtomArray: chains "A", "B", ..., residues numbered from 1 within each chain
-        (gaps in ``residue_index`` kept), pLDDT as B-factor (per atom when ``atom_plddt`` is set, as the original)."""
-        one = self.select(i)
+    @staticmethod
+    def _residue_numbers(one: Prediction) -> torch.Tensor:
+        """(n,) residue numbers of ``one`` (a ``select``ed prediction): from 1 within each chain, gaps kept."""
         residue_index, chain_index = one.residue_index[0], one.chain_index[0]
         first_in_chain = torch.zeros_like(residue_index)
         for c in chain_index.unique():
             in_chain = chain_index == c
             first_in_chain[in_chain] = residue_index[in_chain].min()
+        return residue_index - first_in_chain + 1
+
+    def to_atom_array(self, i: int = 0) -> struc.AtomArray:
+        """Sequence ``i`` as a biotite AtomArray: chains "A", "B", ..., residues numbered from 1 within each chain
+        (gaps in ``residue_index`` kept), pLDDT as B-factor (per atom when ``atom_plddt`` is set, as the original)."""
+        one = self.select(i)
         return to_atom_array(
             positions=one.positions[0],
             atom_mask=one.atom_mask[0],
             aatype=one.aatype[0],
-            residue_index=residue_index - first_in_chain + 1,
-            chain_index=chain_index,
+            residue_index=self._residue_numbers(one),
+            chain_index=one.chain_index[0],
             b_factors=(one.plddt if one.atom_plddt is None else one.atom_plddt)[0],
         )
+
+    def polymer_chains(self, i: int = 0) -> list[PolymerChain]:
+        """The full sequence of each chain of sequence ``i`` as written to mmCIF (``entity_poly_seq``): residue names
+        in ``to_atom_array``'s chains and numbering, unknown residues (``X B Z U O``, which have no atoms) "UNK"."""
+        one = self.select(i)
+        names = np.asarray(resnames)[one.aatype[0].cpu().numpy()]
+        numbers = self._residue_numbers(one).cpu().numpy()
+        chain_index = one.chain_index[0].cpu().numpy()
+        return [
+            PolymerChain(CHAIN_IDS[c], tuple(names[in_chain].tolist()), tuple(numbers[in_chain].tolist()))
+            for c in np.unique(chain_index)
+            for in_chain in [chain_index == c]
+        ]
 
     def to_pdb(self, i: int = 0) -> str:
         """PDB text of sequence ``i`` (see ``to_atom_array``)."""
         return to_pdb_string(self.to_atom_array(i))
 
     def to_mmcif(self, i: int = 0, name: str = "esmfold_lite") -> str:
-        """mmCIF text of sequence ``i`` in data block ``name`` (see ``to_atom_array``), with the ModelCIF QA
-        categories: pLDDT per residue (0–100, the CA atom's B-factor), mean pLDDT (0–100) and pTM (0–1)."""
+        """ModelCIF text of sequence ``i`` in data block ``name`` (see ``to_atom_array``): the model, its entities
+        with their full sequences (``polymer_chains``, unknown residues included), the modeling protocol and the QA
+        scores: pLDDT per residue (0–100, the CA atom's B-factor), mean pLDDT (0–100) and pTM (0–1)."""
         scores = ModelScores(mean_plddt=float(self.mean_plddt[i]), ptm=float(self.ptm[i]))
-        return to_mmcif_string(self.to_atom_array(i), name=name, scores=scores)
+        return to_mmcif_string(self.to_atom_array(i), name=name, scores=scores, chains=self.polymer_chains(i))
 
     def __repr__(self) -> str:
         """One line per sequence (at most 10): residues, chains, mean pLDDT, pTM and the start of the sequence."""

@@ -156,3 +156,37 @@ def test_no_record_id_makes_a_file_that_is_another_records_pae_file():
     names = list(output_names(ids))
     files = [name + suffix for name in names for suffix in FORMAT_SUFFIXES.values()]
     assert len({f.lower() for f in files}) == len(files)
+
+
+def test_predict_writes_modelcif_files_with_full_sequences_and_entities(tmp_path):
+    """``predict --formats cif``: each record's mmCIF names the ModelCIF dictionary and describes its polymers: biotite
+    gives every chain's full sequence (unknown residues as X, though they have no atoms), identical chains share an
+    entity, and every atom_site and _ma_qa_metric_local residue is a position of its chain's entity sequence."""
+    from biotite.structure.io import pdbx
+
+    records = {"mono": "MKXTAYBIAK", "homodimer": "MKTAYX:MKTAYX", "heteromer": "MKTAY:GSHXLE:MKTAY"}
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">{name}\n{sequence}\n" for name, sequence in records.items()))
+    predict_fasta(fasta, tmp_path / "out", model=FakeFolder(), formats=("cif",), progress=False)
+    for name, sequence in records.items():
+        path = tmp_path / "out" / f"{name}.cif"
+        file = pdbx.CIFFile.read(path)
+        chains = sequence.replace("B", "X").split(":")
+        assert {c: str(s) for c, s in pdbx.get_sequence(file).items()} == dict(zip("ABC", chains, strict=False))
+        block = gemmi.cif.read(str(path)).sole_block()
+        assert block.find_value("_audit_conform.dict_name") == "mmcif_ma.dic"
+        assert block.find_value("_entry.id") == name
+        entity_of = {row.str(0): row.str(1) for row in block.find("_struct_asym.", ["id", "entity_id"])}
+        assert len(set(entity_of.values())) == len(set(chains))
+        assert [entity_of["ABC"[chains.index(c)]] for c in chains] == [entity_of[k] for k in "ABC"[: len(chains)]]
+        poly_seq = {
+            tuple(row.str(k) for k in range(3))
+            for row in block.find("_entity_poly_seq.", ["entity_id", "num", "mon_id"])
+        }
+        site = block.find("_atom_site.", ["label_asym_id", "label_seq_id", "label_comp_id", "label_entity_id"])
+        residues = {(row.str(0), row.str(1), row.str(2)) for row in site}
+        assert all((row.str(3), row.str(1), row.str(2)) in poly_seq and entity_of[row.str(0)] == row.str(3)
+                   for row in site)  # fmt: skip
+        local = block.find("_ma_qa_metric_local.", ["label_asym_id", "label_seq_id", "label_comp_id"])
+        assert {(row.str(0), row.str(1), row.str(2)) for row in local} == residues
+        assert len(local) == len(residues) == sum(aa not in "XB" for aa in sequence.replace(":", ""))

@@ -1,14 +1,32 @@
-"""ModelCIF quality-assessment categories of a predicted model: pLDDT per residue, mean pLDDT and pTM.
+"""The mmCIF categories of a predicted model beyond ``atom_site``: PDBx/mmCIF's polymer description and the ModelCIF
+dictionary's (``mmcif_ma.dic``) model, protocol and quality-assessment categories.
 
-The categories are those of the ModelCIF dictionary (``mmcif_ma.dic``), used as AlphaFold DB files use them:
+Polymer description (PDBx/mmCIF), written for every mmCIF file (``add_polymer_categories``):
 
-- ``_ma_qa_metric`` declares each score: ``mode`` "local" (per residue) or "global" (per model), ``type`` from the
-  dictionary's vocabulary ("pLDDT": predicted lDDT-Cα on a 0–100 scale; "pTM": predicted TM-score on 0–1).
-- ``_ma_qa_metric_global``: mean pLDDT (0–100, the mean over the model's atoms, as AlphaFold DB gives its mean
-  pLDDT as a global pLDDT) and pTM (0–1), per model.
-- ``_ma_qa_metric_local``: one pLDDT (0–100) per residue.
-- What those refer to, kept minimal: ``_software`` and ``_ma_software_group`` (esmfold-lite computed the scores),
-  ``_ma_data`` and ``_ma_model_list`` (the model, numbered as ``atom_site.pdbx_PDB_model_num``).
+- ``_entry``, ``_struct`` (title), ``_atom_type`` (the elements of ``atom_site``).
+- ``_entity`` / ``_entity_poly`` / ``_entity_poly_seq``: one entity per distinct chain sequence (identical chains of a
+  homo-oligomer share one, as in AlphaFold DB and ColabFold files), numbered 1, 2, ... in chain order; the full
+  sequence of each, residues without atoms included. Unknown residues (``X``; ``B Z U O`` fold as unknown too) are
+  ``UNK``: ``(UNK)`` in ``pdbx_seq_one_letter_code`` and ``X`` in ``pdbx_seq_one_letter_code_can``, the PDBx
+  convention.
+- ``_struct_asym``: one per chain (``label_asym_id`` = ``auth_asym_id`` = the chain letter), naming its entity;
+  ``_pdbx_poly_seq_scheme`` maps each sequence position to its residue number, ``?`` where it has no atoms.
+- ``_chem_comp``: the residues used, from the wwPDB Chemical Component Dictionary.
+- ``atom_site.label_entity_id`` and ``label_seq_id`` point into those: ``label_seq_id`` is the residue's position in
+  its chain's sequence (1, 2, ...), ``auth_seq_id`` its residue number.
+
+ModelCIF (``add_modelcif_categories``, for predictions, with their scores):
+
+- ``_audit_conform``: the ModelCIF dictionary, ``MODELCIF_DICTIONARY``.
+- ``_software`` / ``_ma_software_group`` (esmfold-lite), ``_ma_data`` (the model coordinates, id 1, then one target
+  per entity), ``_ma_data_group`` (targets → group 1, model → group 2), ``_ma_target_entity`` (origin "designed":
+  the sequences are the user's) / ``_ma_target_entity_instance`` (one per chain), ``_ma_protocol_step`` (one
+  "modeling" step from group 1 to group 2) and ``_ma_model_list`` (ordinal = ``atom_site.pdbx_PDB_model_num``).
+- QA scores, used as AlphaFold DB files use them: ``_ma_qa_metric`` declares each score: ``mode`` "local" (per
+  residue) or "global" (per model), ``type`` from the dictionary's vocabulary ("pLDDT": predicted lDDT-Cα on a 0–100
+  scale; "pTM": predicted TM-score on 0–1); ``_ma_qa_metric_global``: mean pLDDT (0–100, the mean over the model's
+  atoms, as AlphaFold DB gives its mean pLDDT as a global pLDDT) and pTM (0–1); ``_ma_qa_metric_local``: one pLDDT
+  (0–100) per residue with atoms.
 
 ESMFold computes no ipTM, so none is written. The local rows are taken from the block's ``atom_site`` (the CA atom of
 each residue; every residue ESMFold places atoms for has one), so their ``label_asym_id``, ``label_seq_id``,
@@ -17,19 +35,62 @@ each residue; every residue ESMFold places atoms for has one), so their ``label_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import biotite.structure as struc
 import numpy as np
 from biotite.structure.io import pdbx
 
+from esmfold_lite.geometry.residue_constants import restype_1to3
+
+MODELCIF_DICTIONARY = {  # _audit_conform: the ModelCIF release whose categories and vocabularies this file follows
+    "dict_name": "mmcif_ma.dic",
+    "dict_version": "1.4.9",
+    "dict_location": "https://raw.githubusercontent.com/ihmwg/ModelCIF/fece26d/dist/mmcif_ma.dic",
+}
+# _chem_comp rows from the wwPDB Chemical Component Dictionary: id → (type, name, formula, formula weight)
+CHEM_COMP: dict[str, tuple[str, str, str, str]] = {
+    "ALA": ("L-peptide linking", "ALANINE", "C3 H7 N O2", "89.093"),
+    "ARG": ("L-peptide linking", "ARGININE", "C6 H15 N4 O2", "175.209"),
+    "ASN": ("L-peptide linking", "ASPARAGINE", "C4 H8 N2 O3", "132.118"),
+    "ASP": ("L-peptide linking", "ASPARTIC ACID", "C4 H7 N O4", "133.103"),
+    "CYS": ("L-peptide linking", "CYSTEINE", "C3 H7 N O2 S", "121.158"),
+    "GLN": ("L-peptide linking", "GLUTAMINE", "C5 H10 N2 O3", "146.144"),
+    "GLU": ("L-peptide linking", "GLUTAMIC ACID", "C5 H9 N O4", "147.129"),
+    "GLY": ("peptide linking", "GLYCINE", "C2 H5 N O2", "75.067"),
+    "HIS": ("L-peptide linking", "HISTIDINE", "C6 H10 N3 O2", "156.162"),
+    "ILE": ("L-peptide linking", "ISOLEUCINE", "C6 H13 N O2", "131.173"),
+    "LEU": ("L-peptide linking", "LEUCINE", "C6 H13 N O2", "131.173"),
+    "LYS": ("L-peptide linking", "LYSINE", "C6 H15 N2 O2", "147.195"),
+    "MET": ("L-peptide linking", "METHIONINE", "C5 H11 N O2 S", "149.211"),
+    "PHE": ("L-peptide linking", "PHENYLALANINE", "C9 H11 N O2", "165.189"),
+    "PRO": ("L-peptide linking", "PROLINE", "C5 H9 N O2", "115.130"),
+    "SER": ("L-peptide linking", "SERINE", "C3 H7 N O3", "105.093"),
+    "THR": ("L-peptide linking", "THREONINE", "C4 H9 N O3", "119.119"),
+    "TRP": ("L-peptide linking", "TRYPTOPHAN", "C11 H12 N2 O2", "204.225"),
+    "TYR": ("L-peptide linking", "TYROSINE", "C9 H11 N O3", "181.189"),
+    "VAL": ("L-peptide linking", "VALINE", "C5 H11 N O2", "117.146"),
+    "UNK": ("L-peptide linking", "UNKNOWN", "C4 H9 N O2", "103.120"),
+}
+ONE_LETTER = {three: one for one, three in restype_1to3.items()} | {"UNK": "X"}
+SEQUENCE_LINE = 80  # longer one-letter sequences are written as a text field of lines of at most this many characters
+
 SOFTWARE_GROUP_ID = 1
-DATA_ID = 1
+MODEL_DATA_ID = 1  # _ma_data.id of the model coordinates; the target entities follow (2, 3, ...)
+TARGET_DATA_GROUP_ID, MODEL_DATA_GROUP_ID = 1, 2  # _ma_data_group.group_id: the protocol's input and output
 PLDDT_LOCAL_ID, PLDDT_GLOBAL_ID, PTM_ID = 1, 2, 3  # _ma_qa_metric.id
 METRICS = {  # _ma_qa_metric rows: id → (name, description, type, mode)
     PLDDT_LOCAL_ID: ("pLDDT", "predicted lDDT-CA per residue, 0-100 (the B-factor of its CA atom)", "pLDDT", "local"),
     PLDDT_GLOBAL_ID: ("mean pLDDT", "mean predicted lDDT over all atoms of the model, 0-100", "pLDDT", "global"),
     PTM_ID: ("pTM", "predicted TM-score of the model, 0-1", "pTM", "global"),
 }
+CATEGORY_ORDER = (  # the order of the categories in the data block; others follow in the order they were added
+    "entry", "audit_conform", "struct", "software", "chem_comp", "entity", "entity_poly", "entity_poly_seq",
+    "struct_asym", "pdbx_poly_seq_scheme", "ma_data", "ma_data_group", "ma_target_entity", "ma_target_entity_instance",
+    "ma_software_group", "ma_protocol_step", "ma_model_list", "atom_type", "atom_site", "ma_qa_metric",
+    "ma_qa_metric_global", "ma_qa_metric_local",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -40,18 +101,158 @@ class ModelScores:
     ptm: float
 
 
+@dataclass(frozen=True)
+class PolymerChain:
+    """One chain's full sequence: ``residues`` (names, e.g. "ALA", "UNK"; ``label_seq_id`` 1, 2, ...) and the
+    residue number (``res_id`` / ``auth_seq_id``) of each, residues that have no atoms included."""
+
+    chain_id: str
+    residues: tuple[str, ...]
+    numbers: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.residues or len(self.residues) != len(self.numbers):
+            raise ValueError(f"chain {self.chain_id}: need one residue number per residue, and at least one residue")
+        if len(set(self.numbers)) != len(self.numbers):
+            raise ValueError(f"chain {self.chain_id}: residue numbers must be unique")
+        unknown = sorted(set(self.residues) - set(CHEM_COMP))
+        if unknown:
+            raise ValueError(f"chain {self.chain_id}: residues {unknown} are not amino acids this writer knows")
+
+
+def chains_from_atoms(atoms: struc.AtomArray) -> list[PolymerChain]:
+    """The chains of ``atoms`` as far as they have atoms: each chain's residues in order, with their numbers."""
+    starts = struc.get_residue_starts(atoms)
+    chains: dict[str, tuple[list[str], list[int]]] = {}
+    for start in starts:
+        names, numbers = chains.setdefault(str(atoms.chain_id[start]), ([], []))
+        names.append(str(atoms.res_name[start]))
+        numbers.append(int(atoms.res_id[start]))
+    return [PolymerChain(chain_id, tuple(names), tuple(numbers)) for chain_id, (names, numbers) in chains.items()]
+
+
+def _entities(chains: Sequence[PolymerChain]) -> dict[tuple[str, ...], tuple[int, list[str]]]:
+    """Distinct chain sequences → (entity id 1, 2, ... in order of first appearance, the chain ids with it)."""
+    entities: dict[tuple[str, ...], tuple[int, list[str]]] = {}
+    for chain in chains:
+        entities.setdefault(chain.residues, (len(entities) + 1, []))[1].append(chain.chain_id)
+    return entities
+
+
+def label_ids(atoms: struc.AtomArray, chains: Sequence[PolymerChain]) -> tuple[np.ndarray, np.ndarray]:
+    """``(label_entity_id, label_seq_id)`` of each atom. Raises ValueError if an atom's residue (chain, number, name)
+    is not in ``chains`` or the chain ids repeat."""
+    if len({chain.chain_id for chain in chains}) != len(chains):
+        raise ValueError("chain ids must be unique")
+    entity_of = {chain: entity_id for entity_id, chain_ids in _entities(chains).values() for chain in chain_ids}
+    position = {(c.chain_id, number): (k + 1, name) for c in chains for k, (number, name) in
+                enumerate(zip(c.numbers, c.residues, strict=True))}  # fmt: skip
+    entity_ids = np.zeros(atoms.array_length(), np.int64)
+    seq_ids = np.zeros(atoms.array_length(), np.int64)
+    bounds = struc.get_residue_starts(atoms, add_exclusive_stop=True)
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        chain, number, name = str(atoms.chain_id[start]), int(atoms.res_id[start]), str(atoms.res_name[start])
+        seq_id, expected = position.get((chain, number), (0, None))
+        if expected != name or atoms.ins_code[start]:
+            raise ValueError(f"residue {name} {number}{atoms.ins_code[start]} of chain {chain} is not in its sequence")
+        entity_ids[start:stop], seq_ids[start:stop] = entity_of[chain], seq_id
+    return entity_ids, seq_ids
+
+
+def _column(values: Sequence, present: Sequence[bool], absent: pdbx.MaskValue) -> pdbx.CIFColumn:
+    """``values`` where ``present``, else written "?" (MISSING) or "." (INAPPLICABLE)."""
+    present = np.asarray(present, bool)
+    strings = np.where(present, np.asarray([str(v) for v in values], dtype=object), "")
+    return pdbx.CIFColumn(pdbx.CIFData(strings.astype(str)), np.where(present, pdbx.MaskValue.PRESENT, absent))
+
+
 def _inapplicable(n: int) -> pdbx.CIFColumn:
     """A column of ``n`` values written "." (inapplicable)."""
-    return pdbx.CIFColumn(pdbx.CIFData([""] * n), np.full(n, pdbx.MaskValue.INAPPLICABLE))
+    return _column([""] * n, [False] * n, pdbx.MaskValue.INAPPLICABLE)
 
 
-def _metadata(model_id: int) -> dict[str, pdbx.CIFCategory]:
-    """The software, data, model and metric declarations the score rows refer to."""
+def _one_letter_code(residues: Sequence[str], canonical: bool) -> str:
+    """``pdbx_seq_one_letter_code`` (non-standard residues as "(UNK)") or ``..._can`` ("X"), in lines of at most
+    ``SEQUENCE_LINE`` characters when longer (a text field; readers join the lines), never splitting "(UNK)"."""
+    codes = [ONE_LETTER[r] if canonical or r != "UNK" else f"({r})" for r in residues]
+    lines, line = [], ""
+    for code in codes:
+        if len(line) + len(code) > SEQUENCE_LINE:
+            lines.append(line)
+            line = ""
+        line += code
+    return "\n".join([*lines, line])
+
+
+def _description(name: str, chain_ids: Sequence[str]) -> str:
+    return f"{name} chain{'s' if len(chain_ids) > 1 else ''} {','.join(chain_ids)}"
+
+
+def add_polymer_categories(block: pdbx.CIFBlock, name: str, chains: Sequence[PolymerChain]) -> None:
+    """Add ``_entry`` (id ``name``), ``_struct``, ``_chem_comp``, ``_entity``, ``_entity_poly``,
+    ``_entity_poly_seq``, ``_struct_asym``, ``_pdbx_poly_seq_scheme`` and ``_atom_type`` (see the module) for
+    ``chains`` to ``block``, whose ``atom_site`` holds their atoms with the ids of ``label_ids``."""
+    atom_site = block["atom_site"]
+    observed = set(zip(atom_site["label_asym_id"].as_array(str), atom_site["label_seq_id"].as_array(int), strict=True))
+    entities = _entities(chains)
+    block["entry"] = pdbx.CIFCategory({"id": [name]})
+    block["struct"] = pdbx.CIFCategory({"entry_id": [name], "title": [f"ESMFold prediction of {name}"]})
+    comps = sorted({residue for chain in chains for residue in chain.residues})
+    block["chem_comp"] = pdbx.CIFCategory({
+        "id": comps, **{key: [CHEM_COMP[c][k] for c in comps] for k, key in
+                        enumerate(("type", "name", "formula", "formula_weight"))},
+        "ma_provenance": ["CCD Core"] * len(comps),
+    })  # fmt: skip
+    ids = [entity_id for entity_id, _ in entities.values()]
+    block["entity"] = pdbx.CIFCategory({
+        "id": ids, "type": ["polymer"] * len(ids), "src_method": ["man"] * len(ids),
+        "pdbx_description": [_description(name, chain_ids) for _, chain_ids in entities.values()],
+        "pdbx_number_of_molecules": [len(chain_ids) for _, chain_ids in entities.values()],
+    })  # fmt: skip
+    block["entity_poly"] = pdbx.CIFCategory({
+        "entity_id": ids, "type": ["polypeptide(L)"] * len(ids), "nstd_linkage": ["no"] * len(ids),
+        "nstd_monomer": ["no"] * len(ids),
+        "pdbx_seq_one_letter_code": [_one_letter_code(residues, canonical=False) for residues in entities],
+        "pdbx_seq_one_letter_code_can": [_one_letter_code(residues, canonical=True) for residues in entities],
+        "pdbx_strand_id": [",".join(chain_ids) for _, chain_ids in entities.values()],
+    })  # fmt: skip
+    seq = [(entity_id, k + 1, residue) for residues, (entity_id, _) in entities.items()
+           for k, residue in enumerate(residues)]  # fmt: skip
+    block["entity_poly_seq"] = pdbx.CIFCategory({
+        "entity_id": [s[0] for s in seq], "num": [s[1] for s in seq], "mon_id": [s[2] for s in seq],
+        "hetero": ["n"] * len(seq),
+    })  # fmt: skip
+    entity_of = {chain: entity_id for entity_id, chain_ids in entities.values() for chain in chain_ids}
+    block["struct_asym"] = pdbx.CIFCategory({
+        "id": [c.chain_id for c in chains], "entity_id": [entity_of[c.chain_id] for c in chains],
+        "details": _inapplicable(len(chains)),
+    })  # fmt: skip
+    scheme = [
+        (c.chain_id, k + 1, residue, number, (c.chain_id, k + 1) in observed)
+        for c in chains
+        for k, (residue, number) in enumerate(zip(c.residues, c.numbers, strict=True))
+    ]
+    asym, seq_id, mon, number, seen = (list(column) for column in zip(*scheme, strict=True))
+    missing = pdbx.MaskValue.MISSING
+    block["pdbx_poly_seq_scheme"] = pdbx.CIFCategory({
+        "asym_id": asym, "entity_id": [entity_of[a] for a in asym], "seq_id": seq_id, "mon_id": mon,
+        "ndb_seq_num": seq_id, "pdb_seq_num": number, "auth_seq_num": _column(number, seen, missing),
+        "pdb_mon_id": _column(mon, seen, missing), "auth_mon_id": _column(mon, seen, missing),
+        "pdb_strand_id": asym, "pdb_ins_code": _inapplicable(len(asym)), "hetero": ["n"] * len(asym),
+    })  # fmt: skip
+    block["atom_type"] = pdbx.CIFCategory({"symbol": sorted(set(atom_site["type_symbol"].as_array(str)))})
+
+
+def _metadata(model_id: int, name: str, chains: Sequence[PolymerChain]) -> dict[str, pdbx.CIFCategory]:
+    """The dictionary, software, data, protocol, model and metric declarations the score rows refer to."""
     from esmfold_lite import __version__  # late: the package's __init__ imports this module
 
+    entities = list(_entities(chains).values())
+    target_data = [MODEL_DATA_ID + k for k in range(1, len(entities) + 1)]
     metric_ids = list(METRICS)
-    name, description, kind, mode = (list(column) for column in zip(*METRICS.values(), strict=True))
+    metric_name, description, kind, mode = (list(column) for column in zip(*METRICS.values(), strict=True))
     return {
+        "audit_conform": pdbx.CIFCategory({key: [value] for key, value in MODELCIF_DICTIONARY.items()}),
         "software": pdbx.CIFCategory({
             "pdbx_ordinal": [1], "name": ["esmfold-lite"], "classification": ["model building"],
             "description": ["ESMFold structure prediction in pure PyTorch"], "version": [__version__],
@@ -59,16 +260,39 @@ def _metadata(model_id: int) -> dict[str, pdbx.CIFCategory]:
         }),
         "ma_software_group": pdbx.CIFCategory({"ordinal_id": [1], "group_id": [SOFTWARE_GROUP_ID], "software_id": [1]}),
         "ma_data": pdbx.CIFCategory({
-            "id": [DATA_ID], "name": ["Model"], "content_type": ["model coordinates"],
-            "content_type_other_details": _inapplicable(1),
+            "id": [MODEL_DATA_ID, *target_data], "name": ["Model", *(_description(name, c) for _, c in entities)],
+            "content_type": ["model coordinates", *["target"] * len(entities)],
+            "content_type_other_details": _inapplicable(len(entities) + 1),
+        }),
+        "ma_data_group": pdbx.CIFCategory({
+            "ordinal_id": list(range(1, len(entities) + 2)),
+            "group_id": [TARGET_DATA_GROUP_ID] * len(entities) + [MODEL_DATA_GROUP_ID],
+            "data_id": [*target_data, MODEL_DATA_ID],
+        }),
+        "ma_target_entity": pdbx.CIFCategory({
+            "entity_id": [entity_id for entity_id, _ in entities], "data_id": target_data,
+            "origin": ["designed"] * len(entities),
+        }),
+        "ma_target_entity_instance": pdbx.CIFCategory({
+            "asym_id": [c.chain_id for c in chains],
+            "entity_id": [entity_id for c in chains for entity_id, ids in entities if c.chain_id in ids],
+            "details": _inapplicable(len(chains)),
+        }),
+        "ma_protocol_step": pdbx.CIFCategory({
+            "ordinal_id": [1], "protocol_id": [1], "step_id": [1], "method_type": ["modeling"],
+            "step_name": ["ESMFold"],
+            "details": ["structure predicted from the sequence alone by ESMFold (ESM-2 language model and folding "
+                        "trunk; no multiple sequence alignment, no templates)"],
+            "software_group_id": [SOFTWARE_GROUP_ID], "input_data_group_id": [TARGET_DATA_GROUP_ID],
+            "output_data_group_id": [MODEL_DATA_GROUP_ID],
         }),
         "ma_model_list": pdbx.CIFCategory({
-            "ordinal_id": [1], "model_id": [model_id], "model_group_id": [1], "model_name": ["ESMFold model"],
-            "model_group_name": ["ESMFold"], "data_id": [DATA_ID], "model_type": ["Ab initio model"],
+            "ordinal_id": [model_id], "model_id": [model_id], "model_group_id": [1], "model_name": ["ESMFold model"],
+            "model_group_name": ["ESMFold"], "data_id": [MODEL_DATA_ID], "model_type": ["Ab initio model"],
             "model_type_other_details": _inapplicable(1),
         }),
         "ma_qa_metric": pdbx.CIFCategory({
-            "id": metric_ids, "name": name, "description": description, "type": kind, "mode": mode,
+            "id": metric_ids, "name": metric_name, "description": description, "type": kind, "mode": mode,
             "type_other_details": _inapplicable(len(METRICS)), "software_group_id": [SOFTWARE_GROUP_ID] * len(METRICS),
         }),
     }  # fmt: skip
@@ -87,15 +311,25 @@ def _local_plddt(atom_site: pdbx.CIFCategory, model_id: int) -> pdbx.CIFCategory
     })  # fmt: skip
 
 
-def add_qa_categories(block: pdbx.CIFBlock, scores: ModelScores) -> None:
-    """Add the ModelCIF QA categories (see the module) to ``block``, whose single-model ``atom_site`` holds pLDDT
-    (0–100) as ``B_iso_or_equiv``. Mean pLDDT is written with 2 decimals, as the B-factors, pTM with 4."""
+def add_modelcif_categories(
+    block: pdbx.CIFBlock, name: str, chains: Sequence[PolymerChain], scores: ModelScores
+) -> None:
+    """Add the ModelCIF categories (see the module) to ``block``, which holds ``add_polymer_categories``' categories
+    for ``chains`` and a single-model ``atom_site`` with pLDDT (0–100) as ``B_iso_or_equiv``. Mean pLDDT is written
+    with 2 decimals, as the B-factors, pTM with 4."""
     atom_site = block["atom_site"]
     model_id = int(atom_site["pdbx_PDB_model_num"].as_array(int)[0])
-    for name, category in _metadata(model_id).items():
-        block[name] = category
+    for category_name, category in _metadata(model_id, name, chains).items():
+        block[category_name] = category
     block["ma_qa_metric_global"] = pdbx.CIFCategory({
         "ordinal_id": [1, 2], "model_id": [model_id] * 2, "metric_id": [PLDDT_GLOBAL_ID, PTM_ID],
         "metric_value": [f"{scores.mean_plddt:.2f}", f"{scores.ptm:.4f}"],
     })  # fmt: skip
     block["ma_qa_metric_local"] = _local_plddt(atom_site, model_id)
+
+
+def ordered(block: pdbx.CIFBlock) -> pdbx.CIFBlock:
+    """``block`` with its categories in ``CATEGORY_ORDER`` (others after them, as they were)."""
+    rank = {category: k for k, category in enumerate(CATEGORY_ORDER)}
+    names = sorted(block.keys(), key=lambda category: rank.get(category, len(rank)))
+    return pdbx.CIFBlock({category: block[category] for category in names})

@@ -2,7 +2,8 @@
 
 Biotite writes the fixed PDB columns and the mmCIF ``atom_site`` category; this module adds what biotite leaves out
 of PDB files (``TER`` after each chain, ``END``) and numbers atom serials so that each ``TER`` takes its own serial,
-as the PDB format asks. mmCIF files of predictions also get the ModelCIF QA categories (``io.modelcif``).
+as the PDB format asks. mmCIF files describe their polymers (entities, full sequences, chains) as PDBx/mmCIF asks, and
+those of predictions are ModelCIF files with the QA scores (``io.modelcif``).
 
 Reading: PDB (``.pdb``/``.ent``), mmCIF (``.cif``/``.mmcif``/``.pdbx``) or BinaryCIF (``.bcif``), each optionally
 gzip-compressed (``.gz``); the first model and the first alternate location are kept.
@@ -15,6 +16,7 @@ import io
 import os
 import re
 import string
+from collections.abc import Sequence
 from pathlib import Path
 
 import biotite.structure as struc
@@ -24,7 +26,15 @@ from biotite import InvalidFileError
 from biotite.structure.io import pdb, pdbx
 
 from esmfold_lite.geometry.residue_constants import atom_types, resnames
-from esmfold_lite.io.modelcif import ModelScores, add_qa_categories
+from esmfold_lite.io.modelcif import (
+    ModelScores,
+    PolymerChain,
+    add_modelcif_categories,
+    add_polymer_categories,
+    chains_from_atoms,
+    label_ids,
+    ordered,
+)
 
 CHAIN_IDS = string.ascii_uppercase + string.ascii_lowercase + string.digits
 
@@ -117,19 +127,31 @@ def to_pdb_string(atoms: struc.AtomArray) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_mmcif_string(atoms: struc.AtomArray, name: str = "esmfold_lite", scores: ModelScores | None = None) -> str:
-    """mmCIF text with one data block ``name`` holding the ``atom_site`` category (B_iso_or_equiv, occupancy).
+def to_mmcif_string(
+    atoms: struc.AtomArray,
+    name: str = "esmfold_lite",
+    scores: ModelScores | None = None,
+    chains: Sequence[PolymerChain] | None = None,
+) -> str:
+    """mmCIF text with one data block ``name`` holding the ``atom_site`` category (B_iso_or_equiv, occupancy) and
+    the PDBx polymer description it refers to: entities, their full sequences and chains (``io.modelcif``).
 
-    Numbers are written with the precision of PDB files: coordinates 3 decimals, B-factor and occupancy 2. With
-    ``scores`` (a prediction, whose B-factors are pLDDT on 0–100) the block also holds the ModelCIF QA categories:
-    pLDDT per residue, mean pLDDT and pTM (``esmfold_lite.io.modelcif``).
+    ``chains``: the full sequence of each chain (residues without atoms included, e.g. unknown residues "X", which
+    ESMFold places none for), in order; None = the residues ``atoms`` has. Numbers are written with the precision of
+    PDB files: coordinates 3 decimals, B-factor and occupancy 2. With ``scores`` (a prediction, whose B-factors are
+    pLDDT on 0–100) the block also holds the ModelCIF categories: the modeling protocol and the QA scores (pLDDT per
+    residue, mean pLDDT and pTM). Raises ValueError if an atom's residue is not in ``chains``.
     """
     _check_not_empty(atoms)
-    file = pdbx.CIFFile()
+    block_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "structure"  # data block names allow no spaces
+    chains = chains_from_atoms(atoms) if chains is None else list(chains)
+    entity_ids, seq_ids = label_ids(atoms, chains)
+    atoms = atoms.copy()
+    atoms.set_annotation("label_entity_id", entity_ids)
     block = pdbx.CIFBlock()
-    file[re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "structure"] = block  # data block names allow no spaces
     pdbx.set_structure(block, atoms)
     atom_site = block["atom_site"]
+    atom_site["label_seq_id"] = seq_ids  # the position in the chain's sequence; auth_seq_id keeps the residue number
     for key, values, decimals in [
         ("Cartn_x", atoms.coord[:, 0], 3),
         ("Cartn_y", atoms.coord[:, 1], 3),
@@ -138,8 +160,11 @@ def to_mmcif_string(atoms: struc.AtomArray, name: str = "esmfold_lite", scores: 
         ("occupancy", atoms.occupancy, 2),
     ]:
         atom_site[key] = np.char.mod(f"%.{decimals}f", values)
+    add_polymer_categories(block, block_name, chains)
     if scores is not None:
-        add_qa_categories(block, scores)
+        add_modelcif_categories(block, block_name, chains, scores)
+    file = pdbx.CIFFile()
+    file[block_name] = ordered(block)
     out = io.StringIO()
     file.write(out)
     return out.getvalue()
