@@ -2,7 +2,8 @@
 
 `normalize_sequence` accepts upper or lower case, whitespace anywhere and one trailing ``*`` (stop codon) per chain;
 `sequence_problem` then allows exactly the residue letters of the ESM vocabulary, the 20 standard amino acids plus
-``X B Z U O`` (unknown), in one or more non-empty chains separated by ``:``. Everything else (digits, gaps ``-``/``.``,
+``X B Z U O`` (unknown, ambiguous and rare residues: ESMFold folds them as unknown, the language models read each as a
+token of its own), in one or more non-empty chains separated by ``:``. Everything else (digits, gaps ``-``/``.``,
 ``J``, punctuation, an inner ``*``, non-ASCII letters) is refused. The FASTA validator, ``ESMFold.fold``, MSA reading
 and mutation parsing all use these, so the rule is written once.
 """
@@ -18,6 +19,14 @@ UNKNOWN_AMINO_ACIDS = "XBZUO"  # in the ESM vocabulary; ESMFold treats them as X
 AMINO_ACID_LETTERS = frozenset(STANDARD_AMINO_ACIDS + UNKNOWN_AMINO_ACIDS)
 
 
+FOLDING = "folding"
+LANGUAGE_MODEL = "language model"
+_UNKNOWN_NOTE = {
+    FOLDING: "folded as unknown",
+    LANGUAGE_MODEL: "unknown, ambiguous and rare residues, each a token of its own",
+}
+"""What `sequence_problem`'s message says of ``X B Z U O``, by what the sequence is for."""
+
 _UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)  # ASCII only: keeps positions stable
 _MAX_SHOWN = 5  # offending characters listed in a problem description
 
@@ -30,12 +39,16 @@ def normalize_sequence(text: str, upper: bool = True) -> str:
     return CHAIN_SEPARATOR.join(chain[:-1] if chain.endswith("*") else chain for chain in chains)
 
 
-def sequence_problem(sequence: str) -> str | None:
-    """Why a `normalize_sequence` result cannot be folded (one line of ASCII, no tabs), or None when it can.
+def sequence_problem(sequence: str, use: str = FOLDING) -> str | None:
+    """Why a `normalize_sequence` result cannot be used (one line of ASCII, no tabs), or None when it can.
 
     Checks in order: empty sequence, empty chain, characters that are not residue letters (the first few with their
-    1-based positions, counted per chain and written ``chain:position`` for complexes).
+    1-based positions, counted per chain and written ``chain:position`` for complexes). ``use`` (`FOLDING` or
+    `LANGUAGE_MODEL`) words what the message says of the letters ``X B Z U O``: ESMFold folds them as unknown, a
+    language model reads each as a token of its own.
     """
+    if use not in _UNKNOWN_NOTE:
+        raise ValueError(f"use must be one of {', '.join(map(repr, _UNKNOWN_NOTE))}, not {use!r}")
     if not sequence:
         return "empty sequence"
     chains = sequence.split(CHAIN_SEPARATOR)
@@ -55,7 +68,7 @@ def sequence_problem(sequence: str) -> str | None:
     where = "position" if len(chains) == 1 else "chain:position"
     return (
         f"not amino-acid letters ({where}): {shown}{more}; "
-        f"allowed: {STANDARD_AMINO_ACIDS} and {UNKNOWN_AMINO_ACIDS} (folded as unknown)"
+        f"allowed: {STANDARD_AMINO_ACIDS} and {UNKNOWN_AMINO_ACIDS} ({_UNKNOWN_NOTE[use]})"
     )
 
 

@@ -289,3 +289,46 @@ def test_cli_converts_fair_esmfold_with_its_lm(tmp_path):
     for (name, a), (_, b) in zip(original.state_dict().items(), converted.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     assert main(["weights", "convert", str(lm_elsewhere), str(tmp_path / "x"), "--lm", str(lm_elsewhere)]) == 1
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_converted_pair_has_the_usual_permissions(official_pt, tmp_path, umask):
+    """Both files of `weights convert` get 0666 minus the umask (safetensors' own writer creates 0600)."""
+    import os
+
+    old = os.umask(umask)
+    try:
+        assert main(["weights", "convert", str(official_pt), str(tmp_path / "out")]) == 0
+    finally:
+        os.umask(old)
+    modes = {suffix: (tmp_path / f"out{suffix}").stat().st_mode & 0o777 for suffix in (".safetensors", ".json")}
+    assert modes == {".safetensors": 0o666 & ~umask, ".json": 0o666 & ~umask}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.safetensors"]  # no temporary files
+
+
+def test_pair_is_written_tensors_first_json_last(official_pt, tmp_path, monkeypatch):
+    """The json marks the pair complete: written last, atomically, and an earlier json is gone before the tensors
+    it described are replaced."""
+    model = esmfold_lite.load_language_model(official_pt)
+    stem = save_esm2(model, tmp_path / "m")
+    seen = []
+    real_write = own_format.atomic_write_text
+
+    def write_json(path, text):
+        seen.append((path.name, stem.with_suffix(".json").exists(), stem.with_suffix(".safetensors").stat().st_size))
+        real_write(path, text)
+
+    monkeypatch.setattr(own_format, "atomic_write_text", write_json)
+    model.config.token_dropout = False  # a different json: the pair must not mix the two
+    save_esm2(model, tmp_path / "m")
+    assert seen == [("m.json", False, stem.with_suffix(".safetensors").stat().st_size)]
+    assert json.loads(stem.with_suffix(".json").read_text())["config"]["token_dropout"] is False
+
+
+def test_convert_help_names_esm_c(capsys):
+    with pytest.raises(SystemExit):
+        main(["weights", "convert", "--help"])
+    assert "ESM C" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["weights", "--help"])
+    assert "ESM C" in capsys.readouterr().out

@@ -80,3 +80,17 @@ def test_check_wild_type():
     for bad, reason in (("", "empty"), ("MK-T", "not amino-acid letters"), ("MK:TA", "one chain")):
         with pytest.raises(ValueError, match=reason):
             check_wild_type(bad)
+
+
+def test_invalid_letter_message_fits_the_use():
+    """B Z U O are tokens of the language models, which score-variants and embed use; only ESMFold folds them as X."""
+    from esmfold_lite.sequences import LANGUAGE_MODEL, sequence_problem
+
+    with pytest.raises(ValueError, match="allowed: ") as error:
+        check_wild_type("MKJT")
+    assert "folded as unknown" not in str(error.value) and "each a token of its own" in str(error.value)
+    assert "(folded as unknown)" in sequence_problem("MKJT")  # folding, the default
+    assert "each a token of its own" in sequence_problem("MKJT", LANGUAGE_MODEL)
+    assert check_wild_type("MBZUOX") == "MBZUOX"
+    with pytest.raises(ValueError, match="use must be one of"):
+        sequence_problem("MK", "folding-ish")

@@ -1,10 +1,12 @@
 """``esmfold-lite score-variants`` end to end on checkpoints written in the official fair-esm format."""
 
 import csv
+import json
 
 import pytest
 import torch
-from test_esm2_loading import save_official
+from safetensors.torch import save_file
+from test_esm2_loading import hf_config, save_official
 from test_esm2_parity import fair_esm_model, ours_from
 
 from esmfold_lite.cli import main
@@ -59,7 +61,7 @@ def test_dms_csv_with_bad_rows(checkpoints, tmp_path, caplog):
         assert rows[i][3:6] == ["", "", ""]
         assert rows[i][6].startswith(f"mutation {rows[i][1]!r}: ") and reason in rows[i][6]
     assert rows[5][6].startswith("mutation '': empty")
-    assert "row 3: mutation 'A24C'" in caplog.text and "4 of 7 mutations could not be scored" in caplog.text
+    assert "line 4: mutation 'A24C'" in caplog.text and "4 of 7 mutations could not be scored" in caplog.text
     assert sorted(p.name for p in out.parent.iterdir()) == ["scores.csv"]  # no temporary files left
 
 
@@ -148,3 +150,97 @@ def test_help_explains_every_flag(capsys):
         assert flag in text
     for word in ("masked-marginals", "pseudo-ppl", "ensemble_mean", "exit status"):
         assert word in text
+
+
+def own_format_header(path, kind: str, config: dict | None = None) -> str:
+    """An esmfold_lite checkpoint json (kind, config) with empty tensors: the pre-check reads the json only."""
+    path.with_suffix(".json").write_text(json.dumps({"format": "esmfold_lite", "kind": kind, "config": config or {}}))
+    path.with_suffix(".safetensors").write_bytes(b"")
+    return str(path)
+
+
+def test_every_model_is_checked_before_any_is_scored(checkpoints, tmp_path, capsys, monkeypatch):
+    """A bad later model of an ensemble fails before the first is loaded, naming it and that nothing was scored."""
+    import esmfold_lite.lm.load
+
+    paths, _ = checkpoints
+    not_a_model = tmp_path / "notes.pt"
+    torch.save({"hello": torch.zeros(1)}, not_a_model)
+    esmfold = tmp_path / "esmfold.pt"
+    torch.save({"cfg": {"model": {"trunk": {"num_blocks": 1}}}, "model": {"trunk.x": torch.zeros(1)}}, esmfold)
+    bad = {
+        str(tmp_path / "missing.pt"): "missing.pt is neither an existing file",
+        str(not_a_model): "is not a fair-esm language model",
+        str(esmfold): "is an ESMFold checkpoint",
+        own_format_header(tmp_path / "msa", "msa"): "is an MSA Transformer, which reads MSAs",
+        own_format_header(tmp_path / "esm1v", "esm1b", {"max_positions": 12}): "more than the 10 residues",
+        "esm_msa1b_t12_100M_UR50S": "is an MSA Transformer",  # refused by its registry kind, not downloaded
+        "esmfold_v1": "is an ESMFold checkpoint",
+    }
+    headless = tmp_path / "esm_model_folder"  # transformers EsmModel.save_pretrained: no lm_head.* tensors
+    hf_config().save_pretrained(headless)
+    save_file({"embeddings.word_embeddings.weight": torch.zeros(33, 40)}, str(headless / "model.safetensors"))
+    bad[str(headless)] = "has no masked-LM head"
+    loaded = []
+    monkeypatch.setattr(esmfold_lite.lm.load, "load_language_model", lambda *a, **k: loaded.append(a))
+    monkeypatch.setenv("ESMFOLD_LITE_HOME", str(tmp_path / "empty_cache"))
+    for source, message in bad.items():
+        argv = ["score-variants", "--model", paths[0], source, "--sequence", WILD_TYPE, "--all-singles"]
+        assert main(argv + ["--dms-output", str(tmp_path / "out.csv")]) == 1, source
+        err = capsys.readouterr().err
+        assert source in err and message in err and "nothing was scored" in err, (source, err)
+    assert loaded == [] and not (tmp_path / "out.csv").exists()
+    assert not (tmp_path / "empty_cache").exists() or not any((tmp_path / "empty_cache").rglob("*.pt"))
+
+
+def test_header_only_csv_says_it_holds_no_mutations(checkpoints, tmp_path, capsys):
+    paths, _ = checkpoints
+    dms = tmp_path / "oh.csv"
+    dms.write_text("mutant,fitness\n\n")
+    out = tmp_path / "out.csv"
+    argv = ["score-variants", "--model", paths[0], "--sequence", WILD_TYPE, "--dms-input", str(dms)]
+    assert main(argv + ["--dms-output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "holds no mutations" in err and "error' column" not in err
+    assert not out.exists()
+
+
+def test_warnings_give_the_file_line_and_extra_fields_are_kept(checkpoints, tmp_path, caplog):
+    paths, models = checkpoints
+    dms = tmp_path / "dms.csv"
+    dms.write_text('mutant,note\n\nH1C,"two\nlines"\n\nH1,x\nP2L,1,extra,more\nE3D\n')
+    out = tmp_path / "out.csv"
+    argv = ["score-variants", "--model", paths[0], "--sequence", WILD_TYPE, "--dms-input", str(dms)]
+    assert main(argv + ["--dms-output", str(out)]) == 3
+    assert "line 6: mutation 'H1'" in caplog.text  # the header is line 1; blank lines and the quoted newline count
+    assert "line 7 has 4 fields, more than the 2 column names" in caplog.text
+    table = read_csv(out)
+    assert table[0] == ["mutant", "note", "", "", paths[0], "ensemble_mean", "error"]
+    assert table[1][:4] == ["H1C", "two\nlines", "", ""]
+    assert table[3][:4] == ["P2L", "1", "extra", "more"]
+    assert table[4][:4] == ["E3D", "", "", ""]
+    expected = score_variants(models[0], WILD_TYPE, ["H1C", "P2L", "E3D"])
+    got = [float(table[i][4]) for i in (1, 3, 4)]
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert table[2][4] == "" and "not a substitution" in table[2][6]
+
+
+def test_nogpu_is_fair_esms_flag_for_device_cpu(checkpoints, tmp_path, monkeypatch):
+    import esmfold_lite.lm.load
+
+    paths, _ = checkpoints
+    real_load = esmfold_lite.lm.load.load_language_model
+    devices = []
+
+    def load(source, device=None, dtype=None):
+        devices.append(device)
+        return real_load(source, device=device, dtype=dtype)
+
+    monkeypatch.setattr(esmfold_lite.lm.load, "load_language_model", load)
+    dms = tmp_path / "dms.csv"
+    dms.write_text("mutant\nH1C\n")
+    out = tmp_path / "out.csv"
+    argv = ["score-variants", "--model-location", paths[0], "--sequence", WILD_TYPE, "--dms-input", str(dms)]
+    assert main(argv + ["--dms-output", str(out), "--nogpu"]) == 0
+    assert devices == ["cpu"]
+    assert main(argv + ["--dms-output", str(out), "--nogpu", "--device", "cpu"]) == 0

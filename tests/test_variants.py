@@ -164,3 +164,23 @@ def test_other_errors(ours):
     with pytest.raises(ValueError, match="no language model"):
         score_variants([], WILD_TYPE, ["K2L"])
     assert score_variants(ours, WILD_TYPE, []) == []
+
+
+def test_a_single_string_is_one_mutation(ours):
+    """score_variants(lm, wt, "K2L:T3G") scores that one mutation (a list of one float), as ["K2L:T3G"] does."""
+    assert score_variants(ours, WILD_TYPE, "K2L:T3G") == score_variants(ours, WILD_TYPE, ["K2L:T3G"])
+    assert len(score_variants(ours, WILD_TYPE, "M1A")) == 1
+    assert score_variants(ours, WILD_TYPE, ("M1A", "K2L")) == score_variants(ours, WILD_TYPE, ["M1A", "K2L"])
+    with pytest.raises(TypeError, match="mutations must be a list of strings"):
+        score_variants(ours, WILD_TYPE, 42)
+    with pytest.raises(TypeError, match="mutation at index 1 is a int"):
+        score_variants(ours, WILD_TYPE, ["M1A", 7])
+
+
+def test_model_without_lm_head_is_refused(ours):
+    import copy
+
+    headless = copy.deepcopy(ours)
+    headless.lm_head = None
+    with pytest.raises(ValueError, match="no masked-LM head"):
+        score_variants(headless, WILD_TYPE, ["M1A"])

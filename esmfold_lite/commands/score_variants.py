@@ -1,8 +1,14 @@
 """``esmfold-lite score-variants``: zero-shot mutation effects for a deep mutational scan or every single mutant.
 
 The flag names are those of fair-esm's ``examples/variant-prediction/predict.py``, so its command lines carry over
-(``--model-location`` is accepted for ``--model``); two defaults differ: ``--offset-idx`` is 1 (positions are
-1-based) and ``--scoring-strategy`` is masked-marginals.
+(``--model-location`` is accepted for ``--model``, ``--nogpu`` for ``--device cpu``); two defaults differ:
+``--offset-idx`` is 1 (positions are 1-based) and ``--scoring-strategy`` is masked-marginals. predict.py's MSA
+Transformer flags (``--msa-path``, ``--msa-samples``, ``--lowercase-type``) are not accepted: the MSA Transformer is
+not a scorer here.
+
+Every model is checked before any is loaded (`check_model_sources`: it exists or downloads, and its format says it is
+a language model that scores single sequences and fits the wild type), so a bad last model of an ensemble fails in
+seconds, not after the others have been scored.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import logging
 from pathlib import Path
 
@@ -65,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         required=True,
         help="one or more language models: registry names (e.g. esm1v_t33_650M_UR90S_1 ... _5, "
         "esm2_t33_650M_UR50D), fair-esm .pt checkpoints, transformers folders or esmfold-lite model files; "
-        "several give an ensemble (loaded one at a time)",
+        "several give an ensemble (loaded one at a time; all are checked, and downloaded when missing, before any "
+        "is scored)",
     )
     wild_type = parser.add_mutually_exclusive_group(required=True)
     wild_type.add_argument("--sequence", metavar="SEQ", help="the wild-type sequence the mutations apply to")
@@ -127,6 +135,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="torch device: cpu, cuda, cuda:1 (default: the loader's choice)",
     )  # fmt: skip
     parser.add_argument(
+        "--nogpu",
+        action="store_true",
+        help="the same as --device cpu (the flag of fair-esm's predict.py)",
+    )
+    parser.add_argument(
         "--dtype",
         choices=("float32", "float16", "bfloat16"),
         default=None,
@@ -141,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--max-tokens-per-batch must be a positive number of tokens")
     if len(set(args.models)) < len(args.models):
         raise CliError("a model is given twice to --model; each names one output column")
+    if getattr(args, "nogpu", False):
+        if args.device is not None and str(args.device).split(":")[0] != "cpu":
+            raise CliError(f"--nogpu means --device cpu, but --device {args.device} is given too; drop one")
+        args.device = "cpu"
     wild_type = read_wild_type(args)
     if args.all_singles:
         header, rows = ["mutant", "position", "wt", "mt"], []
@@ -150,13 +167,19 @@ def run(args: argparse.Namespace) -> int:
             rows.append([mutation.text, str(s.index + args.offset_idx), s.wild_type, s.mutant])
         errors: list[str] = [""] * len(rows)
     else:
-        header, rows = read_table(args.dms_input)
-        mutations, errors = parse_column(header, rows, args.mutation_col, wild_type, args.offset_idx)
+        header, rows, lines = read_table(args.dms_input)
+        if not rows:
+            raise CliError(
+                f"--dms-input {args.dms_input} holds no mutations: it has a header line but no rows below it"
+            )
+        header = widen_header(header, rows, lines)
+        mutations, errors = parse_column(header, rows, args.mutation_col, wild_type, args.offset_idx, lines)
 
     valid = [i for i, mutation in enumerate(mutations) if mutation is not None]
     scores: dict[str, np.ndarray] = {}
     if valid:
-        scores = score_with_models(args, wild_type, [mutations[i] for i in valid])
+        sources = check_model_sources(args.models, len(wild_type))
+        scores = score_with_models(args, wild_type, [mutations[i] for i in valid], sources)
         scores[ENSEMBLE_COLUMN] = np.mean(list(scores.values()), axis=0)
 
     columns = [*args.models, ENSEMBLE_COLUMN] + ([] if args.all_singles else [ERROR_COLUMN])
@@ -207,28 +230,61 @@ def delimiter(path: Path) -> str:
     return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
 
 
-def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a CSV/TSV file (a UTF-8 byte-order mark is dropped; blank lines are skipped)."""
+def read_table(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data rows and each data row's line number in the file (1-based; where the row starts) of a CSV/TSV
+    file. A UTF-8 byte-order mark is dropped; blank lines are skipped (their lines still count)."""
+    table: list[list[str]] = []
+    lines: list[int] = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            table = [row for row in csv.reader(handle, delimiter=delimiter(path)) if row]
+            reader = csv.reader(handle, delimiter=delimiter(path))
+            while True:
+                start = reader.line_num + 1
+                row = next(reader, None)
+                if row is None:
+                    break
+                if row:
+                    table.append(row)
+                    lines.append(start)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise CliError(f"cannot read --dms-input {path}: {exc}") from exc
     if not table:
         raise CliError(f"--dms-input {path} is empty; it needs a header line naming the mutation column")
-    return table[0], table[1:]
+    return table[0], table[1:], lines[1:]
+
+
+def widen_header(header: list[str], rows: list[list[str]], lines: list[int]) -> list[str]:
+    """``header`` with an unnamed column added for every field beyond it in the widest row, so that the output keeps
+    every field of every row (the new columns go after them); the first such row is logged by its line number."""
+    widest = max((len(row) for row in rows), default=0)
+    if widest <= len(header):
+        return header
+    first = next(i for i, row in enumerate(rows) if len(row) > len(header))
+    log.warning(
+        "line %d has %d fields, more than the %d column names of the header line; the extra fields are kept in "
+        "unnamed columns of the output", lines[first], len(rows[first]), len(header),
+    )  # fmt: skip
+    return header + [""] * (widest - len(header))
 
 
 def parse_column(
-    header: list[str], rows: list[list[str]], column: str, wild_type: str, offset_idx: int
+    header: list[str],
+    rows: list[list[str]],
+    column: str,
+    wild_type: str,
+    offset_idx: int,
+    lines: list[int] | None = None,
 ) -> tuple[list[Mutation | None], list[str]]:
-    """Each row's parsed mutation (None when it is bad) and error text ('' when it is fine)."""
+    """Each row's parsed mutation (None when it is bad) and error text ('' when it is fine); bad rows are logged by
+    their line number in the file (``lines``; default: the header is line 1 and no line is blank)."""
     if column not in header:
-        raise CliError(f"--dms-input has no column {column!r} (columns: {', '.join(header)}); set --mutation-col")
+        named = ", ".join(name for name in header if name)
+        raise CliError(f"--dms-input has no column {column!r} (columns: {named}); set --mutation-col")
     where = header.index(column)
+    lines = list(range(2, len(rows) + 2)) if lines is None else lines
     mutations: list[Mutation | None] = []
     errors: list[str] = []
-    for number, row in enumerate(rows, start=1):
+    for line, row in zip(lines, rows, strict=True):
         try:
             mutations.append(parse_mutation(row[where] if where < len(row) else "", wild_type, offset_idx))
             errors.append("")
@@ -236,21 +292,140 @@ def parse_column(
             mutations.append(None)
             errors.append(str(exc))
             if len(errors) - errors.count("") <= SHOWN_ERRORS:
-                log.warning("row %d: %s", number, exc)
+                log.warning("line %d: %s", line, exc)
     bad = len(errors) - errors.count("")
     if bad > SHOWN_ERRORS:
         log.warning("... and %d more bad mutations (see the %r column)", bad - SHOWN_ERRORS, ERROR_COLUMN)
     return mutations, errors
 
 
-def score_with_models(args: argparse.Namespace, wild_type: str, mutations: list[Mutation]) -> dict[str, np.ndarray]:
-    """One score array per model, loading each model in turn (an ensemble never sits in memory at once)."""
+def check_model_sources(sources: list[str], wild_type_length: int) -> dict[str, Path]:
+    """Where each model of ``--model`` is, checked before any model is loaded; raises ``CliError`` for the first
+    bad one (naming it, and that nothing was scored).
+
+    A registry name or URL is downloaded now when it is not in the cache (so a failed download stops the run before
+    the others are scored; an ESMFold or MSA Transformer name is refused without downloading it); a file is read only
+    as far as its format shows its kind (`language_model_kind`: a json, a config, a memory-mapped pickle), not its
+    weights.
+    """
+    from esmfold_lite.weights import registry
+    from esmfold_lite.weights.download import DownloadError, locate
+
+    located = {}
+    for source in sources:
+        info = None if Path(source).expanduser().exists() else registry.lookup(source)
+        try:
+            if info is not None and info.kind in ("esmfold", "msa"):
+                path, kind, max_residues = Path(source), info.kind, None
+            else:
+                path = locate(source)
+                kind, max_residues = language_model_kind(path)
+        except (OSError, ValueError, DownloadError) as exc:  # CheckpointError is a ValueError
+            raise CliError(f"--model {source}: {exc} (checked before scoring; nothing was scored)") from exc
+        problem = {
+            "esmfold": "is an ESMFold checkpoint, not a language model",
+            "msa": "is an MSA Transformer, which reads MSAs, not single sequences; score variants with ESM-1v, ESM-1b, "
+            "ESM-2 or ESM C",
+            "no-lm-head": "has no masked-LM head (e.g. saved from a transformers EsmModel), so it gives no logits to "
+            "score with; use a checkpoint saved with its LM head (EsmForMaskedLM)",
+        }.get(kind)
+        if problem is not None:
+            raise CliError(f"--model {source} {problem} (checked before scoring; nothing was scored)")
+        if max_residues is not None and wild_type_length > max_residues:
+            raise CliError(
+                f"{source}: the wild type has {wild_type_length} residues, more than the {max_residues} residues its "
+                "learned positions cover; score a window of at most that length around the mutations (with "
+                "--offset-idx set to the number of its first residue), or use ESM-2 (no length limit) (checked before "
+                "scoring; nothing was scored)"
+            )
+        located[source] = path
+    return located
+
+
+def language_model_kind(path: Path) -> tuple[str, int | None]:
+    """``(kind, max_residues)`` of the checkpoint at an existing ``path``, read without its weights.
+
+    ``kind``: ``"esm2"``, ``"esm1b"`` (also ESM-1v), ``"esmc"``, ``"msa"``, ``"esmfold"`` or ``"no-lm-head"`` (a
+    transformers folder without ``lm_head.*`` weights); ``max_residues``: the longest sequence it takes (ESM-1b/1v's
+    learned positions), None when unlimited. Raises ``CheckpointError`` (naming ``path``) for anything that is not a
+    language-model checkpoint of a supported kind, as loading it would.
+    """
+    from esmfold_lite.weights.esm1_format import read_fair_esm1
+    from esmfold_lite.weights.esm2_format import checkpoint_kind, esm2_config_from_hf
+    from esmfold_lite.weights.esmc_format import is_official_esmc
+    from esmfold_lite.weights.own_format import own_format_meta
+    from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
+
+    meta = own_format_meta(path)
+    if meta is not None:
+        kind, config = meta.get("kind"), meta.get("config") or {}
+        if kind not in ("esm2", "esm1b", "msa", "esmc", "esmfold"):
+            raise CheckpointError(f"{path} holds an esmfold_lite {kind!r} checkpoint, not a language model")
+        if kind == "esm2" and config.get("lm_head") is False:
+            return "no-lm-head", None
+        return kind, (int(config.get("max_positions", 1024)) - 2 if kind == "esm1b" else None)
+    if path.is_dir():
+        config_path = path / "config.json"
+        if not config_path.is_file():
+            raise CheckpointError(f"expected config.json in folder {path} (a transformers ESM-2 model folder)")
+        config = json.loads(config_path.read_text())
+        if config.get("is_folding_model"):
+            return "esmfold", None
+        esm2_config_from_hf(config, config_path)  # raises for what is not ESM-2
+        return ("esm2" if any(key.startswith("lm_head.") for key in transformers_keys(path)) else "no-lm-head"), None
+    if path.suffix in (".safetensors", ".json"):
+        raise CheckpointError(
+            f"not a checkpoint: {path} is a lone {path.suffix} file; pass the folder holding config.json + "
+            "model.safetensors (transformers) or the <stem>.safetensors + <stem>.json pair (esmfold_lite)"
+        )
+    data = load_checkpoint(path)  # memory-mapped: the tensors are not read
+    if is_official_esmc(data):
+        return "esmc", None
+    kind = checkpoint_kind(data)
+    if kind in ("esm2", "esmfold", "msa"):
+        return kind, None
+    if kind == "esm1b":
+        return kind, int(data["args"].get("max_positions", 1024)) - 2
+    if kind == "esm1":
+        read_fair_esm1(path, data)  # raises: the original ESM-1 (2019) is not implemented
+    raise CheckpointError(
+        f"not a checkpoint: {path} is not a fair-esm language model; expected a dict with 'model' (the state dict) "
+        "and 'cfg' (ESM-2) or 'args' with arch 'roberta_large' (ESM-1b/1v), or an ESM C state dict"
+    )
+
+
+def transformers_keys(folder: Path) -> list[str]:
+    """The tensor names of a transformers model folder, from the safetensors header or the index (no weights)."""
+    from safetensors import safe_open
+
+    from esmfold_lite.weights.safe_pickle import load_checkpoint
+
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        index = folder / f"{name}.index.json"
+        if index.is_file():
+            return list(json.loads(index.read_text())["weight_map"])
+    if (folder / "model.safetensors").is_file():
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+            return list(handle.keys())
+    if (folder / "pytorch_model.bin").is_file():
+        return list(load_checkpoint(folder / "pytorch_model.bin"))  # memory-mapped
+    return []
+
+
+def score_with_models(
+    args: argparse.Namespace, wild_type: str, mutations: list[Mutation], sources: dict[str, Path] | None = None
+) -> dict[str, np.ndarray]:
+    """One score array per model, loading each model in turn (an ensemble never sits in memory at once).
+
+    ``sources``: where each model is (`check_model_sources`); by default as given to ``--model``.
+    """
     from esmfold_lite.lm.load import load_language_model
 
     scores = {}
     for source in args.models:
         try:
-            model = load_language_model(source, device=args.device, dtype=args.dtype)
+            where = (sources or {}).get(source, source)
+            model = load_language_model(where, device=args.device, dtype=args.dtype)
         except (OSError, ValueError) as exc:  # checkpoint and download errors name the source and the fix
             raise CliError(str(exc)) from exc
         log.info("scoring %d mutations with %s (%s)", len(mutations), source, args.scoring_strategy)

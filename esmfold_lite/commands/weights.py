@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "weights",
         help="list, download and convert official checkpoints",
         description="Manage the official ESM / ESMFold checkpoints: list the known names and what is cached, "
-        "download them (resumable), and convert a fair-esm .pt into esmfold_lite's pickle-free format.",
+        "download them (resumable), and convert a fair-esm .pt, an ESM C .pth or a transformers folder into "
+        "esmfold_lite's pickle-free format.",
         epilog=EXIT_STATUS,
     )
     add_logging_options(parser)
@@ -62,17 +63,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     convert = actions.add_parser(
         "convert",
-        help="convert a language-model (ESM-2, ESM-1b/1v, MSA Transformer) or ESMFold checkpoint to esmfold_lite's "
-        "safetensors + json format",
-        description="Read a language-model checkpoint (ESM-2, ESM-1b, ESM-1v, MSA Transformer) or an ESMFold "
-        "checkpoint (a fair-esm .pt, a transformers folder, or a registry name) and write OUT.safetensors + OUT.json "
+        help="convert a language-model (ESM-2, ESM-1b/1v, MSA Transformer, ESM C) or ESMFold checkpoint to "
+        "esmfold_lite's safetensors + json format",
+        description="Read a language-model checkpoint (ESM-2, ESM-1b, ESM-1v, MSA Transformer, ESM C) or an ESMFold "
+        "checkpoint (a fair-esm .pt, an official ESM C .pth, a transformers folder, or a registry name) and write "
+        "OUT.safetensors + OUT.json "
         "(or model.safetensors + model.json when OUT is an existing folder). The result loads without unpickling "
         "anything. A language-model .pt takes its contact-regression file from beside it; a fair-esm ESMFold .pt "
         "needs its ESM-2 language model (see --lm), which is stored inside the converted ESMFold checkpoint.",
         epilog=EXIT_STATUS,
     )
     add_logging_options(convert)
-    convert.add_argument("input", metavar="IN", help="checkpoint to convert: .pt file, transformers folder or name")
+    convert.add_argument(
+        "input", metavar="IN", help="checkpoint to convert: .pt / ESM C .pth file, transformers folder or name"
+    )
     convert.add_argument("output", metavar="OUT", type=Path, help="output stem (OUT.safetensors + OUT.json) or folder")
     convert.add_argument(
         "--lm",

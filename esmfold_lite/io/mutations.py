@@ -13,8 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from esmfold_lite.io.fasta import FastaRecord, validate_record
-from esmfold_lite.sequences import AMINO_ACID_LETTERS, STANDARD_AMINO_ACIDS
+from esmfold_lite.sequences import AMINO_ACID_LETTERS, LANGUAGE_MODEL, STANDARD_AMINO_ACIDS, sequence_problem
 
 SEPARATOR = ":"
 _SUBSTITUTION = re.compile(r"([A-Za-z])([+-]?[0-9]+)([A-Za-z])")
@@ -47,7 +46,7 @@ class Mutation:
 def check_wild_type(sequence: str) -> str:
     """``sequence`` upper-cased with whitespace removed; ValueError when it is empty or holds non-residue letters."""
     sequence = "".join(sequence.split()).upper()
-    problem = validate_record(FastaRecord(id="wild type", description="", sequence=sequence, line=0))
+    problem = sequence_problem(sequence, LANGUAGE_MODEL)  # B Z U O are tokens of their own, not "unknown"
     if problem is None and ":" in sequence:
         problem = "':' separates chains; a wild type is one chain"
     if problem is not None:

@@ -1,11 +1,22 @@
 """Unsupervised contact prediction from attention maps (Rao et al. 2021, "Transformer protein language models are
-unsupervised structure learners"): a logistic regression over the symmetrized, APC-corrected maps of every head."""
+unsupervised structure learners"): a logistic regression over the symmetrized, APC-corrected maps of every head.
+
+A model loaded without its regression weights (ESM-1v, released without them; an ESM-2 / ESM-1b / MSA Transformer
+``.pt`` whose ``<stem>-contact-regression.pt`` was not beside it) has them filled with zeros by the checkpoint readers,
+which would give 0.5 for every pair: ``ContactPredictionHead.has_regression`` notes that when the weights are loaded,
+and `check_contact_regression` turns a request for contacts into a ``ValueError`` naming the model and the fix.
+"""
 
 from __future__ import annotations
 
 import torch
 from einops import rearrange
 from torch import nn
+
+DEFAULT_REGRESSION_HINT = (
+    "put <name>-contact-regression.pt (from the same release as the checkpoint <name>.pt) beside the checkpoint and "
+    "load it again"
+)
 
 
 def symmetrize(x: torch.Tensor) -> torch.Tensor:
@@ -27,6 +38,11 @@ class ContactPredictionHead(nn.Module):
     The ``<cls>`` and ``<eos>`` rows/columns are removed first (``<eos>`` positions are zeroed wherever they fall in a
     padded batch, then the last column/row is cut), so a ``(B, T, T)`` token map gives ``(B, T - 2, T - 2)``.
     ``regression`` maps the ``layers * heads`` features of each residue pair to one logit.
+
+    Attributes:
+        has_regression: whether the regression holds weights: True for a head built in memory; set when a state
+            dict is loaded into it, False when its ``regression.weight`` is all zero (the filler of a checkpoint
+            loaded without its contact regression, which would give every pair the same probability).
     """
 
     def __init__(self, in_features: int, eos_idx: int, prepend_bos: bool = True, append_eos: bool = True):
@@ -35,6 +51,13 @@ class ContactPredictionHead(nn.Module):
         self.prepend_bos = prepend_bos
         self.append_eos = append_eos
         self.regression = nn.Linear(in_features, 1)
+        self.has_regression = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        weight = state_dict.get(f"{prefix}regression.weight")
+        if isinstance(weight, torch.Tensor) and not weight.is_meta:
+            self.has_regression = bool(weight.detach().any())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, tokens: torch.Tensor, attentions: torch.Tensor) -> torch.Tensor:
         """``tokens: (B, T)``, ``attentions: (B, layers, heads, T, T)`` -> contact probabilities ``(B, L, L)``."""
@@ -47,3 +70,16 @@ class ContactPredictionHead(nn.Module):
         features = rearrange(attentions, "b layer head i j -> b (layer head) i j")
         features = average_product_correct(symmetrize(features.to(self.regression.weight.dtype)))
         return torch.sigmoid(self.regression(rearrange(features, "b f i j -> b i j f")).squeeze(-1))
+
+
+def check_contact_regression(model: nn.Module) -> None:
+    """Raise ``ValueError`` when ``model.contact_head`` was loaded without regression weights (see the module
+    docstring), naming the model and the fix (``model.contact_regression_hint``, else `DEFAULT_REGRESSION_HINT`)."""
+    head = getattr(model, "contact_head", None)
+    if head is None or getattr(head, "has_regression", True):
+        return
+    hint = getattr(model, "contact_regression_hint", DEFAULT_REGRESSION_HINT)
+    raise ValueError(
+        f"{type(model).__name__} was loaded without contact regression weights, so it cannot predict contacts (every "
+        f"pair would get 0.5): {hint}"
+    )

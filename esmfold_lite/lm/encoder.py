@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from esmfold_lite.alphabet import Alphabet
-from esmfold_lite.lm.contact_head import ContactPredictionHead
+from esmfold_lite.lm.contact_head import ContactPredictionHead, check_contact_regression
 from esmfold_lite.lm.embed import Embeddings, embed, requested_layers
 from esmfold_lite.lm.self_attention import SelfAttention
 
@@ -129,7 +129,9 @@ class EncoderLanguageModel(nn.Module):
             repr_layers: layers whose hidden states to return: 0 = embeddings, ``num_layers`` = after the final
                 LayerNorm, negative values count from the end. Output keys are the values as given.
             need_head_weights: also return every head's attention probabilities.
-            return_contacts: also return contact probabilities (implies ``need_head_weights``).
+            return_contacts: also return contact probabilities (implies ``need_head_weights``); raises
+                ``ValueError`` when the model was loaded without its contact regression weights
+                (``contact_head.has_regression``: ESM-1v, or a ``.pt`` without its ``-contact-regression.pt``).
 
         Returns:
             ``"logits"``: ``(B, T, V)`` (when the model has an LM head); ``"representations"``:
@@ -138,6 +140,8 @@ class EncoderLanguageModel(nn.Module):
         """
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be (B, T), got shape {tuple(tokens.shape)}")
+        if return_contacts:
+            check_contact_regression(self)
         need_head_weights = need_head_weights or return_contacts
         wanted = requested_layers(repr_layers, self.num_layers)
 
@@ -182,7 +186,13 @@ class EncoderLanguageModel(nn.Module):
         max_tokens_per_batch: int | None = None,
         progress: bool = False,
     ) -> Embeddings:
-        """Per-residue, mean and ``<cls>`` embeddings of raw sequences; see ``esmfold_lite.lm.embed.embed``."""
+        """Per-residue, mean and ``<cls>`` embeddings of raw sequences; see ``esmfold_lite.lm.embed.embed``.
+
+        ``contacts=True`` raises ``ValueError`` before any forward pass when the model was loaded without its contact
+        regression weights (``contact_head.has_regression``).
+        """
+        if contacts:
+            check_contact_regression(self)
         return embed(
             self,
             sequences,

@@ -24,7 +24,7 @@ from torch import nn
 from esmfold_lite.alphabet import ESM_ALPHABET, Alphabet
 from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH
 from esmfold_lite.lm.axial_attention import ColumnSelfAttention, RowSelfAttention
-from esmfold_lite.lm.contact_head import ContactPredictionHead
+from esmfold_lite.lm.contact_head import ContactPredictionHead, check_contact_regression
 from esmfold_lite.lm.embed import Embeddings, embed, requested_layers
 from esmfold_lite.lm.encoder import LMHead
 from esmfold_lite.lm.learned_positions import LearnedPositionalEmbedding
@@ -181,6 +181,8 @@ class MSATransformer(nn.Module):
         """
         if tokens.ndim != 3:
             raise ValueError(f"tokens must be (B, R, C) for the MSA Transformer, got shape {tuple(tokens.shape)}")
+        if return_contacts:
+            check_contact_regression(self)
         need_head_weights = need_head_weights or return_contacts
         wanted = requested_layers(repr_layers, self.num_layers)
 
@@ -225,7 +227,12 @@ class MSATransformer(nn.Module):
         selection: str = "diverse",
         progress: bool = False,
     ) -> Embeddings:
-        """The query rows' embeddings of MSAs (paths or lists of aligned rows); see ``esmfold_lite.lm.embed.embed``."""
+        """The query rows' embeddings of MSAs (paths or lists of aligned rows); see ``esmfold_lite.lm.embed.embed``.
+
+        ``contacts=True`` raises ``ValueError`` when the model was loaded without its contact regression weights.
+        """
+        if contacts:
+            check_contact_regression(self)
         return embed(
             self,
             msas,

@@ -28,7 +28,7 @@ of the window's first residue), or use ESM-2, whose rotary positions have no lim
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ DEFAULT_MAX_TOKENS = 4096
 def score_variants(
     models: nn.Module | Sequence[nn.Module],
     wild_type: str,
-    mutations: Sequence[str],
+    mutations: str | Iterable[str],
     strategy: str = "masked-marginals",
     offset_idx: int = 1,
     max_tokens_per_batch: int | None = DEFAULT_MAX_TOKENS,
@@ -56,7 +56,9 @@ def score_variants(
         models: a masked language model (see the module docstring) or a list of them; a list gives the mean of
             their scores.
         wild_type: the unmutated sequence (one chain of residue letters).
-        mutations: strings like ``"A42G"`` or ``"A42G:L50P"`` (see `esmfold_lite.io.mutations`).
+        mutations: strings like ``"A42G"`` or ``"A42G:L50P"`` (see `esmfold_lite.io.mutations`); a single string is
+            one mutation (``"A42G:L50P"`` is one double mutant), scored as ``[mutations]``, so the result is a list
+            of one float.
         strategy: one of `STRATEGIES` (see the module docstring).
         offset_idx: the position number of the wild type's first residue (1: positions are 1-based).
         max_tokens_per_batch: budget on ``rows x (L + 2)`` tokens in one forward pass; ``None``: one row per pass.
@@ -66,6 +68,7 @@ def score_variants(
         One float per mutation, in input order.
 
     Raises:
+        TypeError: ``mutations`` is neither a string nor an iterable of strings (the index of a non-string is named).
         ValueError: a bad wild type, one longer than a model's ``max_residues`` (1,022 for ESM-1b/1v), an MSA
             model, an unknown strategy, or a mutation that is not well formed, lies outside the wild type or does
             not match it (the message names the mutation).
@@ -74,11 +77,28 @@ def score_variants(
     if not model_list:
         raise ValueError("no language model given")
     wild_type = check_wild_type(wild_type)
-    parsed = [parse_mutation(text, wild_type, offset_idx) for text in mutations]
+    parsed = [parse_mutation(text, wild_type, offset_idx) for text in _mutation_list(mutations)]
     per_model = [
         score_mutations(model, wild_type, parsed, strategy, max_tokens_per_batch, progress) for model in model_list
     ]
     return torch.stack(per_model).mean(0).tolist()
+
+
+def _mutation_list(mutations: str | Iterable[str]) -> list[str]:
+    """``mutations`` as a list: a single string is one mutation; anything else must be an iterable of strings (a
+    list, a tuple, a pandas Series ...)."""
+    if isinstance(mutations, str):
+        return [mutations]
+    if not isinstance(mutations, Iterable):
+        raise TypeError(
+            f"mutations must be a list of strings like ['A42G', 'A42G:L50P'] (or one such string), got "
+            f"{type(mutations).__name__}"
+        )
+    texts = list(mutations)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"mutation at index {i} is a {type(text).__name__}, not a string like 'A42G'")
+    return texts
 
 
 def score_mutations(
@@ -118,6 +138,11 @@ class _Scorer:
         if getattr(model, "takes_msa", False):
             raise ValueError(
                 f"{type(model).__name__} reads MSAs, not single sequences; score variants with ESM-1v, ESM-1b or ESM-2"
+            )
+        if getattr(model, "lm_head", True) is None:
+            raise ValueError(
+                f"this {type(model).__name__} has no masked-LM head (e.g. loaded from a transformers EsmModel folder), "
+                "so it gives no logits to score with; load a checkpoint saved with its LM head (EsmForMaskedLM)"
             )
         limit = getattr(model, "max_residues", None)
         if limit is not None and len(wild_type) > limit:

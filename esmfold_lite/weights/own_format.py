@@ -5,17 +5,25 @@ the model config dataclass as a dict, ``tied`` maps each state-dict key that sha
 (ESM-2's LM head and token embedding) to that key, since safetensors stores a shared tensor once. Loading needs no
 pickle. A checkpoint is addressed by its stem, either file, or a folder holding ``model.safetensors`` +
 ``model.json``.
+
+Writing: the ``.safetensors`` first, then the ``.json``, each atomically (``io.atomic``: a temporary file beside it,
+renamed over it), so the json, which is what makes a stem a checkpoint, appears only once the tensors are complete; a
+json of an earlier checkpoint at the same stem is removed before its tensors are replaced, so the two files never
+describe different checkpoints. Both files get the permissions of a newly created file (0666 minus the umask):
+``safetensors.torch.save_file`` writes through a temporary file of its own, created 0600.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from esmfold_lite.io.atomic import atomic_path, atomic_write_text
 from esmfold_lite.weights.safe_pickle import CheckpointError
 
 FORMAT = "esmfold_lite"
@@ -30,8 +38,9 @@ def own_format_stem(path: str | Path) -> Path:
     return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
 
 
-def own_format_kind(path: str | Path) -> str | None:
-    """The ``kind`` of the checkpoint ``path`` addresses in this format, or None when it is not in this format."""
+def own_format_meta(path: str | Path) -> dict[str, Any] | None:
+    """The json of the checkpoint ``path`` addresses in this format (``kind``, ``config``, ``tied``), read without
+    its tensors; None when it is not in this format."""
     meta = own_format_stem(path).with_suffix(".json")
     if not meta.is_file():
         return None
@@ -39,7 +48,13 @@ def own_format_kind(path: str | Path) -> str | None:
         content = json.loads(meta.read_text())
     except ValueError:
         return None
-    return content.get("kind") if isinstance(content, dict) and content.get("format") == FORMAT else None
+    return content if isinstance(content, dict) and content.get("format") == FORMAT else None
+
+
+def own_format_kind(path: str | Path) -> str | None:
+    """The ``kind`` of the checkpoint ``path`` addresses in this format, or None when it is not in this format."""
+    meta = own_format_meta(path)
+    return None if meta is None else meta.get("kind")
 
 
 def is_own_format(path: str | Path) -> bool:
@@ -48,7 +63,8 @@ def is_own_format(path: str | Path) -> bool:
 
 
 def save_own_format(path: str | Path, kind: str, config: dict[str, Any], state: dict[str, torch.Tensor]) -> Path:
-    """Write ``<stem>.safetensors`` + ``<stem>.json``; returns the stem. Shared tensors are stored once."""
+    """Write ``<stem>.safetensors`` then ``<stem>.json``, each atomically (see the module docstring); returns the
+    stem. Shared tensors are stored once."""
     stem = own_format_stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
@@ -61,9 +77,14 @@ def save_own_format(path: str | Path, kind: str, config: dict[str, Any], state: 
             continue
         first_key_of[identity] = key
         tensors[key] = value.detach().contiguous().cpu()
-    save_file(tensors, str(stem.with_suffix(".safetensors")), metadata={"format": FORMAT, "kind": kind})
+    meta_path = stem.with_suffix(".json")
+    with atomic_path(stem.with_suffix(".safetensors")) as temp:
+        mode = temp.stat().st_mode & 0o777  # created as a new file is: 0666 minus the umask
+        save_file(tensors, str(temp), metadata={"format": FORMAT, "kind": kind})
+        os.chmod(temp, mode)  # save_file replaced the file with one of its own, created 0600
+        meta_path.unlink(missing_ok=True)  # an earlier checkpoint's json must not describe the new tensors
     meta = {"format": FORMAT, "kind": kind, "config": config, "tied": tied}
-    stem.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     return stem
 
 
