@@ -125,7 +125,7 @@ def test_cli_writes_files_and_manifest(model, saved_model, tmp_path):
     assert files[0] == "seq1.pt" and files[2:] == ["dup.pt", "dup_2.pt", "DUP_3.pt"]
     assert files[1].startswith("_evil_name") and "/" not in files[1] and ".." not in files[1]
     assert [int(r[2]) for r in rows] == [14, 20, 4, 5, 5] and {r[3] for r in rows} == {"ok"}
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted(files + ["manifest.tsv"])
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(files + ["manifest.tsv", ".esmfold-lite"])  # + lock
 
     sequences = ["MKTAYIAKQRQISF", "ACDEFGHIKLMNPQRSTVWY", "MLVW", "GGHKL", "PQRST"]
     expected = model.embed(sequences, layers=(-1, 0), contacts=True)
@@ -180,5 +180,50 @@ def test_cli_help_explains_every_flag(capsys):
     text = capsys.readouterr().out
     for flag in ("--output-dir", "--model", "--layers", "--format", "--contacts", "--max-tokens-per-batch"):
         assert flag in text
-    for flag in ("--device", "--dtype", "manifest.tsv"):
+    for flag in ("--device", "--dtype", "manifest.tsv", "--include", "--repr_layers", "--toks_per_batch", "--nogpu"):
         assert flag in text
+
+
+def test_cli_removes_temporaries_left_by_a_killed_run(saved_model, tmp_path):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">a\nMKTAYIAK\n")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    stale = [out_dir / ".a.pt.0123456789ab.tmp.pt", out_dir / ".manifest.tsv.abcdef012345.tmp.tsv"]
+    for path in stale:
+        path.write_bytes(b"half a file")  # what atomic writes killed by SIGKILL leave
+    others = [out_dir / ".a.pt.tmp", out_dir / "notes.txt"]
+    for path in others:
+        path.write_text("not ours")
+    assert main(["embed", str(fasta), "-o", str(out_dir), "--model", saved_model]) == 0
+    assert not any(path.exists() for path in stale) and all(path.exists() for path in others)
+    assert (out_dir / "a.pt").is_file()
+
+
+def test_cli_include_and_fair_esm_spellings(model, saved_model, tmp_path):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">a\nMKTAYIAK\n>b\nMLVWGG\n")
+    out_dir = tmp_path / "out"
+    argv = ["embed", str(fasta), "-o", str(out_dir), "--model", saved_model, "--format", "npz"]
+    fair_esm_flags = ["--include", "mean", "bos", "--repr_layers", "0", "-1", "--toks_per_batch", "9", "--nogpu"]
+    assert main(argv + fair_esm_flags) == 0
+    saved = np.load(out_dir / "a.npz")
+    assert sorted(saved.files) == sorted(
+        ["label", "sequence", "mean_representations_0", "mean_representations_3", "bos_representations_0",
+         "bos_representations_3"]
+    )  # fmt: skip
+    expected = model.embed(["MKTAYIAK", "MLVWGG"], layers=(0, -1), contacts=True)
+    np.testing.assert_allclose(saved["mean_representations_3"], expected.mean[-1][0].numpy(), atol=1e-5)
+    assert main(argv[:-2] + ["--include", "contacts", "per_tok"]) == 0  # --include contacts = --contacts
+    saved = torch.load(out_dir / "b.pt")
+    assert sorted(saved) == ["contacts", "label", "representations", "sequence"]
+    torch.testing.assert_close(saved["contacts"], expected.contacts[1], **TOL)
+
+    from esmfold_lite.cli import build_parser
+
+    args = build_parser().parse_args(["embed", "x", "-o", "o", "--model", "m", "--repr_layers", "1", "2",
+                                      "--toks_per_batch", "77", "--nogpu"])  # fmt: skip
+    assert args.layers == [1, 2] and args.max_tokens_per_batch == 77 and args.nogpu
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--nogpu", "--device", "cuda"])
+    assert exit_info.value.code == 2

@@ -80,7 +80,7 @@ def test_cli_esm1b_logits_contact_png_and_length_limit(esm1b, tmp_path):
     assert [r[:3] for r in rows] == [["ok", "ok.pt", "8"], ["long", "", "11"], ["short", "short.pt", "4"]]
     assert rows[1][3] == "skipped: 11 residues, more than the maximum length 10" and rows[0][3] == "ok"
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(
-        ["manifest.tsv", "ok.pt", "short.pt", "ok.contacts.png", "short.contacts.png"]
+        ["manifest.tsv", "ok.pt", "short.pt", "ok.contacts.png", "short.contacts.png", ".esmfold-lite"]
     )
     assert (out_dir / "ok.contacts.png").read_bytes().startswith(PNG_MAGIC)
     saved = torch.load(out_dir / "ok.pt")
@@ -111,6 +111,58 @@ def test_cli_msa_transformer(msa_model, tmp_path):
     np.testing.assert_allclose(saved["logits"], expected.logits[0].numpy(), atol=1e-5)
 
 
+def deep_msa(path, depth: int, width: int = 6, seed: int = 0):
+    """An a3m of ``depth`` random rows (the query first); returns the rows."""
+    g = torch.Generator().manual_seed(seed)
+    letters = "ACDEFGHIKLMNPQRSTVWY-"
+    rows = ["".join(letters[i] for i in torch.randint(0, 20, (width,), generator=g))]
+    rows += ["".join(letters[i] for i in torch.randint(0, 21, (width,), generator=g)) for _ in range(depth - 1)]
+    path.write_text("".join(f">r{i}\n{row}\n" for i, row in enumerate(rows)))
+    return rows
+
+
+def test_cli_max_depth_and_selection_are_used_as_given(msa_model, tmp_path):
+    """--max-depth above 128 or 0 (all rows) and --selection first reach the model unchanged, not re-cut."""
+    from esmfold_lite import open_embeddings
+
+    model_path = save(msa_model, "msa", tmp_path / "msa_tiny")
+    rows = deep_msa(tmp_path / "deep.a3m", 140)
+    base = ["embed", str(tmp_path / "deep.a3m"), "--model", model_path, "--layers", "-1"]
+    assert main([*base, "-o", str(tmp_path / "all"), "--max-depth", "0"]) == 0
+    saved = torch.load(tmp_path / "all" / "r0.pt")
+    assert int(saved["msa_depth"]) == 140
+    expected = msa_model.embed([rows], max_depth=None)
+    torch.testing.assert_close(saved["representations"][2], expected.representations[-1][0], **TOL)
+
+    argv = [*base, "-o", str(tmp_path / "first"), "--max-depth", "133", "--selection", "first"]
+    assert main(argv + ["--format", "safetensors"]) == 0
+    store = open_embeddings(tmp_path / "first")
+    assert int(store["r0"]["msa_depth"]) == 133
+    assert (store.settings["max_depth"], store.settings["selection"]) == (133, "first")
+    expected = msa_model.embed([rows[:133]], max_depth=None)
+    torch.testing.assert_close(store["r0"]["representations"][2], expected.representations[-1][0], **TOL)
+
+
+def test_cli_msa_too_wide_or_too_deep_is_skipped_and_the_others_embedded(msa_model, tmp_path, caplog):
+    model_path = save(msa_model, "msa", tmp_path / "msa_tiny")  # at most 39 columns, 1024 rows
+    deep_msa(tmp_path / "good.a3m", 3, seed=1)
+    deep_msa(tmp_path / "long.a3m", 2, width=60, seed=2)
+    deep_msa(tmp_path / "deep.a3m", 1025, width=3, seed=3)
+    (tmp_path / "deep.a3m").write_text((tmp_path / "deep.a3m").read_text().replace(">r0\n", ">deep\n", 1))
+    inputs = [str(tmp_path / name) for name in ("long.a3m", "good.a3m", "deep.a3m")]
+    for fmt in ("pt", "safetensors"):
+        out_dir = tmp_path / fmt
+        argv = ["embed", *inputs, "-o", str(out_dir), "--model", model_path, "--max-depth", "0", "--format", fmt]
+        assert main(argv) == 3
+        rows = read_manifest(out_dir / "manifest.tsv")
+        assert [r[:3] for r in rows] == [["r0", "", "60"], ["r0", rows[1][1], "6"], ["deep", "", "3"]]
+        assert rows[0][3] == "skipped: 60 columns, more than the 39 MSATransformer can embed; split it into " \
+            "windows of at most that length"  # fmt: skip
+        assert rows[1][3] == "ok" and rows[1][1] in ("r0_2.pt", "shards/shard-000000.safetensors")
+        assert rows[2][3].startswith("skipped: 1025 rows, more than the 1024 MSATransformer takes")
+    assert "skipping record 'r0'" in caplog.text
+
+
 def test_cli_refuses_contacts_without_regression_and_logits_without_head(tmp_path, capsys):
     fasta = tmp_path / "in.fasta"
     fasta.write_text(">a\nMKTAYIAK\n")
@@ -121,7 +173,14 @@ def test_cli_refuses_contacts_without_regression_and_logits_without_head(tmp_pat
     esm1v_path = save(esm1v, "esm1b", tmp_path / "esm1v_like")
     out_dir = tmp_path / "out"
     assert main(["embed", str(fasta), "-o", str(out_dir), "--model", esm1v_path, "--contacts"]) == 1
-    assert "no contact regression weights" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no contact regression weights" in err and "drop --contacts." in err
+    assert main(["embed", str(fasta), "-o", str(out_dir), "--model", esm1v_path, "--contacts-png"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "drop --contacts-png." in err  # the flag given, not another
+    assert "convert again" in err and "beside the checkpoint" not in err  # a converted file: convert it again
+    assert main(["embed", str(fasta), "-o", str(out_dir), "--model", esm1v_path, "--include", "contacts"]) == 1
+    assert "drop --include contacts." in capsys.readouterr().err
     headless = randomize_(ESM2(ESM2Config(1, 8, 2, lm_head=False)))
     headless_path = save(headless, "esm2", tmp_path / "headless")
     assert main(["embed", str(fasta), "-o", str(out_dir), "--model", headless_path, "--logits"]) == 1

@@ -125,7 +125,8 @@ def test_rerun_resumes_and_refuses_other_settings(model, saved_model, tmp_path, 
     assert list(open_embeddings(out)) == ["p0", "new"] and open_embeddings(out).layers == [1]
 
 
-def test_ctrl_c_writes_what_waits_for_a_shard(saved_model, tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_writes_what_waits_for_a_shard(signum, status, saved_model, tmp_path, monkeypatch, caplog):
     import esmfold_lite.commands.embed as command
 
     seqs = sequences(30, seed=4)
@@ -135,21 +136,114 @@ def test_ctrl_c_writes_what_waits_for_a_shard(saved_model, tmp_path, monkeypatch
     def interrupted_second_time(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt
+            if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+                pytest.fail("embed runs without its own SIGINT/SIGTERM handler")  # the signal would stop pytest
+            os.kill(os.getpid(), signum)  # as Ctrl-C or `kill` would
         return real(*args, **kwargs)
 
     monkeypatch.setattr(command, "embed", interrupted_second_time)
     argv = ["embed", str(fasta), "-o", str(tmp_path / "out"), "--model", saved_model, "--format", "safetensors",
             "--max-tokens-per-batch", "64"]  # fmt: skip  (chunks of 8 x 64 tokens: several chunks, one shard)
-    with pytest.raises(KeyboardInterrupt):
-        main(argv)
+    try:
+        assert main(argv) == status  # like predict: a warning line, not a traceback
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C ended embed with a KeyboardInterrupt traceback")
     first = len(open_embeddings(tmp_path / "out"))
-    assert 0 < first < 30 and "interrupted" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert 0 < first < 30 and len(warnings) == 1 and "interrupted" in warnings[0]
+    rows = read_manifest(tmp_path / "out" / "manifest.tsv")
+    assert [r[0] for r in rows] == [f"p{i}" for i in range(first)] and {r[3] for r in rows} == {"ok"}
     monkeypatch.setattr(command, "embed", real)
     caplog.clear()
     caplog.set_level("INFO")
     assert main(argv) == 0 and f"{first} embedded before" in caplog.text
     assert len(open_embeddings(tmp_path / "out")) == 30
+
+
+def test_manifest_is_in_input_order(saved_model, tmp_path):
+    a, b, c = sequences(3, seed=5)
+    fasta = write_fasta(tmp_path / "in.fasta", [("a", a), ("bad", "MK1L"), ("b", b), ("a", c), ("c", c)])
+    argv = ["embed", str(fasta), "-o", str(tmp_path / "out"), "--model", saved_model, "--format", "safetensors"]
+    assert main(argv) == 3
+    rows = read_manifest(tmp_path / "out" / "manifest.tsv")
+    assert [(r[0], r[3].split(":")[0]) for r in rows] == [
+        ("a", "ok"), ("bad", "skipped"), ("b", "ok"), ("a", "skipped"), ("c", "ok")
+    ]  # fmt: skip
+    write_fasta(fasta, [("new", a[:30]), ("b", b), ("bad", "MK1L"), ("a", a)])  # resumed: done ones in place too
+    assert main(argv) == 3
+    rows = read_manifest(tmp_path / "out" / "manifest.tsv")
+    assert [(r[0], r[3].split(":")[0]) for r in rows] == [("new", "ok"), ("b", "ok"), ("bad", "skipped"), ("a", "ok")]
+
+
+def kill_in_the_middle_of_a_commit(index):
+    """Leave ``index`` as a run SIGKILLed while committing leaves it: a hot ``index.sqlite-journal``."""
+    code = f"""if True:
+        import os, signal, sqlite3
+        db = sqlite3.connect({str(index)!r}, isolation_level=None)
+        db.execute("PRAGMA cache_size=1")  # pages reach the database file before the commit, as a big commit's do
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO embeddings VALUES (?, ?, 1, 'shards/x', 0, 0, NULL)",
+                       [(f"ghost{{i}}", "M" * 500) for i in range(300)])
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -signal.SIGKILL
+    journal = index.with_name(index.name + "-journal")
+    assert journal.stat().st_size > 0
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):  # what a plain read-only reader gets
+        sqlite3.connect(f"{index.as_uri()}?mode=ro", uri=True).execute("SELECT COUNT(*) FROM embeddings")
+    return journal
+
+
+def test_reader_recovers_an_index_left_by_a_killed_commit(saved_model, tmp_path, monkeypatch):
+    from esmfold_lite.io import embedding_shards
+    from esmfold_lite.io.outdir_lock import OutdirError
+
+    seqs = sequences(3, seed=6)
+    fasta = write_fasta(tmp_path / "in.fasta", [(f"p{i}", s) for i, s in enumerate(seqs)])
+    out = tmp_path / "out"
+    argv = ["embed", str(fasta), "-o", str(out), "--model", saved_model, "--format", "safetensors"]
+    assert main(argv) == 0
+    kill_in_the_middle_of_a_commit(out / "index.sqlite")
+
+    monkeypatch.setattr(embedding_shards.os, "access", lambda *args, **kwargs: False)  # a read-only OUTDIR
+    with pytest.raises(OutdirError, match="killed run .* run the same `esmfold-lite embed` command again"):
+        open_embeddings(out)
+    monkeypatch.undo()
+    store = open_embeddings(out)  # writable: the killed commit is rolled back
+    assert sorted(store) == ["p0", "p1", "p2"] and store["p1"]["sequence"] == seqs[1]
+    assert not (out / "index.sqlite-journal").exists()
+    kill_in_the_middle_of_a_commit(out / "index.sqlite")
+    assert main(argv) == 0 and sorted(open_embeddings(out)) == ["p0", "p1", "p2"]  # the command recovers it too
+
+
+def test_include_means_only_and_readable_errors_for_what_was_not_saved(model, saved_model, tmp_path, capsys):
+    seqs = sequences(4, seed=7)
+    fasta = write_fasta(tmp_path / "in.fasta", [(f"p{i}", s) for i, s in enumerate(seqs)])
+    out = tmp_path / "out"
+    argv = ["embed", str(fasta), "-o", str(out), "--model", saved_model, "--format", "safetensors"]
+    assert main(argv + ["--include", "mean", "--shard-size", "0.0001"]) == 0
+    store = open_embeddings(out)
+    assert store.include == ["mean"] and sorted(store) == ["p0", "p1", "p2", "p3"]
+    expected = model.embed(seqs)
+    for i in range(4):
+        got = store[f"p{i}"]
+        assert sorted(got) == ["label", "mean_representations", "sequence"]
+        torch.testing.assert_close(got["mean_representations"][2], expected.mean[-1][i], **TOL)
+    with pytest.raises(KeyError, match="'representations' was not saved .* --include per_tok"):
+        store["p0"]["representations"]
+    with pytest.raises(KeyError, match="--contacts"):
+        store["p0"]["contacts"]
+    shard_bytes = sum(p.stat().st_size for p in (out / "shards").iterdir())
+    assert shard_bytes < 4 * 16 * 4 * 4  # a few means, no per-residue arrays
+
+    capsys.readouterr()
+    assert main(argv + ["--include", "mean", "per_tok"]) == 1  # other arrays: refused like other settings
+    assert "include" in capsys.readouterr().err
+    assert main(argv + ["--include", "mean"]) == 0  # the same: resumes
+    assert main(argv + ["--include", "per_tok", "contacts", "--overwrite"]) == 0
+    got = open_embeddings(out)["p2"]
+    assert sorted(got) == ["contacts", "label", "representations", "sequence"]
+    torch.testing.assert_close(got["representations"][2], expected.representations[-1][2], **TOL)
 
 
 def test_damaged_index_is_refused_naming_the_fix(saved_model, tmp_path, capsys):

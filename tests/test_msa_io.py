@@ -107,3 +107,18 @@ def test_select_rows_properties(hits, depth):
         positions = [int(i) for i in chosen.ids]
         assert positions == sorted(positions)
         assert chosen.rows == tuple(msa.rows[i] for i in positions)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_leading_comment_lines_of_colabfold_a3m_are_ignored(tmp_path, compress):
+    text = "#14\t1\n# another comment\n>101\nMKTAYI\n>hit1\nMKTaAYL\n>hit2\nMR-AYI\n"
+    path = tmp_path / ("x.a3m.gz" if compress else "x.a3m")
+    path.write_bytes(gzip.compress(text.encode()) if compress else text.encode())
+    msa = read_msa(path)
+    assert msa.ids == ("101", "hit1", "hit2") and msa.rows == ("MKTAYI", "MKTAYL", "MR-AYI")
+    path.write_bytes(b"#14\t1\n>q\nMKTAYI\n>hit1\nMKTAY\n")  # line numbers still count the comment
+    with pytest.raises(ValueError, match=r"row 'hit1' \(line 4\)"):
+        read_msa(path)
+    path.write_bytes(b">q\nMKT\n#not a comment here\n")  # only before the first header
+    with pytest.raises(ValueError, match="'#'"):
+        read_msa(path)

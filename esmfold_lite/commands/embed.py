@@ -20,10 +20,18 @@ from tqdm.auto import tqdm
 
 from esmfold_lite.alphabet import ALL_TOKENS
 from esmfold_lite.cli import CliError, add_logging_options, exit_status_help, records_exit_code, torch_device
-from esmfold_lite.commands.embed_outputs import CONTACTS_PNG_SUFFIX, EmbedInput, FileSink, ShardSink
+from esmfold_lite.commands.embed_outputs import (
+    CONTACTS_PNG_SUFFIX,
+    DEFAULT_INCLUDE,
+    INCLUDES,
+    EmbedInput,
+    FileSink,
+    ShardSink,
+)
+from esmfold_lite.commands.predict import run_interruptibly
 from esmfold_lite.io.fasta import FastaRecord, count_records, read_fasta, validate_record
 from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH, SELECTIONS, read_msa, select_rows
-from esmfold_lite.lm.embed import Embeddings, embed, resolve_layer
+from esmfold_lite.lm.embed import Embeddings, embed, msa_problem, resolve_layer
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +54,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "amino-acid letters, longer than the model allows (ESM-1b/1v: 1022 residues), a misaligned MSA) are "
             "skipped with a warning (status 'skipped: reason'). Each file holds 'label' (the id), 'sequence', "
             "'representations' (per residue, L x D, without <cls>/<eos>), 'mean_representations' (D), "
-            "'bos_representations' (the <cls> vector, D) per layer, keyed by absolute layer number "
-            "(-1 is saved under the model's last layer), 'contacts' (L x L) with --contacts, 'logits' (L x 33; "
+            "'bos_representations' (the <cls> vector, D) per layer (--include chooses which of these three), keyed "
+            "by absolute layer number (-1 is saved under the model's last layer), 'contacts' (L x L) with --contacts, "
+            "'logits' (L x 33; "
             "ESM C: L x 64) with --logits and, for an MSA, 'msa_depth' (rows used). npz files flatten these to keys "
             "like 'representations_33'. Values are saved as float32. With --format safetensors the same arrays go into "
             "shards (see --format; a repeated id is skipped, and manifest.tsv's file column names the shard). The "
-            "FASTA is streamed; progress shows sequences/s, residues/s and the time left."
+            "FASTA is streamed; progress shows sequences/s, residues/s and the time left. fair-esm extract.py's "
+            "spellings are accepted: --repr_layers (= --layers), --toks_per_batch (= --max-tokens-per-batch), "
+            "--nogpu (= --device cpu), --include (contacts = --contacts)."
         ),
         epilog=exit_status_help(
             ok="every record embedded",
             some_failed="some records skipped (their reason is in manifest.tsv and the log)",
             failed="nothing could run or the run had to stop (unreadable FASTA, no valid record, model not loadable, "
-            "an output that cannot be written: a full or failing disk)",
+            "an output that cannot be written: a full or failing disk); 130/143 interrupted (SIGINT/SIGTERM; the "
+            "files and shards written are kept)",
         ),
     )
     parser.add_argument(
@@ -81,12 +93,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--layers",
+        "--repr_layers",
         metavar="N",
         type=int,
         nargs="+",
         default=[-1],
         help="layers to save: 0 = token embeddings, 1..num_layers = after that block (the last one after the final "
-        "LayerNorm); negative values count from the end, -1 = last; put the inputs before this flag (default: -1)",
+        "LayerNorm); negative values count from the end, -1 = last; put the inputs before this flag; --repr_layers "
+        "is fair-esm extract.py's name for it (default: -1)",
+    )
+    parser.add_argument(
+        "--include",
+        choices=INCLUDES,
+        nargs="+",
+        default=None,
+        help="what to save per input, several allowed (fair-esm extract.py's --include): mean = "
+        "'mean_representations', per_tok = 'representations' (per residue: by far the largest; leave it out to "
+        "keep only means of a million sequences), bos = 'bos_representations', contacts = 'contacts' (the same "
+        f"as --contacts); put the inputs before this flag (default: {' '.join(DEFAULT_INCLUDE)}, plus contacts "
+        "with --contacts)",
     )
     parser.add_argument(
         "--format",
@@ -133,11 +158,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-tokens-per-batch",
+        "--toks_per_batch",
         metavar="N",
         type=int,
         default=4096,
         help="token budget of one forward pass: sequences are sorted by length and packed while "
-        "count x (longest + 2) <= N; a longer sequence runs alone; MSAs always run one at a time (default: 4096)",
+        "count x (longest + 2) <= N; a longer sequence runs alone; MSAs always run one at a time; --toks_per_batch "
+        "is fair-esm extract.py's name for it (default: 4096)",
     )
     parser.add_argument(
         "--max-depth",
@@ -160,13 +187,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="torch device: cpu, cuda, cuda:1 (default: the loader's choice)",
     )  # fmt: skip
     parser.add_argument(
+        "--nogpu", action="store_true", help="run on the CPU even if a GPU is present (fair-esm extract.py's "
+        "spelling of --device cpu)",
+    )  # fmt: skip
+    parser.add_argument(
         "--dtype", choices=tuple(DTYPES), default=None, help="model precision (default: as the loader chooses)"
     )
     add_logging_options(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.nogpu:
+        if args.device not in (None, "cpu"):
+            args.parser.error(f"--nogpu contradicts --device {args.device}")
+        args.device = "cpu"
+    given = {
+        "--contacts": args.contacts,
+        "--contacts-png": args.contacts_png,
+        "--include contacts": "contacts" in (args.include or ()),
+    }
+    contact_flags = [flag for flag, on in given.items() if on]  # named in errors: the flags the user gave
+    include = set(args.include or DEFAULT_INCLUDE) | ({"contacts"} if args.contacts else set())
+    args.include = [name for name in INCLUDES if name in include]  # what is saved, in a fixed order
+    args.contacts = "contacts" in include
+    interrupted = (
+        "interrupted; the committed shards are kept, run the same command again to resume"
+        if args.format == "safetensors"
+        else "interrupted; the files written are kept (a run with --format safetensors resumes; this one starts over)"
+    )
+    return run_interruptibly(lambda: _run(args, contact_flags), interrupted)
+
+
+def _run(args: argparse.Namespace, contact_flags: list[str]) -> int:
     from esmfold_lite.lm.load import load_language_model
 
     for path in args.input:
@@ -191,17 +244,18 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     if args.logits and getattr(model, "lm_head", None) is None:
         raise CliError(f"{args.model} was saved without its masked-LM head, so it gives no logits; drop --logits")
-    if (args.contacts or args.contacts_png) and getattr(model, "contact_head", None) is None:
+    flags = " and ".join(contact_flags)
+    if contact_flags and getattr(model, "contact_head", None) is None:
         raise CliError(f"{args.model} ({type(model).__name__}) has no contact head, so it predicts no contacts; drop "
-                       "--contacts/--contacts-png, or use an ESM-2 model for contacts")  # fmt: skip
-    if (args.contacts or args.contacts_png) and not model.contact_head.regression.weight.detach().any():
+                       f"{flags}, or use an ESM-2 model for contacts")  # fmt: skip
+    if contact_flags and not model.contact_head.has_regression:
         raise CliError(
-            f"{args.model} has no contact regression weights (ESM-1v was released without them; for other models put "
-            "<name>-contact-regression.pt beside the checkpoint), so its contacts would be meaningless; drop --contacts"
+            f"{args.model} has no contact regression weights, so its contacts would be meaningless; drop {flags}. "
+            + _regression_hint(args.model)
         )
 
     if getattr(model, "takes_msa", False):
-        inputs: Iterable[EmbedInput] = read_msas(args)
+        inputs: Iterable[EmbedInput] = read_msas(args, model)
         total: int | None = len(inputs)
     else:
         inputs = stream_records(args, model)
@@ -215,6 +269,20 @@ def run(args: argparse.Namespace) -> int:
             f"nothing to embed in {' '.join(map(str, args.input))}; first problem: {counted.first_problem}"
         )
     return records_exit_code(counted.skipped)
+
+
+def _regression_hint(source: str) -> str:
+    """Where contact regression weights come from, for a model ``source`` loaded without them."""
+    from esmfold_lite.weights.own_format import own_format_stem
+
+    stem = own_format_stem(source)
+    if stem.with_suffix(".json").is_file() or stem.with_suffix(".safetensors").is_file():  # a converted model
+        return (
+            "ESM-1v was released without them; another model's converted file lacks them when its "
+            "<name>-contact-regression.pt was not beside the .pt at conversion: put it there and convert again "
+            "(esmfold-lite weights convert NAME.pt OUT)"
+        )
+    return "ESM-1v was released without them; for other models put <name>-contact-regression.pt beside the checkpoint"
 
 
 @dataclass
@@ -245,6 +313,7 @@ def embed_all(
                     contacts=args.contacts or args.contacts_png,
                     logits=args.logits,
                     max_tokens_per_batch=args.max_tokens_per_batch,
+                    max_depth=None,  # MSAs: their rows were selected by read_msas, by --max-depth and --selection
                 )
             rows = iter(range(len(todo)))
             for item in chunk:
@@ -259,7 +328,7 @@ def embed_all(
                 else:
                     counts.embedded += 1
                     counts.residues += item.length
-                    sink.write(item, sequence_result(out, next(rows), saved_layers))
+                    sink.write(item, sequence_result(out, next(rows), saved_layers, args.include))
             bar.update(len(chunk))
             elapsed = max(time.monotonic() - started, 1e-9)
             bar.set_postfix_str(f"{counts.residues / elapsed:.0f} res/s", refresh=False)
@@ -306,8 +375,9 @@ def stream_records(args: argparse.Namespace, model) -> Iterator[EmbedInput]:
         raise CliError(f"{', '.join(map(str, args.input))} hold(s) no FASTA records")
 
 
-def read_msas(args: argparse.Namespace) -> list[EmbedInput]:
-    """One input per MSA file, its rows selected by ``--max-depth``/``--selection``; a bad file becomes a problem."""
+def read_msas(args: argparse.Namespace, model) -> list[EmbedInput]:
+    """One input per MSA file, its rows selected by ``--max-depth``/``--selection``; a bad file, or one wider or
+    deeper than the model takes (``msa_problem``), becomes a problem."""
     inputs = []
     for path in args.input:
         try:
@@ -315,7 +385,8 @@ def read_msas(args: argparse.Namespace) -> list[EmbedInput]:
         except (OSError, ValueError) as exc:
             inputs.append(EmbedInput(path.stem, "", 0, str(path), str(exc)))
             continue
-        inputs.append(EmbedInput(msa.ids[0], msa.query, msa.width, str(path), None, msa))
+        problem = msa_problem(model, msa)
+        inputs.append(EmbedInput(msa.ids[0], msa.query, msa.width, str(path), problem, msa))
     return inputs
 
 
@@ -327,8 +398,11 @@ def record_problem(record: FastaRecord, max_length: int | None = None) -> str | 
     return problem
 
 
-def sequence_result(out: Embeddings, i: int, saved_layers: dict[int, int]) -> dict:
-    """Input ``i``'s tensors (float32, CPU) in fair-esm ``extract.py`` naming, keyed by absolute layer.
+def sequence_result(
+    out: Embeddings, i: int, saved_layers: dict[int, int], include: Iterable[str] = DEFAULT_INCLUDE
+) -> dict:
+    """Input ``i``'s tensors (float32, CPU) in fair-esm ``extract.py`` naming, keyed by absolute layer; of the
+    representations only those ``include`` names (``mean``, ``per_tok``, ``bos``), as ``extract.py --include`` does.
 
     Every tensor is a copy that owns its memory: a row of the batch's stacked means is a view of the whole batch,
     and ``torch.save`` writes a view's whole storage (fair-esm's ``extract.py`` clones for the same reason)."""
@@ -338,11 +412,12 @@ def sequence_result(out: Embeddings, i: int, saved_layers: dict[int, int]) -> di
 
     result = {
         name: {absolute: own(rows[layer][i]) for layer, absolute in saved_layers.items()}
-        for name, rows in (
-            ("representations", out.representations),
-            ("mean_representations", out.mean),
-            ("bos_representations", out.cls),
+        for name, rows, kind in (
+            ("representations", out.representations, "per_tok"),
+            ("mean_representations", out.mean, "mean"),
+            ("bos_representations", out.cls, "bos"),
         )
+        if kind in include
     }
     if out.contacts is not None:
         result["contacts"] = own(out.contacts[i])

@@ -2,13 +2,16 @@
 (``EmbedInput``) to, embedded, skipped or done before, and the helpers that write their files.
 
 - ``FileSink``: one file per input (``pt``/``npz``, fair-esm's layout) and ``manifest.tsv``, written at the end.
-- ``ShardSink``: resumable safetensors shards with an index (``io.embedding_shards``), holding OUTDIR's lock
-  (``io.outdir_lock``), and ``manifest.tsv``, written as inputs are settled.
+- ``ShardSink``: resumable safetensors shards with an index (``io.embedding_shards``) and ``manifest.tsv``, written
+  as inputs are settled, in input order.
+
+Both hold OUTDIR's lock (``io.outdir_lock``) for the run, which also deletes the temporary files a killed run left.
 
 Every file is written atomically; a file that cannot be written (a full or failing disk, an unwritable OUTDIR) stops
 the command with one line naming it (exit status 1), leaving no partial file, and no manifest is written for that run
 (an earlier run's manifest stays as it was). Sharded runs keep every shard committed before the stop, and the same
-command resumes from there.
+command resumes from there; an interrupted sharded run (Ctrl-C, SIGTERM) writes the shard in progress and the
+manifest of what was settled.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import io
 import logging
 import os
 import sys
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +36,15 @@ from esmfold_lite.io.atomic import atomic_path, atomic_write_bytes, atomic_write
 from esmfold_lite.io.embedding_shards import ShardWriter
 from esmfold_lite.io.fasta import iter_unique_ids, resolve_inside
 from esmfold_lite.io.msa import MSA
-from esmfold_lite.io.outdir_lock import OutdirError, outdir_lock
+from esmfold_lite.io.outdir_lock import OutdirError, first_missing_ancestor, outdir_lock, remove_created
 from esmfold_lite.io.outputs import contact_map_png
 from esmfold_lite.weights.fingerprint import checkpoint_fingerprint
 
 log = logging.getLogger(__name__)
 
 CONTACTS_PNG_SUFFIX = ".contacts.png"
+INCLUDES = ("mean", "per_tok", "bos", "contacts")  # fair-esm extract.py's --include choices
+DEFAULT_INCLUDE = ("mean", "per_tok", "bos")  # contacts with --contacts
 
 
 @dataclass
@@ -55,22 +61,50 @@ class EmbedInput:
     done: bool = False  # embedded by an earlier run (sharded output)
 
 
+def _locked_outdir(stack: contextlib.ExitStack, outdir: Path) -> Path:
+    """Create ``outdir`` if needed and take its lock (``io.outdir_lock``, which deletes the temporary files of killed
+    runs) until ``stack`` closes; CliError if it cannot be used. Returns the resolved OUTDIR."""
+    if os.path.lexists(outdir) and not outdir.is_dir():
+        raise CliError(f"output directory {outdir} exists and is not a directory")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        return stack.enter_context(outdir_lock(outdir))
+    except OutdirError as exc:
+        stack.close()
+        raise CliError(str(exc)) from exc
+    except OSError as exc:
+        stack.close()
+        raise CliError(f"cannot use the output directory {outdir}: {exc.strerror or exc}") from exc
+
+
 class FileSink:
     """One ``.pt``/``.npz`` file per input (fair-esm ``extract.py``'s layout), named by its id made safe
-    (duplicates get ``_2``, ``_3``), plus ``manifest.tsv`` in input order, written at the end."""
+    (duplicates get ``_2``, ``_3``), plus ``manifest.tsv`` in input order, written at the end. A run that writes
+    nothing leaves no OUTDIR it created."""
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.outdir: Path = args.output_dir
         self.manifest: list[tuple[str, str, int, str]] = []
+        self.stack = contextlib.ExitStack()
 
     def __enter__(self) -> FileSink:
+        outdir = self.outdir.absolute()
+        created = first_missing_ancestor(outdir)
+        if created is not None:  # registered first, so it runs last: after the lock is released
+            self.stack.callback(self._remove_if_unused, outdir, created)
+        self.outdir = _locked_outdir(self.stack, self.outdir)
         return self
 
+    def _remove_if_unused(self, outdir: Path, created: Path) -> None:
+        if not any(row[3] == "ok" for row in self.manifest):
+            remove_created(outdir, created)
+
     def __exit__(self, kind, exc, traceback) -> None:
-        if kind is None and any(row[3] == "ok" for row in self.manifest):
-            with _writing(self.outdir / "manifest.tsv"):
-                write_manifest(self.outdir / "manifest.tsv", self.manifest)
+        with self.stack:
+            if kind is None and any(row[3] == "ok" for row in self.manifest):
+                with _writing(self.outdir / "manifest.tsv"):
+                    write_manifest(self.outdir / "manifest.tsv", self.manifest)
 
     def classify(self, inputs: Iterable[EmbedInput]) -> Iterator[EmbedInput]:
         """The inputs, each given its file name stem as it streams past."""
@@ -92,11 +126,6 @@ class FileSink:
         raise AssertionError(item)
 
     def write(self, item: EmbedInput, result: dict) -> None:
-        if not self.outdir.is_dir():
-            try:
-                self.outdir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise CliError(f"cannot create the output directory {self.outdir}: {exc.strerror or exc}") from exc
         filename = f"{item.name}.{self.args.format}"
         with _writing(self.outdir / filename):
             if self.args.contacts_png:
@@ -111,7 +140,8 @@ class FileSink:
 class ShardSink:
     """safetensors shards and their index (``io.embedding_shards``), resumable: inputs the index holds with the same
     sequence are not embedded again; a repeated id is skipped (ids name the embeddings), as is a known id with
-    another sequence. ``manifest.tsv`` lists every input as it is settled (written at the end, atomically)."""
+    another sequence. ``manifest.tsv`` lists every input in input order, each once it is settled (written at the end,
+    atomically)."""
 
     def __init__(self, args: argparse.Namespace, model, saved_layers: dict[int, int]):
         self.args = args
@@ -119,12 +149,8 @@ class ShardSink:
         self.stack = contextlib.ExitStack()
 
     def __enter__(self) -> ShardSink:
-        outdir = self.args.output_dir
-        if os.path.lexists(outdir) and not outdir.is_dir():
-            raise CliError(f"output directory {outdir} exists and is not a directory")
+        outdir = _locked_outdir(self.stack, self.args.output_dir)
         try:
-            outdir.mkdir(parents=True, exist_ok=True)
-            outdir = self.stack.enter_context(outdir_lock(outdir))
             self.writer = ShardWriter(outdir, self.settings, int(self.args.shard_size * 2**20), self.args.overwrite)
         except OutdirError as exc:
             self.stack.close()
@@ -138,16 +164,19 @@ class ShardSink:
             self.manifest_file = self.stack.enter_context(open(temp, "w", encoding="utf-8", newline=""))
         self.manifest = csv.writer(self.manifest_file, delimiter="\t", lineterminator="\n")
         self.manifest.writerow(("id", "file", "length", "status"))
+        self._rows: deque[list] = deque()  # manifest rows in input order from the first one waiting for its shard
+        self._waiting: dict[str, list] = {}  # id -> its row, while it waits for its shard
         return self
 
     def __exit__(self, kind, exc, traceback) -> None:
         try:
-            if kind is None or issubclass(kind, KeyboardInterrupt):  # Ctrl-C keeps what is embedded
+            interrupted = kind is not None and not issubclass(kind, Exception)  # Ctrl-C, SIGTERM
+            if kind is None or interrupted:  # keep what is embedded, and list it in the manifest
                 rows = self._shard_write(self.writer.flush)
                 self._committed(rows)
-                if kind is not None:
-                    log.warning("interrupted: %d sequences waiting for a shard were written; the same command "
-                                "resumes", len(rows))  # fmt: skip
+                if interrupted:
+                    log.info("interrupted: the %d sequences waiting for a shard were written", len(rows))
+                    kind = exc = traceback = None  # the manifest of what was settled is written too
         except BaseException:
             self.stack.__exit__(*sys.exc_info())
             raise
@@ -174,15 +203,26 @@ class ShardSink:
             yield item
 
     def skipped(self, item: EmbedInput) -> None:
-        self.manifest.writerow((item.id, "", item.length, f"skipped: {item.problem}"))
+        self._add_row([item.id, "", item.length, f"skipped: {item.problem}"])
 
     def done(self, item: EmbedInput) -> None:
-        self.manifest.writerow((item.id, item.name, item.length, "ok"))
+        self._add_row([item.id, item.name, item.length, "ok"])
 
     def write(self, item: EmbedInput, result: dict) -> None:
         if not self.args.contacts:
             result.pop("contacts", None)
-        self._committed(self._shard_write(lambda: self.writer.add(item.id, item.sequence, result)))
+        self._waiting[item.id] = row = [item.id, "", item.length, None]  # ids are unique here (classify)
+        self._add_row(row)
+        self._committed(self._shard_write(lambda: self.writer.add(item.id, item.sequence, result, item.length)))
+
+    def _add_row(self, row: list) -> None:
+        self._rows.append(row)
+        self._write_settled_rows()
+
+    def _write_settled_rows(self) -> None:
+        """Write the queued manifest rows up to the first one still waiting for its shard (input order)."""
+        while self._rows and self._rows[0][3] is not None:
+            self.manifest.writerow(self._rows.popleft())
 
     def _shard_write(self, step: Callable[[], list[tuple[str, str, int]]]) -> list[tuple[str, str, int]]:
         try:
@@ -195,13 +235,16 @@ class ShardSink:
             raise CliError(write_failure(exc.filename, exc) + (hint if is_disk_error(exc) else "")) from exc
 
     def _committed(self, rows: list[tuple[str, str, int]]) -> None:
-        for id, shard, length in rows:
-            self.manifest.writerow((id, shard, length, "ok"))
+        for id, shard, _ in rows:
+            row = self._waiting.pop(id)
+            row[1], row[3] = shard, "ok"
+        self._write_settled_rows()
 
 
 def embed_settings(args: argparse.Namespace, model, saved_layers: dict[int, int]) -> dict[str, object]:
     """What makes a sharded run's numbers (kept in its index; a resumed run must match): the package version, the
-    model's fingerprint and dtype, the saved layers (absolute), the arrays saved and, for MSAs, the row selection."""
+    model's fingerprint and dtype, the saved layers (absolute), the arrays saved (``--include``, contacts, logits)
+    and, for MSAs, the row selection."""
     from esmfold_lite import __version__
 
     settings = {
@@ -209,6 +252,7 @@ def embed_settings(args: argparse.Namespace, model, saved_layers: dict[int, int]
         "model": checkpoint_fingerprint(args.model),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "layers": sorted(set(saved_layers.values())),
+        "include": list(getattr(args, "include", None) or DEFAULT_INCLUDE),
         "contacts": bool(args.contacts),
         "logits": bool(args.logits),
     }

@@ -237,9 +237,13 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise _Interrupted(signum)
 
 
-def run_interruptibly(command: Callable[[], int]) -> int:
+INTERRUPTED = "interrupted; finished proteins are kept, run the same command again to resume"
+
+
+def run_interruptibly(command: Callable[[], int], interrupted: str = INTERRUPTED) -> int:
     """``command()``, with SIGINT and SIGTERM unwinding it like Ctrl-C (so the atomic writers remove their temporary
-    files on the way out: exit status 128 + signal) and PipelineError shown as one line (exit status 1)."""
+    files on the way out: the warning ``interrupted``, exit status 128 + signal) and PipelineError shown as one line
+    (exit status 1)."""
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return command()
@@ -249,7 +253,7 @@ def run_interruptibly(command: Callable[[], int]) -> int:
         interruption = _interruption(exc)
         if interruption is None:
             raise
-        logger.warning("interrupted; finished proteins are kept, run the same command again to resume")
+        logger.warning(interrupted)
         return 128 + interruption.signum
     finally:
         for sig, handler in previous.items():

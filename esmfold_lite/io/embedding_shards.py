@@ -11,6 +11,7 @@ A shard holds the ``n`` sequences it was given (rows ``0..n-1``), ``R`` residues
     representations.<layer>        (R, D)          per-residue vectors, the sequences concatenated in row order
     mean_representations.<layer>   (n, D)
     bos_representations.<layer>    (n, D)          the <cls> vector
+                                                   (each of these three only when ``--include`` names it)
     logits                         (R, V)          with --logits
     contacts                       (sum L_i**2,)   each L_i x L_i map flattened, with --contacts
     msa_depth                      (n,)            MSA Transformer: rows used
@@ -23,6 +24,8 @@ Crash safety: a shard is written atomically (temporary file, fsync, rename), the
 index in one transaction; a sequence counts as embedded only once its row is committed. A kill between the two
 leaves a shard no row names: the next run (holding OUTDIR's lock) deletes it. The index also records each id's
 sequence, so a later run knows which inputs are done, and that one with a known id but another sequence is not.
+A kill in the middle of a commit leaves ``index.sqlite-journal`` (a hot journal) that only a writer can roll back:
+the reader does so when it may write OUTDIR, else it says to run the same command again, which recovers it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -41,7 +45,7 @@ from safetensors.torch import save as safetensors_bytes
 from esmfold_lite.io.atomic import atomic_write_bytes
 from esmfold_lite.io.outdir_lock import OutdirError
 from esmfold_lite.io.run_state import settings_differences
-from esmfold_lite.io.sqlite_errors import checked_connection, database_errors, remove_database
+from esmfold_lite.io.sqlite_errors import checked_connection, database_errors, hot_journal, remove_database
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,16 @@ CREATE TABLE embeddings (
 );
 """
 _COLUMNS = {"settings": ("id", "json"), "embeddings": ("id", "sequence", "length", "shard", "row", "offset")}
+_PER_SEQUENCE = ("mean_representations", "bos_representations", "msa_depth")
+# what a sharded run saves each array for: a key missing from a sequence's dict names it
+_SAVED_BY = {
+    "representations": "--include per_tok",
+    "mean_representations": "--include mean",
+    "bos_representations": "--include bos",
+    "contacts": "--contacts (or --include contacts)",
+    "logits": "--logits",
+    "msa_depth": "an MSA Transformer model",
+}
 
 
 class ShardWriter:
@@ -93,7 +107,7 @@ class ShardWriter:
             named = {shard for (shard,) in self.db.execute("SELECT DISTINCT shard FROM embeddings")}
         self.next_shard = 1 + max((int(_SHARD_NAME.fullmatch(Path(s).name)[1]) for s in named), default=-1)
         self._remove_orphans(named)
-        self._pending: list[tuple[str, str, dict]] = []
+        self._pending: list[tuple[str, str, int, dict]] = []
         self._pending_bytes = 0
 
     def _shard_files(self) -> list[Path]:
@@ -113,10 +127,11 @@ class ShardWriter:
         with database_errors(self.index_path, DAMAGED_INDEX_FIX):
             return self.db.execute("SELECT sequence, shard FROM embeddings WHERE id = ?", (id,)).fetchone()
 
-    def add(self, id: str, sequence: str, arrays: dict) -> list[tuple[str, str, int]]:
-        """Buffer one sequence's arrays (``commands.embed.sequence_result``'s dict); returns ``flush``'s rows when
-        this call filled a shard, else nothing."""
-        self._pending.append((id, sequence, arrays))
+    def add(self, id: str, sequence: str, arrays: dict, length: int) -> list[tuple[str, str, int]]:
+        """Buffer one sequence's arrays (``commands.embed.sequence_result``'s dict; ``length``: its residues, the rows
+        of its per-residue arrays, if any are saved); returns ``flush``'s rows when this call filled a shard, else
+        nothing."""
+        self._pending.append((id, sequence, length, arrays))
         self._pending_bytes += sum(t.nbytes for t in _tensors(arrays))
         return self.flush() if self._pending_bytes >= self.shard_bytes else []
 
@@ -127,7 +142,7 @@ class ShardWriter:
             return []
         shard = f"{SHARD_DIR}/shard-{self.next_shard:06d}.safetensors"
         tensors, rows = _pack(self._pending, shard)
-        metadata = {"format": FORMAT, "ids": json.dumps([id for id, _, _ in self._pending])}
+        metadata = {"format": FORMAT, "ids": json.dumps([id for id, *_ in self._pending])}
         self.shard_dir.mkdir(exist_ok=True)
         atomic_write_bytes(self.outdir / shard, safetensors_bytes(tensors, metadata))
         with database_errors(self.index_path, DAMAGED_INDEX_FIX), self.db:
@@ -145,25 +160,23 @@ def _tensors(arrays: dict) -> Iterator[torch.Tensor]:
         yield from value.values() if isinstance(value, dict) else [value]
 
 
-def _pack(pending: list[tuple[str, str, dict]], shard: str) -> tuple[dict[str, torch.Tensor], list[tuple]]:
+def _pack(pending: list[tuple[str, str, int, dict]], shard: str) -> tuple[dict[str, torch.Tensor], list[tuple]]:
     """The shard's tensors (see the module docstring) and its index rows."""
     columns: dict[str, list[torch.Tensor]] = {}
     rows = []
     offset = contact_offset = 0
-    for row, (id, sequence, arrays) in enumerate(pending):
+    for row, (id, sequence, length, arrays) in enumerate(pending):
         for name, value in arrays.items():
             if isinstance(value, dict):
                 for layer, tensor in value.items():
                     columns.setdefault(f"{name}.{layer}", []).append(tensor)
             else:
                 columns.setdefault(name, []).append(value.reshape(-1) if name == "contacts" else value)
-        length = len(next(iter(arrays["representations"].values())))
         rows.append((id, sequence, length, shard, row, offset, contact_offset if "contacts" in arrays else None))
         offset += length
         contact_offset += length * length
-    per_sequence = ("mean_representations", "bos_representations", "msa_depth")
     tensors = {
-        name: (torch.stack if name.startswith(per_sequence) else torch.cat)(parts).contiguous()
+        name: (torch.stack if name.startswith(_PER_SEQUENCE) else torch.cat)(parts).contiguous()
         for name, parts in columns.items()
     }
     return tensors, rows
@@ -175,7 +188,12 @@ class EmbeddingShards(Mapping):
 
     The dict is shaped like a fair-esm ``extract.py`` file: ``label``, ``sequence``, ``representations``,
     ``mean_representations`` and ``bos_representations`` (``{layer: tensor}``), and ``logits`` (L x V),
-    ``contacts`` (L x L) and ``msa_depth`` when the run saved them. ``layers`` lists the saved layers.
+    ``contacts`` (L x L) and ``msa_depth`` when the run saved them (the first three as ``--include`` asked; a key the
+    run did not save raises KeyError naming the flag that saves it). ``layers`` lists the saved layers, ``include``
+    the arrays ``--include`` saved.
+
+    Opening an index that a killed run left in the middle of a commit (``index.sqlite-journal``) rolls that commit
+    back when OUTDIR is writable; otherwise it raises OutdirError saying to run the same ``embed`` command again.
     """
 
     def __init__(self, outdir: str | os.PathLike):
@@ -183,10 +201,25 @@ class EmbeddingShards(Mapping):
         path = self.outdir / INDEX_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: {outdir} is not an `embed --format safetensors` output")
+        journal = hot_journal(path)
+        # read-write only to roll back a killed run's journal (SQLite does so when the connection first reads)
+        recover = journal is not None and all(os.access(p, os.W_OK) for p in (self.outdir, path, journal))
         with database_errors(path, DAMAGED_INDEX_FIX):
-            self.db = checked_connection(path, _SCHEMA, _COLUMNS, "embedding index", read_only=True)
+            try:
+                self.db = checked_connection(
+                    path, _SCHEMA, _COLUMNS, "embedding index", read_only=True, recover=recover
+                )
+            except sqlite3.OperationalError as exc:
+                if journal is None or recover or "readonly" not in str(exc):
+                    raise
+                raise OutdirError(
+                    f"{path} was left in the middle of a write by a killed run ({journal.name} is there), which only "
+                    f"a process that may write {self.outdir} can undo: run the same `esmfold-lite embed` command "
+                    "again (it recovers the index and resumes), or open it where the directory is writable"
+                ) from exc
             self.settings = json.loads(self.db.execute("SELECT json FROM settings").fetchone()[0])
         self.layers: list[int] = list(self.settings.get("layers", []))
+        self.include: list[str] = list(self.settings.get("include", ["mean", "per_tok", "bos"]))
 
     def __getitem__(self, id: str) -> dict:
         row = self.db.execute(
@@ -195,11 +228,11 @@ class EmbeddingShards(Mapping):
         if row is None:
             raise KeyError(id)
         sequence, length, shard, index, offset, contact_offset = row
-        result: dict = {"label": id, "sequence": sequence}
+        result = SavedEmbedding(label=id, sequence=sequence)
         with safe_open(self.outdir / shard, framework="pt") as handle:
             for name in handle.keys():
                 group, _, layer = name.partition(".")
-                if group in ("mean_representations", "bos_representations", "msa_depth"):
+                if group in _PER_SEQUENCE:
                     value = handle.get_slice(name)[index]
                 elif group == "contacts":
                     value = handle.get_slice(name)[contact_offset : contact_offset + length * length]
@@ -223,6 +256,15 @@ class EmbeddingShards(Mapping):
 
     def close(self) -> None:
         self.db.close()
+
+
+class SavedEmbedding(dict):
+    """One sequence's arrays as ``EmbeddingShards`` gives them: a dict whose missing keys say what saves them."""
+
+    def __missing__(self, key: object):
+        if key in _SAVED_BY:
+            raise KeyError(f"{key!r} was not saved by this run: it is saved with {_SAVED_BY[key]}")
+        raise KeyError(key)
 
 
 def open_embeddings(outdir: str | os.PathLike) -> EmbeddingShards:

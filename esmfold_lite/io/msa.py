@@ -2,7 +2,8 @@
 
 Reading rules (``read_msa``; ``msa_from_rows`` applies the same to rows given in Python):
 
-* The first record is the query; the others are its aligned homologs.
+* The first record is the query; the others are its aligned homologs. Lines starting with ``#`` before the first
+  ``>`` header are comments and ignored (ColabFold/MMseqs2 a3m files start with one such as ``#14\t1``).
 * Insertions: in a3m and a2m files lower-case letters are residues inserted relative to the query's columns, and
   ``.`` is the gap aligned to such an insertion in other rows; both are removed (as fair-esm's examples do). A file
   is read this way when any row holds a lower-case letter. Without lower-case letters (plain aligned FASTA) ``.`` is
@@ -22,8 +23,10 @@ in file order.
 
 from __future__ import annotations
 
+import gzip
 import os
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,9 +100,28 @@ def _clean(ids: Sequence[str], rows: Sequence[str], lines: Sequence[int | None],
     return MSA(ids=tuple(ids), rows=tuple(cleaned), source=source)
 
 
+def _without_leading_comments(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """``lines`` with the ``#`` comment lines before the first ``>`` header blanked (line numbers stay right)."""
+    lines = iter(lines)
+    for line in lines:
+        text = line.lstrip(b"\xef\xbb\xbf").strip()
+        if text.startswith(b"#"):
+            yield b"\n"
+            continue
+        yield line
+        if text.startswith(b">"):
+            break
+    yield from lines
+
+
 def read_msa(path: str | os.PathLike) -> MSA:
     """The MSA in an a3m, a2m or aligned FASTA file (gzip allowed); raises ``ValueError`` naming a bad row."""
-    records = list(read_fasta(path, keep_case=True))
+    with open(path, "rb") as raw:
+        try:
+            stream = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
+            records = list(read_fasta(_without_leading_comments(stream), keep_case=True))
+        except (EOFError, zlib.error) as exc:
+            raise OSError(f"{path}: corrupt or truncated gzip file ({exc})") from exc
     for record in records:
         if record.error:
             raise ValueError(f"{path}: record {record.id!r} (line {record.line}): {record.error}")

@@ -24,14 +24,34 @@ class DamagedDatabase(sqlite3.DatabaseError):
     """A database that opens but is not sound (``quick_check`` fails, tables of another shape)."""
 
 
+def hot_journal(path: Path) -> Path | None:
+    """The rollback journal of the database ``path`` when one is there and not empty (a process killed during a write
+    transaction leaves it; SQLite rolls it back on the next read, which a read-only connection cannot do: it fails
+    with "attempt to write a readonly database"), else None. A journal of a live writer is not rolled back: SQLite
+    sees that writer's lock and leaves it."""
+    journal = path.with_name(path.name + "-journal")
+    try:
+        return journal if journal.stat().st_size > 0 else None
+    except OSError:
+        return None
+
+
 def checked_connection(
-    path: Path, schema: str, tables: Mapping[str, Sequence[str]], kind: str, read_only: bool = False
+    path: Path,
+    schema: str,
+    tables: Mapping[str, Sequence[str]],
+    kind: str,
+    read_only: bool = False,
+    recover: bool = False,
 ) -> sqlite3.Connection:
     """Connect to the database ``path`` and check it: ``quick_check``, then the columns of ``tables``
     (``DamagedDatabase`` naming ``kind`` if either fails). ``schema`` creates the tables in a database that has none
-    (new or empty), unless ``read_only``, so a damaged or foreign file is left exactly as it was."""
+    (new or empty), unless ``read_only``, so a damaged or foreign file is left exactly as it was. ``read_only`` with
+    ``recover``: opened for writing, never creating the file, so SQLite can roll back a killed writer's journal
+    (``hot_journal``); the caller only reads."""
     if read_only:
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        mode = "rw" if recover else "ro"
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True)
     else:
         connection = sqlite3.connect(path)
     try:

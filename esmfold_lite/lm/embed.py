@@ -93,6 +93,22 @@ def _as_msas(inputs, max_depth: int | None, selection: str) -> list[MSA]:
     return msas
 
 
+def msa_problem(model: nn.Module, msa: MSA) -> str | None:
+    """Why ``model`` (an MSA model) cannot take ``msa`` as it is, or None: more columns than its learned positions
+    cover (``max_residues``) or more rows than its row positions do (``max_rows``)."""
+    name = type(model).__name__
+    columns = getattr(model, "max_residues", None)
+    if columns is not None and msa.width > columns:
+        return (
+            f"{msa.width} columns, more than the {columns} {name} can embed; split it into windows of at most that "
+            "length"
+        )
+    rows = getattr(model, "max_rows", None)
+    if rows is not None and msa.depth > rows:
+        return f"{msa.depth} rows, more than the {rows} {name} takes; keep at most {rows} (max_depth, --max-depth)"
+    return None
+
+
 def embed(
     model: nn.Module,
     sequences,
@@ -118,14 +134,15 @@ def embed(
             one sequence at a time. MSAs always run one at a time.
         progress: show a progress bar (tqdm) over the sequences.
         max_depth, selection: MSA models only: rows kept per MSA and how they are chosen
-            (``esmfold_lite.io.msa.select_rows``: ``"diverse"`` or ``"first"``; ``max_depth=None`` keeps all).
+            (``esmfold_lite.io.msa.select_rows``: ``"diverse"`` or ``"first"``; ``max_depth=None`` keeps all, e.g.
+            for MSAs whose rows were selected already).
 
     Returns:
         ``Embeddings`` with tensors on the model's device, in the model's dtype.
 
     Raises:
-        ValueError: an empty or too long sequence, a bad MSA (naming it), a layer out of range, logits without an
-            LM head.
+        ValueError: an empty or too long sequence, a bad MSA or one wider or deeper than the model takes (naming it,
+            ``msa_problem``), a layer out of range, logits without an LM head.
     """
     takes_msa = getattr(model, "takes_msa", False)
     if takes_msa:
@@ -148,16 +165,16 @@ def embed(
     if 0 in lengths:
         raise ValueError(f"sequence {lengths.index(0)} is empty")
     limit = getattr(model, "max_residues", None)
+    for i, msa in enumerate(msas or ()):
+        problem = msa_problem(model, msa)
+        if problem:
+            raise ValueError(f"MSA {i} ({msa.source}) has {problem}")
     too_long = [i for i, n in enumerate(lengths) if limit is not None and n > limit]
     if too_long:
         i = too_long[0]
-        if takes_msa:
-            what = f"MSA {i} ({msas[i].source}) has {lengths[i]} columns"
-        else:
-            what = f"sequence {i} has {lengths[i]} residues"
         raise ValueError(
-            f"{what}, more than the {limit} {type(model).__name__} can embed; split it into windows of at most that "
-            "length" + ("" if takes_msa else ", or use ESM-2 (no length limit)")
+            f"sequence {i} has {lengths[i]} residues, more than the {limit} {type(model).__name__} can embed; split "
+            "it into windows of at most that length, or use ESM-2 (no length limit)"
         )
     start = int(alphabet.prepend_bos)
     extra = start + int(alphabet.append_eos)
