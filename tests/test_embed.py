@@ -158,6 +158,7 @@ def test_cli_npz_format_and_skipped_records(model, saved_model, tmp_path, caplog
     rows = read_manifest(tmp_path / "manifest.tsv")
     assert [r[:3] for r in rows] == [["a", "a.npz", "8"], ["bad", "", "4"], ["two", "", "6"], ["b", "b.npz", "4"]]
     assert [r[3].split(":")[0] for r in rows] == ["ok", "skipped", "skipped", "ok"]
+    assert "each a token of its own" in rows[1][3] and "folded" not in rows[1][3], "worded for a language model"
     assert not (tmp_path / "bad.npz").exists() and not (tmp_path / "two.npz").exists()
 
 

@@ -32,6 +32,7 @@ from esmfold_lite.commands.predict import run_interruptibly
 from esmfold_lite.io.fasta import FastaRecord, count_records, read_fasta, validate_record
 from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH, SELECTIONS, read_msa, select_rows
 from esmfold_lite.lm.embed import Embeddings, embed, msa_problem, resolve_layer
+from esmfold_lite.sequences import LANGUAGE_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +393,7 @@ def read_msas(args: argparse.Namespace, model) -> list[EmbedInput]:
 
 def record_problem(record: FastaRecord, max_length: int | None = None) -> str | None:
     """Why a record cannot be embedded, or None: FASTA validation (with the model's length limit), one chain."""
-    problem = validate_record(record, max_length)
+    problem = validate_record(record, max_length, LANGUAGE_MODEL)
     if problem is None and len(record.chains) > 1:
         problem = f"{len(record.chains)} chains separated by ':'; embed takes one chain per record"
     return problem

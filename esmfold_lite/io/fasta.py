@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from esmfold_lite.sequences import CHAIN_SEPARATOR, normalize_sequence, sequence_problem
+from esmfold_lite.sequences import CHAIN_SEPARATOR, FOLDING, normalize_sequence, sequence_problem
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -124,14 +124,15 @@ def _record(header: tuple[str, str, int, str | None], chunks: list[str], keep_ca
     return FastaRecord(id=id_, description=description, sequence=sequence, line=line, error=error)
 
 
-def validate_record(record: FastaRecord, max_length: int | None = None) -> str | None:
-    """Why `record` cannot be folded (one line of ASCII, no tabs), or None when it can.
+def validate_record(record: FastaRecord, max_length: int | None = None, use: str = FOLDING) -> str | None:
+    """Why `record` cannot be folded (``use``: `sequences.FOLDING`) or embedded (`sequences.LANGUAGE_MODEL`), in one
+    line of ASCII without tabs, or None when it can.
 
     Checks in order: parse error, the sequence rule (``sequences.sequence_problem``: empty sequence, empty chain,
     characters that are not residue letters with their 1-based positions per chain), more than `max_length`
     residues over all chains.
     """
-    problem = record.error or sequence_problem(record.sequence)
+    problem = record.error or sequence_problem(record.sequence, use)
     if problem:
         return problem
     if max_length is not None and record.num_residues > max_length:
