@@ -179,7 +179,7 @@ def fold_proteome(
         raise PipelineError("fold-proteome needs Ray: pip install 'esmfold-lite[cluster]'") from exc
     fasta = Path(fasta)
     if not fasta.is_file():
-        raise PipelineError(f"cannot read FASTA file {fasta}: no such file")
+        raise PipelineError(f"cannot read FASTA file {fasta}: {'is a directory' if fasta.is_dir() else 'no such file'}")
     settings = run_settings(model_source=model_source, lm=lm, num_recycles=num_recycles, dtype=dtype, lm_dtype=lm_dtype)
     with open_outdir(outdir, overwrite) as state:
         check_settings(state, settings, overwrite)
