@@ -372,8 +372,6 @@ def test_the_summary_lists_every_protein_once_the_first_worker_is_ready():
 
 
 def test_a_directory_or_a_missing_file_as_fasta_is_named_as_such(tmp_path):
-    from esmfold_lite.proteome import fold_proteome
-
     for fasta, why in ((tmp_path, "is a directory"), (tmp_path / "missing.fasta", "no such file")):
         with pytest.raises(proteome_driver.PipelineError, match=f"cannot read FASTA file .*: {why}"):
             fold_proteome(fasta, tmp_path / "out", model_source="m", progress=False)
