@@ -605,3 +605,22 @@ def test_a_complete_protein_stays_complete_when_a_resumed_run_lowers_max_length(
     results = predict_fasta(fasta, outdir, model=model, formats=("pdb",), max_length=20, progress=False)
     assert [(r.status, r.reused) for r in results] == [("ok", True), ("ok", True)] and model.folded == []
     assert read_summary(outdir)["long"]["status"] == "ok"
+
+
+def test_changed_checkpoints_are_named_by_their_files_in_the_conflict_message():
+    from esmfold_lite.io.run_state import settings_differences
+
+    def checkpoint(name: str, size: int, digest: str) -> dict:
+        return {"files": [{"file": name, "size": size, "zip_crc": digest}]}
+
+    old = {"model": checkpoint("esmfold_3B_v1.pt", 8_400_000_000, "a" * 64), "lm": None, "num_recycles": None}
+    new = {"model": checkpoint("esmfold_3B_v1.pt", 8_400_000_000, "b" * 64), "lm": {"name": "esm2"}, "num_recycles": 3}
+    assert settings_differences(old, new) == [
+        "lm: null -> esm2",
+        "model: esmfold_3B_v1.pt (8,400,000,000 bytes), other contents",
+        "num_recycles: null -> 3",
+    ]
+    other = {**old, "model": checkpoint("hf/model.safetensors", 10, "c")}
+    assert settings_differences(old, other) == [
+        "model: esmfold_3B_v1.pt (8,400,000,000 bytes) -> hf/model.safetensors (10 bytes)"
+    ]

@@ -199,14 +199,27 @@ def _db_value(row: Mapping[str, object], column: str) -> object:
     return "" if value is None and column not in _NULLABLE else value
 
 
+def _describe(value: object) -> str:
+    """A setting as a user reads it: a checkpoint fingerprint (``weights.fingerprint``) by its file names and sizes,
+    its registry name or URL; anything else as JSON (at most 120 characters)."""
+    if isinstance(value, dict) and isinstance(value.get("files"), list):
+        return ", ".join(
+            f"{f.get('file')} ({int(f.get('size') or 0):,} bytes)" for f in value["files"] if isinstance(f, dict)
+        )
+    if isinstance(value, dict) and len(value) == 1 and ("name" in value or "url" in value):
+        return str(next(iter(value.values())))
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def settings_differences(old: Mapping[str, object], new: Mapping[str, object], limit: int = 4) -> list[str]:
-    """``key: old → new`` for the top-level settings that differ (checkpoints summarised by their flat values)."""
+    """``key: old -> new`` for the top-level settings that differ; checkpoints by their files (``_describe``), and
+    "other contents" when only what is in them changed."""
     changes = []
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
-            a, b = (json.dumps(x.get(key), sort_keys=True, separators=(",", ":")) for x in (old, new))
-            short = [s if len(s) <= 120 else s[:117] + "..." for s in (a, b)]
-            changes.append(f"{key}: {short[0]} -> {short[1]}")
+            a, b = _describe(old.get(key)), _describe(new.get(key))
+            changes.append(f"{key}: {a} -> {b}" if a != b else f"{key}: {a}, other contents")
     return changes[:limit] + ([f"and {len(changes) - limit} more"] if len(changes) > limit else [])
 
 
