@@ -43,7 +43,7 @@ examples:
 exit status: 0 all proteins ok; {EXIT_SOME_FAILED} some proteins failed (see {SUMMARY_NAME}); 1 nothing could run
 or the run had to stop (unreadable FASTA, unusable or busy OUTDIR, other settings in OUTDIR, a damaged run state,
 model not loadable on the workers, no Ray, a full or failing disk: run the same command again to resume);
-130/143 interrupted (run the same command again to resume)."""
+2 invalid command line; 130/143 interrupted (run the same command again to resume)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

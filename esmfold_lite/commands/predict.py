@@ -64,7 +64,8 @@ the protein and all longer ones are folded on the CPU.
 
 exit status: 0 all proteins ok; {EXIT_SOME_FAILED} some proteins failed (see {SUMMARY_NAME});
 1 nothing could run or the run had to stop (unreadable or empty FASTA, unusable or busy OUTDIR, results of other
-settings in OUTDIR, a damaged run state, model not loadable, a full or failing disk); 130/143 interrupted."""
+settings in OUTDIR, a damaged run state, model not loadable, a full or failing disk); 2 invalid command line;
+130/143 interrupted."""
 
 
 def _chunk_size(text: str) -> int | str:
