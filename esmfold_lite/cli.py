@@ -104,12 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"esmfold_lite.commands.{name}").register(sub)
+    _remember_parsers(parser)
     return parser
+
+
+def _remember_parsers(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)command's parser itself as the default ``parser``: usage errors found after parsing (unknown
+    flags, contradictions) are reported with the usage of the command given, not the top level's."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command_parser in action.choices.values():
+                command_parser.set_defaults(parser=command_parser)
+                _remember_parsers(command_parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     # -v/-q given after the command count like those before it; commands read args.verbose / args.quiet
     args.verbose += vars(args).pop("command_verbose", 0)
     args.quiet = args.quiet or vars(args).pop("command_quiet", False)

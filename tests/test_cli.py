@@ -126,6 +126,13 @@ def test_run_level_errors_exit_1_and_usage_errors_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["embed", "--no-such-flag"])
     assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["embed", "in.fasta", "-o", str(tmp_path / "out"), "--model", "m", "--no-such-flag"])
+    err = capsys.readouterr().err
+    assert "usage: esmfold-lite embed" in err and "unrecognized arguments: --no-such-flag" in err, "the command's usage"
+    with pytest.raises(SystemExit):
+        main(["weights", "list", "--bogus"])
+    assert "usage: esmfold-lite weights list" in capsys.readouterr().err
     assert main([]) == 2
 
 

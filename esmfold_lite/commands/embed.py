@@ -195,7 +195,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dtype", choices=tuple(DTYPES), default=None, help="model precision (default: as the loader chooses)"
     )
     add_logging_options(parser)
-    parser.set_defaults(func=run, parser=parser)
+    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -213,7 +213,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--cpu-only", action="store_true", help="fold on the CPU only (the same as --device cpu)")
     add_folding_arguments(parser)
-    parser.set_defaults(func=run, parser=parser)
+    parser.set_defaults(func=run)
 
 
 def input_and_device(args: argparse.Namespace) -> tuple[Path, str | None]:
