@@ -310,7 +310,7 @@ def complete_lm_state(state: State, config: Mapping[str, Any], source: str, warn
     if not any(key in state for key in CONTACT_KEYS):
         if warn:
             warnings.warn(
-                f"no contact regression weights for {source}: contact predictions will be meaningless "
+                f"no contact regression weights for {source}: the model will refuse to predict contacts "
                 "(embeddings and logits are unaffected)",
                 stacklevel=3,
             )
