@@ -1,8 +1,10 @@
 """``esmfold-lite`` command line: one sub-command per module under ``esmfold_lite/commands``.
 
-What every command shares lives here: `CliError` for one-line user errors, the exit codes and the "exit status"
-paragraph of their ``--help`` (`exit_status_help`), and ``-q``/``-v`` (`add_logging_options`), which mean the same
-before the command (``esmfold-lite -v predict ...``) and after it (``esmfold-lite predict ... -v``).
+What every command shares lives here: `CliError` (and the pipeline's ``PipelineError``) for one-line user errors,
+the exit codes and the "exit status" paragraph of their ``--help`` (`exit_status_help`), SIGINT/SIGTERM as a clean
+stop (`run_interruptibly`: exit status 128 + signal, the warning a command sets as ``args.interrupted``), and
+``-q``/``-v`` (`add_logging_options`), which mean the same before the command (``esmfold-lite -v predict ...``) and
+after it (``esmfold-lite predict ... -v``).
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
+
+from esmfold_lite.pipeline.errors import PipelineError
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func(args) -> int``.
 COMMANDS: tuple[str, ...] = ("embed", "evaluate", "weights", "predict", "score_variants", "report", "fold_proteome")
@@ -32,13 +38,65 @@ class CliError(Exception):
     """An error to show the user as one line (no traceback), with exit code `EXIT_FAILED`."""
 
 
-def exit_status_help(ok: str, failed: str, some_failed: str | None = None) -> str:
-    """The "exit status" paragraph for a command's ``--help`` epilog, in the order 0, 3, 1, 2."""
+def exit_status_help(
+    ok: str,
+    failed: str,
+    some_failed: str | None = None,
+    interrupted: str = "interrupted (SIGINT/SIGTERM)",
+    width: int | None = None,
+) -> str:
+    """The "exit status" paragraph for a command's ``--help`` epilog, in the order 0, 3, 1, 2, 130/143; ``width``:
+    wrapped to lines of that many characters (for an epilog argparse prints as written)."""
     codes = [f"{EXIT_OK} {ok}"]
     if some_failed is not None:
         codes.append(f"{EXIT_SOME_FAILED} {some_failed}")
-    codes += [f"{EXIT_FAILED} {failed}", f"{EXIT_USAGE} invalid command line"]
-    return "exit status: " + "; ".join(codes) + "."
+    codes += [f"{EXIT_FAILED} {failed}", f"{EXIT_USAGE} invalid command line", f"130/143 {interrupted}"]
+    text = "exit status: " + "; ".join(codes) + "."
+    return text if width is None else textwrap.fill(text, width)
+
+
+INTERRUPTED = "interrupted"
+"""The warning of a command stopped by SIGINT/SIGTERM, unless it sets ``args.interrupted`` (what is kept, how to
+resume)."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised where the program is, so that it unwinds like Ctrl-C (atomic writers remove their
+    temporary files on the way out)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def run_interruptibly(command: Callable[[], int], interrupted: Callable[[], str] = lambda: INTERRUPTED) -> int:
+    """``command()`` with SIGINT and SIGTERM raising `Interrupted`: then the warning ``interrupted()`` is logged and
+    128 + the signal returned."""
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return command()
+    except BaseException as exc:
+        interruption = _interruption(exc)
+        if interruption is None:
+            raise
+        logging.getLogger(__name__).warning(interrupted())
+        return 128 + interruption.signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interruption(exc: BaseException) -> Interrupted | None:
+    """The `Interrupted` that ``exc`` is, or that a C extension wrapped in a SystemError (Ray's ``ray.wait`` hands
+    an exception raised by the signal handler back that way). Any other error raised while unwinding is not an
+    interruption: it propagates with its own message."""
+    while isinstance(exc, SystemError) and exc.__context__ is not None:
+        exc = exc.__context__
+    return exc if isinstance(exc, Interrupted) else None
 
 
 def records_exit_code(failed: int) -> int:
@@ -135,8 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(args.func(args) or EXIT_OK)
-    except CliError as exc:
+        return int(
+            run_interruptibly(lambda: args.func(args), lambda: getattr(args, "interrupted", INTERRUPTED)) or EXIT_OK
+        )
+    except (CliError, PipelineError) as exc:
         logging.getLogger(__name__).debug("%s stopped", args.command, exc_info=exc)  # the traceback only with -v or -vv
         print(f"esmfold-lite {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -116,7 +116,7 @@ def test_exit_codes_are_shared():
     assert (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_SOME_FAILED) == (0, 1, 2, 3)
     assert cli.records_exit_code(0) == 0 and cli.records_exit_code(2) == 3
     assert cli.exit_status_help("done", "broken", "partly") == (
-        "exit status: 0 done; 3 partly; 1 broken; 2 invalid command line."
+        "exit status: 0 done; 3 partly; 1 broken; 2 invalid command line; 130/143 interrupted (SIGINT/SIGTERM)."
     )
 
 

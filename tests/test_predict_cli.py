@@ -25,6 +25,7 @@ import esmfold_lite
 import esmfold_lite.fold.precision
 import esmfold_lite.pipeline.predict
 import esmfold_lite.pipeline.progress
+from esmfold_lite import cli
 from esmfold_lite.cli import build_parser, main
 from esmfold_lite.commands import predict as predict_command
 from esmfold_lite.io.outputs import read_afdb_pae
@@ -255,10 +256,20 @@ def test_a_signal_wrapped_by_a_c_extension_is_still_a_clean_interruption(signum,
             raise SystemError("<cyfunction CoreWorker.wait> returned a result with an exception set")  # noqa: B904
         return 0
 
-    assert predict_command.run_interruptibly(command) == 128 + signum
+    assert cli.run_interruptibly(command, lambda: predict_command.INTERRUPTED) == 128 + signum
     assert any("interrupted" in m and "resume" in m for m in caplog.messages)
     with pytest.raises(SystemError):  # a SystemError of its own is not an interruption
-        predict_command.run_interruptibly(lambda: (_ for _ in ()).throw(SystemError("other")))
+        cli.run_interruptibly(lambda: (_ for _ in ()).throw(SystemError("other")))
+
+    def fails_while_unwinding() -> int:
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(5)
+        finally:
+            raise OSError(28, "No space left on device")  # e.g. flushing a shard on the way out
+
+    with pytest.raises(OSError, match="No space left"):  # not hidden behind a clean 130/143
+        cli.run_interruptibly(fails_while_unwinding)
 
 
 def test_sigterm_stops_cleanly_with_status_143(tmp_path):

@@ -28,7 +28,6 @@ from esmfold_lite.commands.embed_outputs import (
     FileSink,
     ShardSink,
 )
-from esmfold_lite.commands.predict import run_interruptibly
 from esmfold_lite.io.fasta import FastaRecord, count_records, read_fasta, validate_record
 from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH, SELECTIONS, read_msa, select_rows
 from esmfold_lite.lm.embed import Embeddings, embed, msa_problem, resolve_layer
@@ -69,8 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             ok="every record embedded",
             some_failed="some records skipped (their reason is in manifest.tsv and the log)",
             failed="nothing could run or the run had to stop (unreadable FASTA, no valid record, model not loadable, "
-            "an output that cannot be written: a full or failing disk); 130/143 interrupted (SIGINT/SIGTERM; the "
-            "files and shards written are kept)",
+            "an output that cannot be written: a full or failing disk)",
+            interrupted="interrupted (SIGINT/SIGTERM; the files and shards written are kept)",
         ),
     )
     parser.add_argument(
@@ -212,12 +211,12 @@ def run(args: argparse.Namespace) -> int:
     include = set(args.include or DEFAULT_INCLUDE) | ({"contacts"} if args.contacts else set())
     args.include = [name for name in INCLUDES if name in include]  # what is saved, in a fixed order
     args.contacts = "contacts" in include
-    interrupted = (
+    args.interrupted = (
         "interrupted; the committed shards are kept, run the same command again to resume"
         if args.format == "safetensors"
         else "interrupted; the files written are kept (a run with --format safetensors resumes; this one starts over)"
     )
-    return run_interruptibly(lambda: _run(args, contact_flags), interrupted)
+    return _run(args, contact_flags)
 
 
 def _run(args: argparse.Namespace, contact_flags: list[str]) -> int:

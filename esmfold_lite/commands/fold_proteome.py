@@ -5,14 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from esmfold_lite.cli import non_negative_float, positive_float, positive_int
-from esmfold_lite.commands.predict import (
-    EXIT_SOME_FAILED,
-    add_folding_arguments,
-    exit_status,
-    folding_options,
-    run_interruptibly,
-)
+from esmfold_lite.cli import exit_status_help, non_negative_float, positive_float, positive_int
+from esmfold_lite.commands.predict import INTERRUPTED, add_folding_arguments, exit_status, folding_options
 from esmfold_lite.pipeline import RUN_REPORT_NAME, SUMMARY_NAME
 from esmfold_lite.proteome import DEFAULT_MAX_ATTEMPTS, DEFAULT_STALL_TIMEOUT_S
 
@@ -40,10 +34,15 @@ examples:
   esmfold-lite fold-proteome UP000005640_9606.fasta.gz -o human --model esmfold_v1            # this machine
   esmfold-lite fold-proteome proteome.fasta -o out --model esmfold_v1 --ray-address auto --gpus-per-worker 1
 
-exit status: 0 all proteins ok; {EXIT_SOME_FAILED} some proteins failed (see {SUMMARY_NAME}); 1 nothing could run
-or the run had to stop (unreadable FASTA, unusable or busy OUTDIR, other settings in OUTDIR, a damaged run state,
-model not loadable on the workers, no Ray, a full or failing disk: run the same command again to resume);
-2 invalid command line; 130/143 interrupted (run the same command again to resume)."""
+{exit_status_help(
+    ok="all proteins ok",
+    some_failed=f"some proteins failed (see {SUMMARY_NAME})",
+    failed="nothing could run or the run had to stop (unreadable FASTA, unusable or busy OUTDIR, other settings in "
+    "OUTDIR, a damaged run state, model not loadable on the workers, no Ray, a full or failing disk: run the same "
+    "command again to resume)",
+    interrupted="interrupted (SIGINT/SIGTERM: finished proteins are kept, the same command resumes)",
+    width=116,
+)}"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -93,26 +92,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "its jobs API runs code for whoever reaches it (the Ray started here listens on 127.0.0.1 only)",
     )
     add_folding_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=INTERRUPTED)
 
 
 def run(args: argparse.Namespace) -> int:
     from esmfold_lite.proteome import fold_proteome
 
-    def command() -> int:
-        report = fold_proteome(
-            args.fasta,
-            args.outdir,
-            ray_address=args.ray_address,
-            workers=args.workers,
-            gpus_per_worker=args.gpus_per_worker,
-            cpus_per_worker=args.cpus_per_worker,
-            max_attempts=args.max_attempts,
-            dashboard=args.dashboard,
-            stall_timeout=args.stall_timeout,
-            **folding_options(args),
-        )
-        proteins = report["proteins"]
-        return exit_status(proteins["failed"], proteins["total"], args.outdir)
-
-    return run_interruptibly(command)
+    report = fold_proteome(
+        args.fasta,
+        args.outdir,
+        ray_address=args.ray_address,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        max_attempts=args.max_attempts,
+        dashboard=args.dashboard,
+        stall_timeout=args.stall_timeout,
+        **folding_options(args),
+    )
+    proteins = report["proteins"]
+    return exit_status(proteins["failed"], proteins["total"], args.outdir)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-from collections.abc import Callable
 from pathlib import Path
 
 from esmfold_lite.cli import (
     EXIT_SOME_FAILED,
-    CliError,
     add_logging_options,
+    exit_status_help,
     non_negative_int,
     positive_int,
     torch_device,
@@ -22,7 +20,6 @@ from esmfold_lite.pipeline import (
     FORMATS,
     RUN_REPORT_NAME,
     SUMMARY_NAME,
-    PipelineError,
     predict_fasta,
 )
 
@@ -33,7 +30,8 @@ DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 DESCRIPTION = f"""\
 Fold every record of a FASTA file with ESMFold. Per protein, OUTDIR/<id>.<format> is written for each of
 --formats; OUTDIR/{SUMMARY_NAME} has one row per protein: id, length, mean_plddt, ptm, status (ok / error /
-pending / stale), seconds, error, notes (what out-of-memory recovery was needed), sequence_hash;
+pending / stale), seconds, error, notes (what out-of-memory recovery was needed), sequence_hash, header (the FASTA
+header line);
 OUTDIR/{RUN_REPORT_NAME} the run's counts, rates and settings. The options of fair-esm's esm-fold (-i, -o,
 --num-recycles, --max-tokens-per-batch, --chunk-size, --cpu-only, --cpu-offload) work the same here.
 
@@ -62,10 +60,15 @@ EPILOG = f"""\
 out of memory: a batch is split, then the chunk size lowered (512, 128, 32, 8), then, with --cpu-fallback,
 the protein and all longer ones are folded on the CPU.
 
-exit status: 0 all proteins ok; {EXIT_SOME_FAILED} some proteins failed (see {SUMMARY_NAME});
-1 nothing could run or the run had to stop (unreadable or empty FASTA, unusable or busy OUTDIR, results of other
-settings in OUTDIR, a damaged run state, model not loadable, a full or failing disk); 2 invalid command line;
-130/143 interrupted."""
+{exit_status_help(
+    ok="all proteins ok",
+    some_failed=f"some proteins failed (see {SUMMARY_NAME})",
+    failed="nothing could run or the run had to stop (unreadable or empty FASTA, unusable or busy OUTDIR, results "
+    "of other settings in OUTDIR, a damaged run state, model not loadable, a full or failing disk)",
+    interrupted="interrupted (SIGINT/SIGTERM: finished proteins are kept, the same command resumes)",
+    width=116,
+)}"""
+INTERRUPTED = "interrupted; finished proteins are kept, run the same command again to resume"
 
 
 def _chunk_size(text: str) -> int | str:
@@ -213,7 +216,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--cpu-only", action="store_true", help="fold on the CPU only (the same as --device cpu)")
     add_folding_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted=INTERRUPTED)
 
 
 def input_and_device(args: argparse.Namespace) -> tuple[Path, str | None]:
@@ -228,51 +231,6 @@ def input_and_device(args: argparse.Namespace) -> tuple[Path, str | None]:
     return fasta, "cpu" if args.cpu_only else args.device
 
 
-class _Interrupted(BaseException):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_interrupted(signum: int, frame: object) -> None:
-    raise _Interrupted(signum)
-
-
-INTERRUPTED = "interrupted; finished proteins are kept, run the same command again to resume"
-
-
-def run_interruptibly(command: Callable[[], int], interrupted: str = INTERRUPTED) -> int:
-    """``command()``, with SIGINT and SIGTERM unwinding it like Ctrl-C (so the atomic writers remove their temporary
-    files on the way out: the warning ``interrupted``, exit status 128 + signal) and PipelineError shown as one line
-    (exit status 1)."""
-    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return command()
-    except PipelineError as exc:
-        raise CliError(str(exc)) from exc
-    except BaseException as exc:
-        interruption = _interruption(exc)
-        if interruption is None:
-            raise
-        logger.warning(interrupted)
-        return 128 + interruption.signum
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _interruption(exc: BaseException) -> _Interrupted | None:
-    """The ``_Interrupted`` that ``exc`` is or that caused it: raised inside a C extension (Ray's ``ray.wait``), it
-    comes back wrapped, e.g. as a SystemError whose context it is."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, _Interrupted):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def exit_status(failed: int, total: int, outdir: Path) -> int:
     """0 when every protein is ok, else ``EXIT_SOME_FAILED`` with a warning."""
     if failed:
@@ -283,9 +241,5 @@ def exit_status(failed: int, total: int, outdir: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     fasta, device = input_and_device(args)
-
-    def command() -> int:
-        results = predict_fasta(fasta, args.outdir, device=device, **folding_options(args))
-        return exit_status(sum(r.status != "ok" for r in results), len(results), args.outdir)
-
-    return run_interruptibly(command)
+    results = predict_fasta(fasta, args.outdir, device=device, **folding_options(args))
+    return exit_status(sum(r.status != "ok" for r in results), len(results), args.outdir)
