@@ -594,7 +594,7 @@ def test_summary_names_each_proteins_fasta_header_also_after_a_state_of_an_earli
     model = FakeFolder()
     (again,) = predict_fasta(fasta, outdir, model=model, formats=("pdb",), progress=False)
     assert again.reused and model.folded == []
-    assert "header" in read_summary(outdir)[result.id]
+    assert read_summary(outdir)[result.id]["header"] == "sp|P69905|HBA_HUMAN Hemoglobin subunit alpha"
 
 
 def test_a_complete_protein_stays_complete_when_a_resumed_run_lowers_max_length(tmp_path):

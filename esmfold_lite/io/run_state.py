@@ -175,6 +175,11 @@ class RunState:
                 values,
             )
 
+    def set_header(self, id: str, header: str) -> None:
+        """Record the FASTA header of protein ``id`` (rows of earlier versions have none); nothing else changes."""
+        with database_errors(self.path, DAMAGED_STATE_FIX), self.db:
+            self.db.execute("UPDATE proteins SET header = ? WHERE id = ?", (header, id))
+
     def summary_rows(self, digest: str) -> Iterator[dict[str, object]]:
         """Every protein ever folded into OUTDIR, in first-seen order, as ``summary.tsv`` rows. An ok row made with
         settings other than ``digest`` (kept from before an ``overwrite`` with new settings) says ``stale``."""

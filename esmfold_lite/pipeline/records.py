@@ -121,6 +121,9 @@ def plan_record(
         if row is not None:
             complete = ProteinResult.from_row(row)
             complete.reused = True
+            if complete.header != header:  # a row of an earlier version, which had no header column
+                complete.header = header
+                state.set_header(name, header)
             return complete
     reason = reason or validate_record(record, max_length)
     if reason is not None:
