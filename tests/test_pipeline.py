@@ -595,6 +595,9 @@ def test_summary_names_each_proteins_fasta_header_also_after_a_state_of_an_earli
     (again,) = predict_fasta(fasta, outdir, model=model, formats=("pdb",), progress=False)
     assert again.reused and model.folded == []
     assert read_summary(outdir)[result.id]["header"] == "sp|P69905|HBA_HUMAN Hemoglobin subunit alpha"
+    third = FakeFolder()
+    predict_fasta(fasta, outdir, model=third, formats=("pdb",), progress=False)
+    assert third.folded == [], "still complete: its completion record is untouched"
 
 
 def test_a_complete_protein_stays_complete_when_a_resumed_run_lowers_max_length(tmp_path):
