@@ -98,3 +98,22 @@ def test_symlinked_checkpoint_finds_its_lm(offline, pair, tmp_path, lm_beside):
     expected = load_model(esmfold_pt).fold("MKTAYIAKQR", num_recycles=0)
     got = load_model(links / "my_model.pt").fold("MKTAYIAKQR", num_recycles=0)  # offline: no cache fallback
     assert torch.equal(got.positions, expected.positions)
+
+
+def test_the_cached_lm_beside_a_cached_checkpoint_is_checked_as_a_cached_file(offline, pair, monkeypatch):
+    """In the cache the LM lies beside esmfold_3B_v1.pt; it must still go through the registry's check (a damaged
+    cached file is downloaded again), not be loaded as a plain file beside the checkpoint."""
+    import esmfold_lite.fold.load as fold_load
+
+    cache, _ = offline
+    cache.mkdir(parents=True)
+    for file in pair:
+        (cache / file.name).write_bytes(file.read_bytes())
+    loaded = []
+    real = fold_load.load_language_model
+    monkeypatch.setattr(fold_load, "load_language_model", lambda source, **kw: loaded.append(source) or real(pair[1]))
+    load_model(cache / "esmfold_3B_v1.pt")
+    assert loaded == ["esm2_t36_3B_UR50D"]
+    loaded.clear()
+    load_model(pair[0])  # a checkpoint outside the cache: the file beside it
+    assert loaded == [pair[0].with_name("esm2_t36_3B_UR50D.pt")]

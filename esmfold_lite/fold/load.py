@@ -34,13 +34,15 @@ def _lm_places_beside(checkpoint: Path, lm_filename: str) -> list[Path]:
 
 def _language_model_for(path: Path, lm: str | Path | None, lm_name: str, dtype: torch.dtype) -> ESM2:
     """The LM of a fair-esm ESMFold file, in ``dtype``: ``lm`` if given, else the official one (``lm_name``) beside
-    the file or beside the file it links to, else the registry's copy in the cache (downloaded when missing)."""
+    the file or beside the file it links to, else the registry's copy in the cache (downloaded when missing). The
+    cache's copy is loaded by its registry name also when it is the file beside (the ESMFold checkpoint is in the
+    cache too), so that it is checked, and downloaded again if damaged, as every cached checkpoint is."""
     if lm is not None:
         return load_language_model(lm, dtype=dtype)
     info = registry.get(lm_name)
     beside = _lm_places_beside(path, info.filename)
     found = next((place for place in beside if place.is_file()), None)
-    if found is not None:
+    if found is not None and found.resolve() != url_cache_path(info.url).resolve():
         return load_language_model(found, dtype=dtype)
     try:
         return load_language_model(lm_name, dtype=dtype)
