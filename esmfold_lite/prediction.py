@@ -50,7 +50,11 @@ class Prediction:
         return self.mask.bool().sum(-1)
 
     def select(self, i: int) -> Prediction:
-        """Sequence ``i`` alone (B = 1), keeping only its residues: padding and chain linkers are cut."""
+        """Sequence ``i`` alone (B = 1), keeping only its residues: padding and chain linkers are cut. Raises
+        IndexError naming the number of sequences when there is no sequence ``i``."""
+        count = len(self.sequences)
+        if not -count <= i < count:
+            raise IndexError(f"no sequence {i}: this prediction holds {count} (0 to {count - 1})")
         keep = self.mask[i].bool()
 
         def per_residue(x: torch.Tensor | None) -> torch.Tensor | None:  # (B, L, ...) -> (1, n, ...)

@@ -4,8 +4,9 @@
 `sequence_problem` then allows exactly the residue letters of the ESM vocabulary, the 20 standard amino acids plus
 ``X B Z U O`` (unknown, ambiguous and rare residues: ESMFold folds them as unknown, the language models read each as a
 token of its own), in one or more non-empty chains separated by ``:``. Everything else (digits, gaps ``-``/``.``,
-``J``, punctuation, an inner ``*``, non-ASCII letters) is refused. The FASTA validator, ``ESMFold.fold``, MSA reading
-and mutation parsing all use these, so the rule is written once.
+``J``, punctuation, an inner ``*``, non-ASCII letters) is refused. For folding at most `MAX_CHAINS` chains (the chain
+ids output files can name); a language model reads one chain. The FASTA validator, ``ESMFold.fold``, the language
+models' ``embed``, MSA reading and mutation parsing all use these, so the rule is written once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import string
 from collections.abc import Sequence
 
 CHAIN_SEPARATOR = ":"
+MAX_CHAINS = 62  # chain ids A-Z, a-z, 0-9: one character each, as PDB files (and ``io.structure.CHAIN_IDS``) have them
 STANDARD_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 UNKNOWN_AMINO_ACIDS = "XBZUO"  # in the ESM vocabulary; ESMFold treats them as X
 AMINO_ACID_LETTERS = frozenset(STANDARD_AMINO_ACIDS + UNKNOWN_AMINO_ACIDS)
@@ -42,10 +44,10 @@ def normalize_sequence(text: str, upper: bool = True) -> str:
 def sequence_problem(sequence: str, use: str = FOLDING) -> str | None:
     """Why a `normalize_sequence` result cannot be used (one line of ASCII, no tabs), or None when it can.
 
-    Checks in order: empty sequence, empty chain, characters that are not residue letters (the first few with their
-    1-based positions, counted per chain and written ``chain:position`` for complexes). ``use`` (`FOLDING` or
-    `LANGUAGE_MODEL`) words what the message says of the letters ``X B Z U O``: ESMFold folds them as unknown, a
-    language model reads each as a token of its own.
+    Checks in order: empty sequence, empty chain, the number of chains (``use``: `FOLDING`, at most `MAX_CHAINS`;
+    `LANGUAGE_MODEL`, one), characters that are not residue letters (the first few with their 1-based positions,
+    counted per chain and written ``chain:position`` for complexes). ``use`` also words what the message says of the
+    letters ``X B Z U O``: ESMFold folds them as unknown, a language model reads each as a token of its own.
     """
     if use not in _UNKNOWN_NOTE:
         raise ValueError(f"use must be one of {', '.join(map(repr, _UNKNOWN_NOTE))}, not {use!r}")
@@ -55,6 +57,10 @@ def sequence_problem(sequence: str, use: str = FOLDING) -> str | None:
     empty = [str(i + 1) for i, chain in enumerate(chains) if not chain]
     if empty:
         return f"empty chain {', '.join(empty)} of {len(chains)} (':' separates chains)"
+    if use == LANGUAGE_MODEL and len(chains) > 1:
+        return f"{len(chains)} chains separated by ':'; a language model reads one chain per sequence"
+    if len(chains) > MAX_CHAINS:
+        return f"{len(chains)} chains, more than the {MAX_CHAINS} that output files can name (A-Z, a-z, 0-9)"
     bad = [
         (char, f"{pos + 1}" if len(chains) == 1 else f"{c + 1}:{pos + 1}")
         for c, chain in enumerate(chains)
@@ -72,8 +78,8 @@ def sequence_problem(sequence: str, use: str = FOLDING) -> str | None:
     )
 
 
-def checked_sequences(sequences: str | Sequence[str]) -> list[str]:
-    """One sequence or a list of them → normalized sequences (see `normalize_sequence`), each checked.
+def checked_sequences(sequences: str | Sequence[str], use: str = FOLDING) -> list[str]:
+    """One sequence or a list of them → normalized sequences (see `normalize_sequence`), each checked for ``use``.
 
     Raises:
         TypeError: ``sequences`` is not a string or a sequence of strings (the index of a non-string is named).
@@ -82,6 +88,8 @@ def checked_sequences(sequences: str | Sequence[str]) -> list[str]:
     """
     if isinstance(sequences, str):
         sequences = [sequences]
+    elif isinstance(sequences, bytes | bytearray):
+        raise TypeError("sequences must be a string or a list of strings, got bytes: decode them first")
     elif not isinstance(sequences, Sequence):
         raise TypeError(f"sequences must be a string or a list of strings, got {type(sequences).__name__}")
     checked = []
@@ -89,7 +97,7 @@ def checked_sequences(sequences: str | Sequence[str]) -> list[str]:
         if not isinstance(sequence, str):
             raise TypeError(f"sequence at index {i} is a {type(sequence).__name__}, not a string")
         sequence = normalize_sequence(sequence)
-        problem = sequence_problem(sequence)
+        problem = sequence_problem(sequence, use)
         if problem:
             raise ValueError(f"sequence at index {i}: {problem}")
         checked.append(sequence)

@@ -11,7 +11,7 @@ from esmfold_reference import tiny_hf_esmfold, write_fair_esmfold
 
 from esmfold_lite import load_model
 from esmfold_lite.io.fasta import FastaRecord, validate_record
-from esmfold_lite.sequences import checked_sequences, normalize_sequence, sequence_problem
+from esmfold_lite.sequences import LANGUAGE_MODEL, checked_sequences, normalize_sequence, sequence_problem
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def model(tmp_path_factory):
         ("MK::TA", r"index 0: empty chain 2 of 3"),
         ("MKTA:", r"index 0: empty chain 2 of 2"),
         ("MKV:GS-H", r"'-' at 2:3"),
+        (":".join(["G"] * 63), r"index 0: 63 chains, more than the 62 that output files can name"),
         ("", r"index 0: empty sequence"),
         (["MKV", "  *"], r"index 1: empty sequence"),
         ([], r"no sequences given"),
@@ -46,6 +47,26 @@ def test_non_string_input_raises_type_error(model):
         model.fold(["MKV", b"MKV"])
     with pytest.raises(TypeError, match="got NoneType"):
         model.fold(None)
+    with pytest.raises(TypeError, match="got bytes: decode them first"):
+        model.fold(b"MKV")
+    for recycles in (1.5, "3", True):
+        with pytest.raises(TypeError, match="num_recycles must be an integer or None"):
+            model.fold("MKV", num_recycles=recycles)
+    with pytest.raises(ValueError, match="num_recycles must be >= 0"):
+        model.fold("MKV", num_recycles=-1)
+
+
+def test_selecting_a_sequence_that_is_not_there_names_how_many_there_are(model):
+    pred = model.fold(["MKV", "GSHM"], num_recycles=0)
+    assert pred.select(-1).sequences == ["GSHM"]
+    with pytest.raises(IndexError, match=r"no sequence 2: this prediction holds 2 \(0 to 1\)"):
+        pred.to_pdb(2)
+
+
+def test_a_language_model_reads_one_chain():
+    problem = sequence_problem("MKV:GSH", LANGUAGE_MODEL)
+    assert problem == "2 chains separated by ':'; a language model reads one chain per sequence"
+    assert sequence_problem("MKV:GSH") is None and sequence_problem(":".join(["G"] * 62)) is None
 
 
 def test_lower_case_whitespace_and_trailing_stop_are_accepted_as_in_fasta(model):

@@ -184,11 +184,23 @@ class ESMFold(nn.Module):
         per chain are accepted, and ``Prediction.sequences`` holds them normalized (upper case, no whitespace or
         ``*``). Outside ``Prediction.mask`` (batch padding, chain linkers) every float value is 0.
 
+        Args:
+            sequences: one sequence or a list; a list is folded as one padded batch.
+            num_recycles: recycles after the first trunk pass (N runs N + 1 passes); None: the checkpoint's default
+                (esmfold_v1: 4 passes, the same as 3).
+            chunk_size: rows per chunk in the trunk's O(L²)/O(L³) steps, ``"auto"`` (the default: chunked only as
+                far as the free memory asks, ``fold.auto_chunk``) or None (unchunked). Results do not depend on it.
+
         Raises:
-            ValueError: no sequences, or a sequence with an empty chain or a character that is not a residue
-                letter (the message names the sequence's index, the character and its position).
-            TypeError: ``sequences`` is not a string or a list of strings.
+            ValueError: no sequences, or a sequence with an empty chain, more chains than output files can name or a
+                character that is not a residue letter (the message names the sequence's index, the character and
+                its position); ``num_recycles`` negative.
+            TypeError: ``sequences`` is not a string or a list of strings; ``num_recycles`` not an integer.
         """
+        if num_recycles is not None and (isinstance(num_recycles, bool) or not isinstance(num_recycles, int)):
+            raise TypeError(f"num_recycles must be an integer or None, got {num_recycles!r}")
+        if num_recycles is not None and num_recycles < 0:
+            raise ValueError(f"num_recycles must be >= 0 (or None for the checkpoint's default), got {num_recycles}")
         sequences = checked_sequences(sequences)
         batch = encode_batch(sequences)
         device = self.device

@@ -46,9 +46,7 @@ class Mutation:
 def check_wild_type(sequence: str) -> str:
     """``sequence`` upper-cased with whitespace removed; ValueError when it is empty or holds non-residue letters."""
     sequence = "".join(sequence.split()).upper()
-    problem = sequence_problem(sequence, LANGUAGE_MODEL)  # B Z U O are tokens of their own, not "unknown"
-    if problem is None and ":" in sequence:
-        problem = "':' separates chains; a wild type is one chain"
+    problem = sequence_problem(sequence, LANGUAGE_MODEL)  # one chain; B Z U O are tokens of their own
     if problem is not None:
         raise ValueError(f"wild-type sequence: {problem}")
     return sequence
