@@ -184,3 +184,11 @@ def test_model_without_lm_head_is_refused(ours):
     headless.lm_head = None
     with pytest.raises(ValueError, match="no masked-LM head"):
         score_variants(headless, WILD_TYPE, ["M1A"])
+
+
+def test_something_else_than_a_loaded_language_model_is_a_type_error():
+    from esmfold_lite import score_variants
+
+    for models in ("esm1v_t33_650M_UR90S_1", ["model.pt"], torch.nn.Linear(2, 2), None):
+        with pytest.raises(TypeError, match="not a loaded language model: pass esmfold_lite.load_language_model"):
+            score_variants(models, "MKV", ["M1A"])

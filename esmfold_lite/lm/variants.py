@@ -68,14 +68,22 @@ def score_variants(
         One float per mutation, in input order.
 
     Raises:
-        TypeError: ``mutations`` is neither a string nor an iterable of strings (the index of a non-string is named).
+        TypeError: ``mutations`` is neither a string nor an iterable of strings (the index of a non-string is named);
+            ``models`` holds something that is not a loaded language model (a path, a name, an ESMFold model).
         ValueError: a bad wild type, one longer than a model's ``max_residues`` (1,022 for ESM-1b/1v), an MSA
             model, an unknown strategy, or a mutation that is not well formed, lies outside the wild type or does
             not match it (the message names the mutation).
     """
-    model_list = [models] if isinstance(models, nn.Module) else list(models)
+    one = isinstance(models, nn.Module | str) or not isinstance(models, Iterable)
+    model_list = [models] if one else list(models)
     if not model_list:
         raise ValueError("no language model given")
+    for i, model in enumerate(model_list):
+        if not isinstance(model, nn.Module) or not hasattr(model, "alphabet"):
+            raise TypeError(
+                f"model {i} is a {type(model).__name__}, not a loaded language model: pass "
+                "esmfold_lite.load_language_model(source) (a path or name is not loaded here)"
+            )
     wild_type = check_wild_type(wild_type)
     parsed = [parse_mutation(text, wild_type, offset_idx) for text in _mutation_list(mutations)]
     per_model = [
