@@ -294,19 +294,19 @@ def _finish(part: Path, dest: Path, url: str, size_bytes: int | None, sha256: st
     digest = _sha256(part).hexdigest()
     problem = None
     if total is not None and received != total:
-        problem = f"{received} bytes where the server announced {total}"
+        problem = f"the file is incomplete ({received} bytes where the server announced {total})"
     elif size_bytes is not None and received != size_bytes:
-        problem = f"size {received} bytes, expected {size_bytes}"
+        problem = f"the file has {received} bytes, not the published {size_bytes}"
     elif sha256 is not None and digest != sha256.lower():
-        problem = f"SHA-256 {digest}, expected {sha256.lower()}"
+        problem = f"the file is not the published one (SHA-256 {digest}, expected {sha256.lower()})"
     elif sha256 is None and (broken := structure_problem(part, deep=True)):
-        problem = broken if total is not None else f"the server did not say its length, and {broken}"
+        length = "" if total is not None else "the server did not say its length, and "
+        problem = f"the file is not a complete checkpoint ({length}{broken})"
     if problem:
         part.unlink()
         _record_path(part).unlink(missing_ok=True)
         raise ChecksumError(
-            f"downloaded {url} but the file is not a complete checkpoint ({problem}); it was deleted, run again to "
-            f"retry.\n{offline_hint(url, dest)}",
+            f"downloaded {url} but {problem}; it was deleted, run again to retry.\n{offline_hint(url, dest)}",
             url,
             dest,
         )
