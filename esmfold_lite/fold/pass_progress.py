@@ -5,6 +5,9 @@ Folding one protein with the full-size model on a CPU takes minutes (esmfold_v1 
 ``trunk_pass_done(done, passes)`` after each pass; whoever wants to hear of it (the ``predict`` pipeline's bar and
 log) installs a listener around its ``fold`` calls with ``on_trunk_pass``. No listener: nothing happens. The
 listener lives in a context variable, so models and their ``fold`` signature know nothing of it.
+
+On a GPU a pass "ends" when its kernels are queued, which is close to when they finish only once the queue is full;
+the trunk does not synchronise for the listener's sake (the CPU, where folds take minutes, is what this is for).
 """
 
 from __future__ import annotations
