@@ -5,13 +5,15 @@ each optionally gzip-compressed (``.gz``); the first model, the first alternate 
 acid residues are used (author chain ids and residue numbers for mmCIF, as in the PDB format).
 
 Residue matching. Chains are paired first: by `chain_map` (prediction chain → reference chain) when given, else by
-equal chain ids when every predicted chain id exists in the reference, else in order of appearance when both have
-the same number of chains. Prediction chains left out of `chain_map` are not compared. Within a pair of chains,
-residues are matched
+equal chain ids when every predicted chain id exists in the reference (or every reference chain id in the
+prediction: then only those chains are compared), else in order of appearance when both have the same number of
+chains. Prediction chains left out of `chain_map` are not compared. Within a pair of chains, residues are matched
 - ``match="number"`` (default): by residue number and insertion code. Matched residues must have the same residue
   type (unknown residues excepted); a difference means the numbering differs and raises ValueError.
 - ``match="sequence"``: by a global sequence alignment (BLOSUM62, gap open -10 / extend -1, free end gaps), for
-  references numbered differently from the prediction (ESMFold numbers residues from 1).
+  references numbered differently from the prediction (ESMFold numbers residues from 1). A pair of chains whose
+  aligned residues are less than `MIN_IDENTITY` identical are different proteins (chains paired wrongly), which
+  raises ValueError naming them.
 
 Scores, over the matched residues:
 - ``rmsd``: Cα RMSD (Å) after the least-squares superposition (Kabsch).
@@ -34,6 +36,7 @@ from biotite.sequence.align import SubstitutionMatrix, align_optimal
 from esmfold_lite.io.structure import load_structure
 
 MATCH_MODES = ("number", "sequence")
+MIN_IDENTITY = 0.3  # below this fraction of identical aligned residues two chains are not the same protein
 _MAX_SEEDS = 200  # seed fragments per fragment length in the TM-score search (evenly spaced)
 _MAX_REFINEMENTS = 20
 
@@ -64,6 +67,12 @@ def _one_letter(res_names: np.ndarray) -> str:
 # --- matching --------------------------------------------------------------------------------------------------
 
 
+def _identity(pred_names: np.ndarray, ref_names: np.ndarray) -> float:
+    """Fraction of matched residue pairs of the same type (0 for none)."""
+    same = [a == b for a, b in zip(_one_letter(pred_names), _one_letter(ref_names), strict=True)]
+    return float(np.mean(same)) if same else 0.0
+
+
 def _chain_ids(atoms: struc.AtomArray) -> list[str]:
     return [str(c) for c in dict.fromkeys(atoms.chain_id)]
 
@@ -84,6 +93,8 @@ def pair_chains(pred: struc.AtomArray, ref: struc.AtomArray, chain_map: dict[str
         return dict(chain_map)
     if all(c in ref_chains for c in pred_chains):
         return {c: c for c in pred_chains}
+    if all(c in pred_chains for c in ref_chains):
+        return {c: c for c in ref_chains}
     if len(pred_chains) == len(ref_chains):
         return dict(zip(pred_chains, ref_chains, strict=True))
     raise ValueError(
@@ -118,6 +129,12 @@ def match_residues(
         r = np.flatnonzero(ref.chain_id == ref_chain)
         if match == "sequence":
             i, j = _align_indices(_one_letter(pred.res_name[p]), _one_letter(ref.res_name[r]))
+            identity = _identity(pred.res_name[p[i]], ref.res_name[r[j]])
+            if identity < MIN_IDENTITY:
+                raise ValueError(
+                    f"prediction chain {pred_chain} and reference chain {ref_chain} are {identity:.0%} identical where "
+                    "aligned: different proteins; pair the chains yourself (--chains A=B,B=A; chain_map= in Python)"
+                )
             pred_idx.append(p[i])
             ref_idx.append(r[j])
             continue
@@ -242,9 +259,7 @@ def evaluate_structures(
         )
     ref_length = int(np.isin(ref.chain_id, list(chains.values())).sum())
     pred_xyz, ref_xyz = pred.coord[pred_idx].astype(np.float64), ref.coord[ref_idx].astype(np.float64)
-    identity = np.mean(
-        [a == b for a, b in zip(_one_letter(pred.res_name[pred_idx]), _one_letter(ref.res_name[ref_idx]), strict=True)]
-    )
+    identity = _identity(pred.res_name[pred_idx], ref.res_name[ref_idx])
     return {
         "pred": str(pred_path),
         "ref": str(ref_path),

@@ -186,6 +186,16 @@ def test_chain_pairing(tmp_path):
     single = write(tmp_path / "single.pdb", make_structure(ca_b, b, "Z"))
     with pytest.raises(ValueError, match="cannot pair"):
         evaluate_structures(pred, single)
+    # a reference with a subset of the prediction's chain ids: those pair
+    only_b_ref = write(tmp_path / "only_b.pdb", make_structure(ca_b, b, "B"))
+    subset = evaluate_structures(pred, only_b_ref)
+    assert subset["chains"] == {"B": "B"} and subset["tm_score"] == pytest.approx(1.0, abs=1e-6)
+    # chains paired wrongly are found by their sequences, also when matched by sequence
+    swapped = write(tmp_path / "swapped.pdb", make_structure(ca_b, b, "A") + make_structure(ca_a, a, "B"))
+    with pytest.raises(ValueError, match=r"chain A and reference chain A are \d+% identical where aligned"):
+        evaluate_structures(pred, swapped, match="sequence")
+    fixed = evaluate_structures(pred, swapped, match="sequence", chain_map={"A": "B", "B": "A"})
+    assert fixed["sequence_identity"] == 1.0 and fixed["tm_score"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_unreadable_inputs(tmp_path):

@@ -39,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--chains",
         metavar="MAP",
         default=None,
-        help="pair chains explicitly, prediction=reference, comma-separated (e.g. A=H,B=L); others are skipped",
+        help="pair chains explicitly, prediction=reference, comma-separated (e.g. A=H,B=L); others are skipped "
+        "(default: equal chain ids where one structure's ids are all in the other, else in order of appearance when "
+        "both have as many chains)",
     )
     add_logging_options(parser)
     parser.set_defaults(func=run)
