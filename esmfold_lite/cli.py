@@ -129,6 +129,22 @@ def torch_device(text: str) -> str:
     return text
 
 
+def add_nogpu_option(parser: argparse.ArgumentParser, script: str) -> None:
+    """fair-esm's ``--nogpu`` (of its ``script``): the same as ``--device cpu``; see `device_after_nogpu`."""
+    parser.add_argument(
+        "--nogpu", action="store_true", help=f"the same as --device cpu (the flag of fair-esm's {script})"
+    )
+
+
+def device_after_nogpu(args: argparse.Namespace) -> str | None:
+    """``args.device``, or "cpu" with ``--nogpu``; ``--nogpu`` with another device is a usage error (exit 2)."""
+    if not args.nogpu:
+        return args.device
+    if args.device not in (None, "cpu"):
+        args.parser.error(f"--nogpu means --device cpu, but --device {args.device} is given too; drop one")
+    return "cpu"
+
+
 positive_int = at_least(int, 1)
 non_negative_int = at_least(int, 0)
 positive_float = at_least(float, 0, inclusive=False)

@@ -8,15 +8,19 @@ from dataclasses import asdict
 import pytest
 import torch
 from randomize import randomize_
+from safetensors.torch import save_file
 from test_esm1_parity import fair_model
 from test_esm1_parity import save_official as save_official_esm1
+from test_esm2_loading import hf_config
 from test_esm2_loading import save_official as save_official_esm2
 from test_esm2_parity import fair_esm_model
 
 import esmfold_lite
 from esmfold_lite.alphabet import ESM_ALPHABET
+from esmfold_lite.lm.esm2 import ESM2, ESM2Config
 from esmfold_lite.lm.load import build_language_model
 from esmfold_lite.lm.msa_transformer import MSATransformer, MSATransformerConfig
+from esmfold_lite.weights.esm2_format import esm2_to_hf_state_dict
 from esmfold_lite.weights.language_model import read_language_model
 from esmfold_lite.weights.own_format import save_own_format
 
@@ -53,7 +57,7 @@ def test_esm2_without_its_regression_file(tmp_path):
     save_official_esm2(fair_esm_model((2, 16, 4)), path, with_regression=False)
     with pytest.warns(UserWarning, match="esm2_tiny-contact-regression.pt"):
         model = esmfold_lite.load_language_model(path)
-    assert_refuses_contacts(model, "put <name>-contact-regression.pt .*beside the checkpoint")
+    assert_refuses_contacts(model, "put esm2_tiny-contact-regression.pt .*beside the checkpoint")  # names the file
 
 
 def test_with_the_regression_contacts_are_given(tmp_path):
@@ -81,3 +85,31 @@ def test_msa_transformer_without_its_regression(tmp_path):
         loaded(ESM_ALPHABET.batch_encode(["MKTA", "MKSA"])[None], return_contacts=True)
     with pytest.raises(ValueError, match="-contact-regression.pt"):
         loaded.embed([["MKTA", "MKSA"]], contacts=True)
+
+
+def without_regression(model) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("contact_head.")}
+
+
+def test_the_hint_is_the_one_of_the_format_read(tmp_path):
+    """The reader of each format says where its missing regression comes from; a state dict loaded by hand with an
+    all-zero regression (an older converted file, an ESMFold's language model) is refused too."""
+    model = randomize_(ESM2(ESM2Config(3, 40, 5, token_dropout=True)))  # the size of test_esm2_loading.hf_config
+    folder = tmp_path / "hf"  # a transformers folder saved without esm.contact_head.regression.*
+    hf_config().save_pretrained(folder)
+    save_file(esm2_to_hf_state_dict(without_regression(model)), str(folder / "model.safetensors"))
+    with pytest.warns(UserWarning, match="no contact regression weights"):
+        from_folder = esmfold_lite.load_language_model(folder)
+    assert_refuses_contacts(from_folder, "the transformers folder holds no contact_head.regression tensors")
+
+    zeros = {k: (torch.zeros_like(v) if k.startswith("contact_head.") else v) for k, v in model.state_dict().items()}
+    save_own_format(tmp_path / "converted", "esm2", asdict(model.config), zeros)  # as `weights convert` writes it
+    converted = esmfold_lite.load_language_model(tmp_path / "converted")
+    assert_refuses_contacts(converted, "convert again")
+    with pytest.raises(ValueError) as refused:
+        converted.predict_contacts(TOKENS)
+    assert "ESM-1v" not in str(refused.value)  # an ESM-2 file: no word on ESM-1v
+
+    by_hand = ESM2(model.config)
+    by_hand.load_state_dict(zeros)
+    assert_refuses_contacts(by_hand.eval(), "all-zero regression")

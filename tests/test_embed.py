@@ -201,7 +201,7 @@ def test_cli_removes_temporaries_left_by_a_killed_run(saved_model, tmp_path):
     assert (out_dir / "a.pt").is_file()
 
 
-def test_cli_include_and_fair_esm_spellings(model, saved_model, tmp_path):
+def test_cli_include_and_fair_esm_spellings(model, saved_model, tmp_path, monkeypatch, capsys):
     fasta = tmp_path / "in.fasta"
     fasta.write_text(">a\nMKTAYIAK\n>b\nMLVWGG\n")
     out_dir = tmp_path / "out"
@@ -225,6 +225,7 @@ def test_cli_include_and_fair_esm_spellings(model, saved_model, tmp_path):
     args = build_parser().parse_args(["embed", "x", "-o", "o", "--model", "m", "--repr_layers", "1", "2",
                                       "--toks_per_batch", "77", "--nogpu"])  # fmt: skip
     assert args.layers == [1, 2] and args.max_tokens_per_batch == 77 and args.nogpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # --device cuda valid: the contradiction is not
     with pytest.raises(SystemExit) as exit_info:
         main(argv + ["--nogpu", "--device", "cuda"])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 2 and "--nogpu means --device cpu" in capsys.readouterr().err

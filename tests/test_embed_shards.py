@@ -1,5 +1,6 @@
 """``embed --format safetensors``: shards + index, the reader, duplicates, resume (also after a SIGKILL)."""
 
+import errno
 import os
 import re
 import signal
@@ -259,6 +260,26 @@ def test_damaged_index_is_refused_naming_the_fix(saved_model, tmp_path, capsys):
     argv[3] = str(tmp_path / "file")
     assert main(argv) == 1
     assert "file exists and is not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fails", ["index", "embedding"])
+def test_a_run_that_writes_nothing_leaves_no_outdir_it_created(saved_model, tmp_path, monkeypatch, fails):
+    import esmfold_lite.commands.embed as command
+    import esmfold_lite.io.embedding_shards as shards
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    fasta = write_fasta(tmp_path / "in.fasta", [("a", sequences(1)[0])])
+    argv = ["embed", str(fasta), "-o", str(tmp_path / "new" / "out"), "--model", saved_model, "--format", "safetensors"]
+    if fails == "index":  # the index cannot be created
+        monkeypatch.setattr(shards, "checked_connection", disk_full)
+        assert main(argv) == 1
+    else:  # the index is there, the first embedding fails
+        monkeypatch.setattr(command, "embed", disk_full)
+        with pytest.raises(OSError):
+            main(argv)
+    assert sorted(os.listdir(tmp_path)) == ["in.fasta"]
 
 
 @pytest.mark.slow

@@ -21,9 +21,9 @@ from esmfold_lite.weights.esm2_format import (
     esm2_to_hf_key,
     esm2_to_hf_state_dict,
     hf_to_esm2_key,
-    read_esm2,
     save_esm2,
 )
+from esmfold_lite.weights.language_model import peek_language_model, read_language_model
 from esmfold_lite.weights.safe_pickle import CheckpointError
 
 NUM_LAYERS, EMBED_DIM, HEADS = 3, 40, 5
@@ -199,8 +199,11 @@ def test_save_esm2_folder_roundtrip_and_dtype(official_pt, tmp_path):
     assert model.embed_tokens.weight.dtype == torch.bfloat16
     save_esm2(model, tmp_path)  # an existing folder -> model.safetensors + model.json
     assert (tmp_path / "model.safetensors").is_file() and own_format.is_own_format(tmp_path)
-    config, state = read_esm2(tmp_path)
-    assert read_esm2(tmp_path / "model.json")[0] == read_esm2(tmp_path / "model.safetensors")[0] == config
+    checkpoint = read_language_model(tmp_path)
+    config, state = checkpoint.config, checkpoint.state
+    assert checkpoint.kind == "esm2"
+    for half in ("model.json", "model.safetensors"):
+        assert read_language_model(tmp_path / half).config == config
     assert state["lm_head.weight"] is state["embed_tokens.weight"]
     assert torch.equal(state["layers.2.fc1.weight"], model.layers[2].fc1.weight)
 
@@ -332,3 +335,25 @@ def test_convert_help_names_esm_c(capsys):
     with pytest.raises(SystemExit):
         main(["weights", "--help"])
     assert "ESM C" in capsys.readouterr().out
+
+
+def test_peek_gives_what_reading_gives_without_reading_a_tensor(official_pt, tmp_path, monkeypatch):
+    EsmForMaskedLM(hf_config()).save_pretrained(tmp_path / "hf")
+    EsmModel(hf_config(), add_pooling_layer=False).save_pretrained(tmp_path / "headless")
+    assert main(["weights", "convert", str(official_pt), str(tmp_path / "own")]) == 0
+    sources = [official_pt, tmp_path / "hf", tmp_path / "headless", tmp_path / "own.json"]
+    read = {source: read_language_model(source) for source in sources}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("peeking reads no tensor")
+
+    monkeypatch.setattr(esm2_format, "load_file", refuse)
+    monkeypatch.setattr(own_format, "load_file", refuse)
+    for source in sources:
+        assert peek_language_model(source) == (read[source].kind, read[source].config), source
+    assert peek_language_model(tmp_path / "headless")[1]["lm_head"] is False
+    (tmp_path / "headless" / "model.safetensors").unlink()  # a folder without weights is not one without an LM head
+    with pytest.raises(CheckpointError, match="expected model.safetensors or pytorch_model.bin"):
+        peek_language_model(tmp_path / "headless")
+    with pytest.raises(CheckpointError, match="is a lone .safetensors file"):
+        peek_language_model(tmp_path / "hf" / "model.safetensors")

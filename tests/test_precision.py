@@ -37,6 +37,8 @@ def test_resolve_precision(monkeypatch, device, lm_device, dtype, lm_dtype, avx5
 def test_unknown_dtype_is_refused():
     with pytest.raises(ValueError, match="unknown floating dtype"):
         resolve_precision(CPU, CPU, "int8")
+    with pytest.raises(ValueError, match="unknown floating dtype torch.int64"):
+        resolve_precision(CPU, CPU, torch.int64)  # a torch.dtype that is not floating: one line, not one per weight
 
 
 def test_cpu_detection_answers():

@@ -152,6 +152,9 @@ def test_help_explains_every_flag(capsys):
         assert word in text
 
 
+ESM1_CONFIG = {"num_layers": 1, "embed_dim": 8, "ffn_embed_dim": 16, "attention_heads": 2, "max_positions": 12}
+
+
 def own_format_header(path, kind: str, config: dict | None = None) -> str:
     """An esmfold_lite checkpoint json (kind, config) with empty tensors: the pre-check reads the json only."""
     path.with_suffix(".json").write_text(json.dumps({"format": "esmfold_lite", "kind": kind, "config": config or {}}))
@@ -173,7 +176,7 @@ def test_every_model_is_checked_before_any_is_scored(checkpoints, tmp_path, caps
         str(not_a_model): "is not a fair-esm language model",
         str(esmfold): "is an ESMFold checkpoint",
         own_format_header(tmp_path / "msa", "msa"): "is an MSA Transformer, which reads MSAs",
-        own_format_header(tmp_path / "esm1v", "esm1b", {"max_positions": 12}): "more than the 10 residues",
+        own_format_header(tmp_path / "esm1v", "esm1b", ESM1_CONFIG): "more than the 10 residues",
         "esm_msa1b_t12_100M_UR50S": "is an MSA Transformer",  # refused by its registry kind, not downloaded
         "esmfold_v1": "is an ESMFold checkpoint",
     }
@@ -225,7 +228,7 @@ def test_warnings_give_the_file_line_and_extra_fields_are_kept(checkpoints, tmp_
     assert table[2][4] == "" and "not a substitution" in table[2][6]
 
 
-def test_nogpu_is_fair_esms_flag_for_device_cpu(checkpoints, tmp_path, monkeypatch):
+def test_nogpu_is_fair_esms_flag_for_device_cpu(checkpoints, tmp_path, monkeypatch, capsys):
     import esmfold_lite.lm.load
 
     paths, _ = checkpoints
@@ -244,3 +247,7 @@ def test_nogpu_is_fair_esms_flag_for_device_cpu(checkpoints, tmp_path, monkeypat
     assert main(argv + ["--dms-output", str(out), "--nogpu"]) == 0
     assert devices == ["cpu"]
     assert main(argv + ["--dms-output", str(out), "--nogpu", "--device", "cpu"]) == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # --device cuda valid: the contradiction is not
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--dms-output", str(out), "--nogpu", "--device", "cuda"])
+    assert exit_info.value.code == 2 and "--nogpu means --device cpu" in capsys.readouterr().err

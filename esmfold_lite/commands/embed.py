@@ -19,15 +19,17 @@ import torch
 from tqdm.auto import tqdm
 
 from esmfold_lite.alphabet import ALL_TOKENS
-from esmfold_lite.cli import CliError, add_logging_options, exit_status_help, records_exit_code, torch_device
-from esmfold_lite.commands.embed_outputs import (
-    CONTACTS_PNG_SUFFIX,
-    DEFAULT_INCLUDE,
-    INCLUDES,
-    EmbedInput,
-    FileSink,
-    ShardSink,
+from esmfold_lite.cli import (
+    CliError,
+    add_logging_options,
+    add_nogpu_option,
+    device_after_nogpu,
+    exit_status_help,
+    records_exit_code,
+    torch_device,
 )
+from esmfold_lite.commands.embed_outputs import CONTACTS_PNG_SUFFIX, EmbedInput, FileSink, ShardSink
+from esmfold_lite.io.embedding_shards import DEFAULT_INCLUDE, INCLUDES
 from esmfold_lite.io.fasta import FastaRecord, count_records, read_fasta, validate_record
 from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH, SELECTIONS, read_msa, select_rows
 from esmfold_lite.lm.embed import Embeddings, embed, msa_problem, resolve_layer
@@ -186,10 +188,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--device", metavar="D", type=torch_device, default=None,
         help="torch device: cpu, cuda, cuda:1 (default: the loader's choice)",
     )  # fmt: skip
-    parser.add_argument(
-        "--nogpu", action="store_true", help="run on the CPU even if a GPU is present (fair-esm extract.py's "
-        "spelling of --device cpu)",
-    )  # fmt: skip
+    add_nogpu_option(parser, "extract.py")
     parser.add_argument(
         "--dtype", choices=tuple(DTYPES), default=None, help="model precision (default: as the loader chooses)"
     )
@@ -198,10 +197,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.nogpu:
-        if args.device not in (None, "cpu"):
-            args.parser.error(f"--nogpu contradicts --device {args.device}")
-        args.device = "cpu"
+    args.device = device_after_nogpu(args)
     given = {
         "--contacts": args.contacts,
         "--contacts-png": args.contacts_png,
@@ -220,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, contact_flags: list[str]) -> int:
+    from esmfold_lite.lm.contact_head import check_contact_regression
     from esmfold_lite.lm.load import load_language_model
 
     for path in args.input:
@@ -248,11 +245,11 @@ def _run(args: argparse.Namespace, contact_flags: list[str]) -> int:
     if contact_flags and getattr(model, "contact_head", None) is None:
         raise CliError(f"{args.model} ({type(model).__name__}) has no contact head, so it predicts no contacts; drop "
                        f"{flags}, or use an ESM-2 model for contacts")  # fmt: skip
-    if contact_flags and not model.contact_head.has_regression:
-        raise CliError(
-            f"{args.model} has no contact regression weights, so its contacts would be meaningless; drop {flags}. "
-            + _regression_hint(args.model)
-        )
+    if contact_flags:
+        try:
+            check_contact_regression(model)
+        except ValueError as exc:  # names the model and where its regression comes from
+            raise CliError(f"{args.model} has no contact regression weights; drop {flags}. {exc}") from None
 
     if getattr(model, "takes_msa", False):
         inputs: Iterable[EmbedInput] = read_msas(args, model)
@@ -269,20 +266,6 @@ def _run(args: argparse.Namespace, contact_flags: list[str]) -> int:
             f"nothing to embed in {' '.join(map(str, args.input))}; first problem: {counted.first_problem}"
         )
     return records_exit_code(counted.skipped)
-
-
-def _regression_hint(source: str) -> str:
-    """Where contact regression weights come from, for a model ``source`` loaded without them."""
-    from esmfold_lite.weights.own_format import own_format_stem
-
-    stem = own_format_stem(source)
-    if stem.with_suffix(".json").is_file() or stem.with_suffix(".safetensors").is_file():  # a converted model
-        return (
-            "ESM-1v was released without them; another model's converted file lacks them when its "
-            "<name>-contact-regression.pt was not beside the .pt at conversion: put it there and convert again "
-            "(esmfold-lite weights convert NAME.pt OUT)"
-        )
-    return "ESM-1v was released without them; for other models put <name>-contact-regression.pt beside the checkpoint"
 
 
 @dataclass
@@ -392,10 +375,7 @@ def read_msas(args: argparse.Namespace, model) -> list[EmbedInput]:
 
 def record_problem(record: FastaRecord, max_length: int | None = None) -> str | None:
     """Why a record cannot be embedded, or None: FASTA validation (with the model's length limit), one chain."""
-    problem = validate_record(record, max_length, LANGUAGE_MODEL)
-    if problem is None and len(record.chains) > 1:
-        problem = f"{len(record.chains)} chains separated by ':'; embed takes one chain per record"
-    return problem
+    return validate_record(record, max_length, LANGUAGE_MODEL)
 
 
 def sequence_result(

@@ -5,7 +5,8 @@
 - ``ShardSink``: resumable safetensors shards with an index (``io.embedding_shards``) and ``manifest.tsv``, written
   as inputs are settled, in input order.
 
-Both hold OUTDIR's lock (``io.outdir_lock``) for the run, which also deletes the temporary files a killed run left.
+Both hold OUTDIR's lock (``io.outdir_lock``) for the run, which also deletes the temporary files a killed run left;
+a run that wrote nothing leaves no OUTDIR it created.
 
 Every file is written atomically; a file that cannot be written (a full or failing disk, an unwritable OUTDIR) stops
 the command with one line naming it (exit status 1), leaving no partial file, and no manifest is written for that run
@@ -21,7 +22,6 @@ import contextlib
 import csv
 import io
 import logging
-import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -33,18 +33,17 @@ import torch
 
 from esmfold_lite.cli import CliError
 from esmfold_lite.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text, is_disk_error, write_failure
-from esmfold_lite.io.embedding_shards import ShardWriter
+from esmfold_lite.io.embedding_shards import INDEX_NAME, SHARD_DIR, ShardWriter
 from esmfold_lite.io.fasta import iter_unique_ids, resolve_inside
 from esmfold_lite.io.msa import MSA
-from esmfold_lite.io.outdir_lock import OutdirError, first_missing_ancestor, outdir_lock, remove_created
+from esmfold_lite.io.outdir_lock import LockedOutdir, OutdirError, outdir_lock
 from esmfold_lite.io.outputs import contact_map_png
+from esmfold_lite.io.sqlite_errors import remove_database
 from esmfold_lite.weights.fingerprint import checkpoint_fingerprint
 
 log = logging.getLogger(__name__)
 
 CONTACTS_PNG_SUFFIX = ".contacts.png"
-INCLUDES = ("mean", "per_tok", "bos", "contacts")  # fair-esm extract.py's --include choices
-DEFAULT_INCLUDE = ("mean", "per_tok", "bos")  # contacts with --contacts
 
 
 @dataclass
@@ -61,20 +60,14 @@ class EmbedInput:
     done: bool = False  # embedded by an earlier run (sharded output)
 
 
-def _locked_outdir(stack: contextlib.ExitStack, outdir: Path) -> Path:
+def _locked_outdir(stack: contextlib.ExitStack, outdir: Path) -> LockedOutdir:
     """Create ``outdir`` if needed and take its lock (``io.outdir_lock``, which deletes the temporary files of killed
-    runs) until ``stack`` closes; CliError if it cannot be used. Returns the resolved OUTDIR."""
-    if os.path.lexists(outdir) and not outdir.is_dir():
-        raise CliError(f"output directory {outdir} exists and is not a directory")
+    runs and, if the run produced nothing, removes what it created) until ``stack`` closes; CliError if it cannot be
+    used."""
     try:
-        outdir.mkdir(parents=True, exist_ok=True)
         return stack.enter_context(outdir_lock(outdir))
     except OutdirError as exc:
-        stack.close()
         raise CliError(str(exc)) from exc
-    except OSError as exc:
-        stack.close()
-        raise CliError(f"cannot use the output directory {outdir}: {exc.strerror or exc}") from exc
 
 
 class FileSink:
@@ -89,20 +82,13 @@ class FileSink:
         self.stack = contextlib.ExitStack()
 
     def __enter__(self) -> FileSink:
-        outdir = self.outdir.absolute()
-        created = first_missing_ancestor(outdir)
-        if created is not None:  # registered first, so it runs last: after the lock is released
-            self.stack.callback(self._remove_if_unused, outdir, created)
-        self.outdir = _locked_outdir(self.stack, self.outdir)
+        self.locked = _locked_outdir(self.stack, self.outdir)
+        self.outdir = self.locked.path
         return self
-
-    def _remove_if_unused(self, outdir: Path, created: Path) -> None:
-        if not any(row[3] == "ok" for row in self.manifest):
-            remove_created(outdir, created)
 
     def __exit__(self, kind, exc, traceback) -> None:
         with self.stack:
-            if kind is None and any(row[3] == "ok" for row in self.manifest):
+            if kind is None and self.locked.produced:  # an input written
                 with _writing(self.outdir / "manifest.tsv"):
                     write_manifest(self.outdir / "manifest.tsv", self.manifest)
 
@@ -135,6 +121,7 @@ class FileSink:
                 result.pop("contacts", None)
             write_result(self.outdir / filename, item, result, self.args.format)
         self.manifest.append((item.id, filename, item.length, "ok"))
+        self.locked.produced = True
 
 
 class ShardSink:
@@ -149,7 +136,9 @@ class ShardSink:
         self.stack = contextlib.ExitStack()
 
     def __enter__(self) -> ShardSink:
-        outdir = _locked_outdir(self.stack, self.args.output_dir)
+        self.locked = _locked_outdir(self.stack, self.args.output_dir)
+        outdir = self.locked.path
+        self.stack.callback(self._remove_index_if_unused)  # runs after the index is closed, before the lock is let go
         try:
             self.writer = ShardWriter(outdir, self.settings, int(self.args.shard_size * 2**20), self.args.overwrite)
         except OutdirError as exc:
@@ -167,6 +156,16 @@ class ShardSink:
         self._rows: deque[list] = deque()  # manifest rows in input order from the first one waiting for its shard
         self._waiting: dict[str, list] = {}  # id -> its row, while it waits for its shard
         return self
+
+    def _remove_index_if_unused(self) -> None:
+        """In an OUTDIR this run created, an index that got no embedding, with no manifest written, is removed, so
+        that ``outdir_lock`` can remove OUTDIR too: a run that wrote nothing leaves nothing."""
+        outdir = self.locked.path
+        self.locked.produced = self.locked.produced or (outdir / "manifest.tsv").exists()
+        if self.locked.created is not None and not self.locked.produced:
+            with contextlib.suppress(OutdirError, OSError):  # what cannot be removed stays, with OUTDIR
+                remove_database(outdir / INDEX_NAME)
+                (outdir / SHARD_DIR).rmdir()
 
     def __exit__(self, kind, exc, traceback) -> None:
         try:
@@ -238,6 +237,7 @@ class ShardSink:
         for id, shard, _ in rows:
             row = self._waiting.pop(id)
             row[1], row[3] = shard, "ok"
+            self.locked.produced = True
         self._write_settled_rows()
 
 
@@ -252,7 +252,7 @@ def embed_settings(args: argparse.Namespace, model, saved_layers: dict[int, int]
         "model": checkpoint_fingerprint(args.model),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "layers": sorted(set(saved_layers.values())),
-        "include": list(getattr(args, "include", None) or DEFAULT_INCLUDE),
+        "include": list(args.include),
         "contacts": bool(args.contacts),
         "logits": bool(args.logits),
     }

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import logging
 from pathlib import Path
 
@@ -26,6 +25,8 @@ from esmfold_lite.cli import (
     EXIT_FAILED,
     CliError,
     add_logging_options,
+    add_nogpu_option,
+    device_after_nogpu,
     exit_status_help,
     records_exit_code,
     torch_device,
@@ -134,11 +135,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--device", metavar="D", type=torch_device, default=None,
         help="torch device: cpu, cuda, cuda:1 (default: the loader's choice)",
     )  # fmt: skip
-    parser.add_argument(
-        "--nogpu",
-        action="store_true",
-        help="the same as --device cpu (the flag of fair-esm's predict.py)",
-    )
+    add_nogpu_option(parser, "variant-prediction/predict.py")
     parser.add_argument(
         "--dtype",
         choices=("float32", "float16", "bfloat16"),
@@ -154,10 +151,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--max-tokens-per-batch must be a positive number of tokens")
     if len(set(args.models)) < len(args.models):
         raise CliError("a model is given twice to --model; each names one output column")
-    if getattr(args, "nogpu", False):
-        if args.device is not None and str(args.device).split(":")[0] != "cpu":
-            raise CliError(f"--nogpu means --device cpu, but --device {args.device} is given too; drop one")
-        args.device = "cpu"
+    args.device = device_after_nogpu(args)
     wild_type = read_wild_type(args)
     if args.all_singles:
         header, rows = ["mutant", "position", "wt", "mt"], []
@@ -305,111 +299,48 @@ def check_model_sources(sources: list[str], wild_type_length: int) -> dict[str, 
 
     A registry name or URL is downloaded now when it is not in the cache (so a failed download stops the run before
     the others are scored; an ESMFold or MSA Transformer name is refused without downloading it); a file is read only
-    as far as its format shows its kind (`language_model_kind`: a json, a config, a memory-mapped pickle), not its
-    weights.
+    as far as its format shows its kind and config (``weights.language_model.peek_language_model``: a json, a
+    safetensors header, a memory-mapped pickle), not its weights, and the model they describe is built on the meta
+    device for what it takes (``lm.load.language_model_skeleton``: single sequences, an LM head, ``max_residues``).
     """
+    from esmfold_lite.lm.load import language_model_skeleton
     from esmfold_lite.weights import registry
     from esmfold_lite.weights.download import DownloadError, locate
+    from esmfold_lite.weights.language_model import peek_language_model
 
+    reads_msas = (
+        "is an MSA Transformer, which reads MSAs, not single sequences; score variants with ESM-1v, ESM-1b, ESM-2 or "
+        "ESM C"
+    )
     located = {}
     for source in sources:
+        checked = "(checked before scoring; nothing was scored)"
         info = None if Path(source).expanduser().exists() else registry.lookup(source)
+        if info is not None and info.kind == "esmfold":
+            raise CliError(f"--model {source} is an ESMFold checkpoint, not a language model {checked}")
+        if info is not None and info.kind == "msa":
+            raise CliError(f"--model {source} {reads_msas} {checked}")
         try:
-            if info is not None and info.kind in ("esmfold", "msa"):
-                path, kind, max_residues = Path(source), info.kind, None
-            else:
-                path = locate(source)
-                kind, max_residues = language_model_kind(path)
+            path = locate(source)
+            model = language_model_skeleton(*peek_language_model(path), path)
         except (OSError, ValueError, DownloadError) as exc:  # CheckpointError is a ValueError
-            raise CliError(f"--model {source}: {exc} (checked before scoring; nothing was scored)") from exc
-        problem = {
-            "esmfold": "is an ESMFold checkpoint, not a language model",
-            "msa": "is an MSA Transformer, which reads MSAs, not single sequences; score variants with ESM-1v, ESM-1b, "
-            "ESM-2 or ESM C",
-            "no-lm-head": "has no masked-LM head (e.g. saved from a transformers EsmModel), so it gives no logits to "
-            "score with; use a checkpoint saved with its LM head (EsmForMaskedLM)",
-        }.get(kind)
-        if problem is not None:
-            raise CliError(f"--model {source} {problem} (checked before scoring; nothing was scored)")
+            raise CliError(f"--model {source}: {exc} {checked}") from exc
+        if getattr(model, "takes_msa", False):
+            raise CliError(f"--model {source} {reads_msas} {checked}")
+        if getattr(model, "lm_head", True) is None:
+            raise CliError(
+                f"--model {source} has no masked-LM head (e.g. saved from a transformers EsmModel), so it gives no "
+                f"logits to score with; use a checkpoint saved with its LM head (EsmForMaskedLM) {checked}"
+            )
+        max_residues = getattr(model, "max_residues", None)
         if max_residues is not None and wild_type_length > max_residues:
             raise CliError(
                 f"{source}: the wild type has {wild_type_length} residues, more than the {max_residues} residues its "
                 "learned positions cover; score a window of at most that length around the mutations (with "
-                "--offset-idx set to the number of its first residue), or use ESM-2 (no length limit) (checked before "
-                "scoring; nothing was scored)"
+                f"--offset-idx set to the number of its first residue), or use ESM-2 (no length limit) {checked}"
             )
         located[source] = path
     return located
-
-
-def language_model_kind(path: Path) -> tuple[str, int | None]:
-    """``(kind, max_residues)`` of the checkpoint at an existing ``path``, read without its weights.
-
-    ``kind``: ``"esm2"``, ``"esm1b"`` (also ESM-1v), ``"esmc"``, ``"msa"``, ``"esmfold"`` or ``"no-lm-head"`` (a
-    transformers folder without ``lm_head.*`` weights); ``max_residues``: the longest sequence it takes (ESM-1b/1v's
-    learned positions), None when unlimited. Raises ``CheckpointError`` (naming ``path``) for anything that is not a
-    language-model checkpoint of a supported kind, as loading it would.
-    """
-    from esmfold_lite.weights.esm1_format import read_fair_esm1
-    from esmfold_lite.weights.esm2_format import checkpoint_kind, esm2_config_from_hf
-    from esmfold_lite.weights.esmc_format import is_official_esmc
-    from esmfold_lite.weights.own_format import own_format_meta
-    from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
-
-    meta = own_format_meta(path)
-    if meta is not None:
-        kind, config = meta.get("kind"), meta.get("config") or {}
-        if kind not in ("esm2", "esm1b", "msa", "esmc", "esmfold"):
-            raise CheckpointError(f"{path} holds an esmfold_lite {kind!r} checkpoint, not a language model")
-        if kind == "esm2" and config.get("lm_head") is False:
-            return "no-lm-head", None
-        return kind, (int(config.get("max_positions", 1024)) - 2 if kind == "esm1b" else None)
-    if path.is_dir():
-        config_path = path / "config.json"
-        if not config_path.is_file():
-            raise CheckpointError(f"expected config.json in folder {path} (a transformers ESM-2 model folder)")
-        config = json.loads(config_path.read_text())
-        if config.get("is_folding_model"):
-            return "esmfold", None
-        esm2_config_from_hf(config, config_path)  # raises for what is not ESM-2
-        return ("esm2" if any(key.startswith("lm_head.") for key in transformers_keys(path)) else "no-lm-head"), None
-    if path.suffix in (".safetensors", ".json"):
-        raise CheckpointError(
-            f"not a checkpoint: {path} is a lone {path.suffix} file; pass the folder holding config.json + "
-            "model.safetensors (transformers) or the <stem>.safetensors + <stem>.json pair (esmfold_lite)"
-        )
-    data = load_checkpoint(path)  # memory-mapped: the tensors are not read
-    if is_official_esmc(data):
-        return "esmc", None
-    kind = checkpoint_kind(data)
-    if kind in ("esm2", "esmfold", "msa"):
-        return kind, None
-    if kind == "esm1b":
-        return kind, int(data["args"].get("max_positions", 1024)) - 2
-    if kind == "esm1":
-        read_fair_esm1(path, data)  # raises: the original ESM-1 (2019) is not implemented
-    raise CheckpointError(
-        f"not a checkpoint: {path} is not a fair-esm language model; expected a dict with 'model' (the state dict) "
-        "and 'cfg' (ESM-2) or 'args' with arch 'roberta_large' (ESM-1b/1v), or an ESM C state dict"
-    )
-
-
-def transformers_keys(folder: Path) -> list[str]:
-    """The tensor names of a transformers model folder, from the safetensors header or the index (no weights)."""
-    from safetensors import safe_open
-
-    from esmfold_lite.weights.safe_pickle import load_checkpoint
-
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        index = folder / f"{name}.index.json"
-        if index.is_file():
-            return list(json.loads(index.read_text())["weight_map"])
-    if (folder / "model.safetensors").is_file():
-        with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
-            return list(handle.keys())
-    if (folder / "pytorch_model.bin").is_file():
-        return list(load_checkpoint(folder / "pytorch_model.bin"))  # memory-mapped
-    return []
 
 
 def score_with_models(

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 FORMAT = "esmfold-lite-embeddings/1"
 INDEX_NAME = "index.sqlite"
 SHARD_DIR = "shards"
+INCLUDES = ("mean", "per_tok", "bos", "contacts")  # fair-esm extract.py's --include choices
+DEFAULT_INCLUDE = ("mean", "per_tok", "bos")  # contacts with --contacts
 DAMAGED_INDEX_FIX = "which sequences are embedded is lost: run again with --overwrite, or use a new output directory"
 _SHARD_NAME = re.compile(r"shard-(\d{6})\.safetensors")
 _SCHEMA = """
@@ -219,7 +221,7 @@ class EmbeddingShards(Mapping):
                 ) from exc
             self.settings = json.loads(self.db.execute("SELECT json FROM settings").fetchone()[0])
         self.layers: list[int] = list(self.settings.get("layers", []))
-        self.include: list[str] = list(self.settings.get("include", ["mean", "per_tok", "bos"]))
+        self.include: list[str] = list(self.settings.get("include", DEFAULT_INCLUDE))
 
     def __getitem__(self, id: str) -> dict:
         row = self.db.execute(

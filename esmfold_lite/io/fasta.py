@@ -18,6 +18,7 @@ directory.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -62,21 +63,29 @@ class FastaRecord:
         return len(self.sequence) - self.sequence.count(CHAIN_SEPARATOR)
 
 
+@contextlib.contextmanager
+def open_unpacked(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """``path`` opened for reading bytes, unpacked if it is gzip-compressed (peeked, not sought: pipes such as
+    /dev/stdin work too); a corrupt or truncated gzip file raises OSError naming it while the block reads it."""
+    with open(path, "rb") as raw:
+        if raw.peek(2)[:2] != _GZIP_MAGIC:
+            yield raw
+            return
+        try:
+            with gzip.GzipFile(fileobj=raw) as unpacked:
+                yield unpacked
+        except (EOFError, zlib.error) as exc:
+            raise OSError(f"{path}: corrupt or truncated gzip file ({exc})") from exc
+
+
 def read_fasta(source: str | os.PathLike | IO, keep_case: bool = False) -> Iterator[FastaRecord]:
     """Yield the records of a FASTA file (path, gzip-compressed path, or an open text/binary file) one by one.
 
     ``keep_case``: leave lower-case letters as they are (alignments mark insertions with them); default upper-case.
     """
     if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as raw:  # peek, not seek: works for pipes such as /dev/stdin too
-            if raw.peek(2)[:2] == _GZIP_MAGIC:
-                try:
-                    with gzip.GzipFile(fileobj=raw) as unpacked:
-                        yield from _parse(unpacked, keep_case)
-                except (EOFError, zlib.error) as exc:
-                    raise OSError(f"{source}: corrupt or truncated gzip file ({exc})") from exc
-            else:
-                yield from _parse(raw, keep_case)
+        with open_unpacked(source) as stream:
+            yield from _parse(stream, keep_case)
     else:
         yield from _parse(source, keep_case)
 
@@ -87,10 +96,9 @@ def count_records(path: str | os.PathLike) -> int | None:
     if not Path(path).is_file():
         return None
     try:
-        with open(path, "rb") as raw:
-            stream = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == _GZIP_MAGIC else raw
+        with open_unpacked(path) as stream:
             return sum(1 for line in stream if line.startswith(b">"))
-    except (OSError, EOFError, zlib.error):
+    except OSError:
         return None
 
 

@@ -23,15 +23,13 @@ in file order.
 
 from __future__ import annotations
 
-import gzip
 import os
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from esmfold_lite.io.fasta import read_fasta
+from esmfold_lite.io.fasta import open_unpacked, read_fasta
 from esmfold_lite.sequences import AMINO_ACID_LETTERS
 
 DEFAULT_MAX_DEPTH = 128
@@ -116,12 +114,8 @@ def _without_leading_comments(lines: Iterable[bytes]) -> Iterator[bytes]:
 
 def read_msa(path: str | os.PathLike) -> MSA:
     """The MSA in an a3m, a2m or aligned FASTA file (gzip allowed); raises ``ValueError`` naming a bad row."""
-    with open(path, "rb") as raw:
-        try:
-            stream = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
-            records = list(read_fasta(_without_leading_comments(stream), keep_case=True))
-        except (EOFError, zlib.error) as exc:
-            raise OSError(f"{path}: corrupt or truncated gzip file ({exc})") from exc
+    with open_unpacked(path) as stream:
+        records = list(read_fasta(_without_leading_comments(stream), keep_case=True))
     for record in records:
         if record.error:
             raise ValueError(f"{path}: record {record.id!r} (line {record.line}): {record.error}")

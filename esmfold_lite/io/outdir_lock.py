@@ -1,5 +1,6 @@
 """An output directory's lock: one esmfold-lite run per OUTDIR at a time, shared by the folding runs (taken with
-their run state, ``io.run_state``) and ``embed --format safetensors`` (``outdir_lock``).
+their run state, ``io.run_state``) and ``embed`` (its sinks). ``outdir_lock`` creates OUTDIR if needed, holds its lock
+for the run and, when the run produced nothing, removes what it created.
 
 It lives in ``OUTDIR/.esmfold-lite/``:
 
@@ -19,8 +20,10 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -37,7 +40,7 @@ class OutdirError(Exception):
     its run state damaged, the disk full."""
 
 
-def first_missing_ancestor(path: Path) -> Path | None:
+def _first_missing_ancestor(path: Path) -> Path | None:
     """The outermost directory of ``path`` that does not exist yet (what ``mkdir -p`` will create), or None."""
     missing = None
     for candidate in (path, *path.parents):
@@ -47,29 +50,58 @@ def first_missing_ancestor(path: Path) -> Path | None:
     return missing
 
 
+@dataclass
+class LockedOutdir:
+    """OUTDIR while its lock is held: ``path`` (resolved), ``created`` (the outermost directory this run made, or
+    None); the run sets ``produced`` once it has written a result, which keeps what it created."""
+
+    path: Path
+    created: Path | None
+    produced: bool = False
+
+
 @contextlib.contextmanager
-def outdir_lock(outdir: str | os.PathLike) -> Iterator[Path]:
-    """OUTDIR's lock (an existing directory) for a run that keeps its own records (``embed --format safetensors``),
-    shared with the folding runs: OutdirError if another esmfold-lite run holds it; once held, temporary files of
-    interrupted writes are deleted. Yields the resolved OUTDIR."""
-    outdir = Path(outdir).resolve()
-    state_dir = checked_state_dir(outdir)
-    lock = take_lock(state_dir, outdir, None)
+def outdir_lock(outdir: str | os.PathLike) -> Iterator[LockedOutdir]:
+    """Create ``outdir`` (and parents) if needed and hold its lock for the ``with`` block; yields a
+    :class:`LockedOutdir`. Once the lock is held, temporary files of interrupted writes are deleted.
+
+    Raises OutdirError when OUTDIR is a file or cannot be written, or another esmfold-lite run holds it. If this call
+    created OUTDIR and the block ends (in any way) without ``produced`` set, what it created is removed, leaving
+    nothing (``_remove_created``: only the lock's files and directories left empty)."""
+    outdir = Path(outdir)
+    created = _first_missing_ancestor(outdir.absolute())
+    if os.path.lexists(outdir) and not outdir.is_dir():
+        raise OutdirError(f"output directory {outdir} exists and is not a directory")
     try:
-        claim(state_dir, outdir)
-        yield outdir
+        outdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=outdir):
+            pass
+    except OSError as exc:
+        if created is not None:
+            _remove_created(outdir.absolute(), created)
+        raise OutdirError(f"output directory {outdir} is not usable: {exc.strerror or exc}") from exc
+    locked = LockedOutdir(outdir.resolve(), created.resolve() if created is not None else None)
+    state_dir = _checked_state_dir(locked.path)
+    lock = _take_lock(state_dir, locked.path, locked.created)
+    try:
+        _claim(state_dir, locked.path)
+        yield locked
     finally:
-        lock.release()
+        try:
+            if locked.created is not None and not locked.produced:
+                _remove_created(locked.path, locked.created)
+        finally:
+            lock.release()
 
 
-def checked_state_dir(outdir: Path) -> Path:
+def _checked_state_dir(outdir: Path) -> Path:
     state_dir = outdir / STATE_DIR
     if state_dir.is_symlink() or (state_dir.exists() and not state_dir.is_dir()):
         raise OutdirError(f"{state_dir} is not a directory (esmfold-lite keeps its run state there): remove it")
     return state_dir
 
 
-def take_lock(state_dir: Path, outdir: Path, created: Path | None) -> FileLock:
+def _take_lock(state_dir: Path, outdir: Path, created: Path | None) -> FileLock:
     """Create the state directory and take OUTDIR's lock (OutdirError if busy or impossible); the lock held."""
     lock = FileLock(state_dir / "lock", timeout=0)
     try:
@@ -80,12 +112,12 @@ def take_lock(state_dir: Path, outdir: Path, created: Path | None) -> FileLock:
                           "wait for it to finish, or write to another output directory") from None  # fmt: skip
     except OSError as exc:  # a full disk, a directory where the lock file goes
         if created is not None:
-            remove_created(outdir, created)
+            _remove_created(outdir, created)
         raise OutdirError(f"cannot lock {lock.lock_file}: {exc.strerror or exc}") from exc
     return lock
 
 
-def claim(state_dir: Path, outdir: Path) -> None:
+def _claim(state_dir: Path, outdir: Path) -> None:
     """With the lock held: record this run in ``owner.json`` (for the busy message of a second run) and delete the
     temporary files of interrupted writes."""
     owner = state_dir / "owner.json"
@@ -109,7 +141,7 @@ def _owner(state_dir: Path) -> str:
         return ""
 
 
-def remove_created(outdir: Path, created: Path) -> None:
+def _remove_created(outdir: Path, created: Path) -> None:
     """Remove the run state in ``outdir`` and the directories from ``outdir`` up to ``created`` (which this run
     made), as long as they hold nothing else."""
     state_dir = outdir / STATE_DIR

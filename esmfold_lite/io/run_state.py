@@ -28,19 +28,10 @@ import logging
 import os
 import sqlite3
 import stat
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from esmfold_lite.io.outdir_lock import (
-    STATE_DIR,
-    OutdirError,
-    checked_state_dir,
-    claim,
-    first_missing_ancestor,
-    remove_created,
-    take_lock,
-)
+from esmfold_lite.io.outdir_lock import STATE_DIR, OutdirError, outdir_lock
 from esmfold_lite.io.outputs import SUMMARY_COLUMNS
 from esmfold_lite.io.sqlite_errors import (
     checked_connection,
@@ -234,39 +225,16 @@ def open_run_state(outdir: str | os.PathLike, replace_damaged: bool = False) -> 
 
     Raises OutdirError when OUTDIR is busy with another run or unusable, or its ``state.sqlite`` is damaged (unless
     ``replace_damaged``: then it is replaced by an empty state; see the module docstring). If this call created
-    OUTDIR (and parents) and the run ends with an exception before ``produced`` was set, it removes what it created,
-    leaving nothing.
+    OUTDIR (and parents) and the run ends before ``produced`` was set, it removes what it created, leaving nothing
+    (``io.outdir_lock``).
     """
-    outdir = Path(outdir)
-    created = first_missing_ancestor(outdir.absolute())
-    if os.path.lexists(outdir) and not outdir.is_dir():
-        raise OutdirError(f"output directory {outdir} exists and is not a directory")
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=outdir):
-            pass
-    except OSError as exc:
-        if created is not None:
-            remove_created(outdir.absolute(), created)
-        raise OutdirError(f"output directory {outdir} is not usable: {exc.strerror or exc}") from exc
-    outdir, created = outdir.resolve(), created.resolve() if created is not None else None
-    state_dir = checked_state_dir(outdir)
-    lock = take_lock(state_dir, outdir, created)
-    state = None
-    try:
-        claim(state_dir, outdir)
-        state = RunState(outdir, _open_database(state_dir / STATE_NAME, replace_damaged))
-        yield state
-    except BaseException:
-        if created is not None and (state is None or not state.produced):
-            if state is not None:
-                state.db.close()
-            remove_created(outdir, created)
-        raise
-    finally:
-        if state is not None:
+    with outdir_lock(outdir) as locked:
+        state = RunState(locked.path, _open_database(locked.path / STATE_DIR / STATE_NAME, replace_damaged))
+        try:
+            yield state
+        finally:
             state.db.close()
-        lock.release()
+            locked.produced = state.produced
 
 
 def _add_missing_columns(path: Path) -> None:

@@ -3,8 +3,10 @@ unsupervised structure learners"): a logistic regression over the symmetrized, A
 
 A model loaded without its regression weights (ESM-1v, released without them; an ESM-2 / ESM-1b / MSA Transformer
 ``.pt`` whose ``<stem>-contact-regression.pt`` was not beside it) has them filled with zeros by the checkpoint readers,
-which would give 0.5 for every pair: ``ContactPredictionHead.has_regression`` notes that when the weights are loaded,
-and `check_contact_regression` turns a request for contacts into a ``ValueError`` naming the model and the fix.
+which would give 0.5 for every pair. ``ContactPredictionHead.has_regression`` records that: the readers report it with
+a hint for their format (``weights.language_model``), which ``lm.load`` sets as ``regression_hint``; any other state
+dict whose regression is all zero clears it as it is loaded. `check_contact_regression` turns a request for contacts
+into a ``ValueError`` naming the model and the hint.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
-DEFAULT_REGRESSION_HINT = (
-    "put <name>-contact-regression.pt (from the same release as the checkpoint <name>.pt) beside the checkpoint and "
-    "load it again"
+ZERO_REGRESSION_HINT = (
+    "the state dict loaded into its contact head had an all-zero regression (the filler for a checkpoint read without "
+    "its contact regression); load weights that include it"
 )
 
 
@@ -42,7 +44,10 @@ class ContactPredictionHead(nn.Module):
     Attributes:
         has_regression: whether the regression holds weights: True for a head built in memory; set when a state
             dict is loaded into it, False when its ``regression.weight`` is all zero (the filler of a checkpoint
-            loaded without its contact regression, which would give every pair the same probability).
+            loaded without its contact regression, which would give every pair the same probability); also set False
+            by ``lm.load`` when the checkpoint reader reported the regression missing.
+        regression_hint: why the regression is missing and how to get it, for the error of
+            `check_contact_regression` (``lm.load`` sets the reader's hint for the checkpoint's format).
     """
 
     def __init__(self, in_features: int, eos_idx: int, prepend_bos: bool = True, append_eos: bool = True):
@@ -52,6 +57,7 @@ class ContactPredictionHead(nn.Module):
         self.append_eos = append_eos
         self.regression = nn.Linear(in_features, 1)
         self.has_regression = True
+        self.regression_hint = ZERO_REGRESSION_HINT
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         weight = state_dict.get(f"{prefix}regression.weight")
@@ -74,12 +80,11 @@ class ContactPredictionHead(nn.Module):
 
 def check_contact_regression(model: nn.Module) -> None:
     """Raise ``ValueError`` when ``model.contact_head`` was loaded without regression weights (see the module
-    docstring), naming the model and the fix (``model.contact_regression_hint``, else `DEFAULT_REGRESSION_HINT`)."""
+    docstring), naming the model and the fix (``contact_head.regression_hint``)."""
     head = getattr(model, "contact_head", None)
     if head is None or getattr(head, "has_regression", True):
         return
-    hint = getattr(model, "contact_regression_hint", DEFAULT_REGRESSION_HINT)
     raise ValueError(
         f"{type(model).__name__} was loaded without contact regression weights, so it cannot predict contacts (every "
-        f"pair would get 0.5): {hint}"
+        f"pair would get 0.5): {head.regression_hint}"
     )

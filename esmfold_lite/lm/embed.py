@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH, MSA, as_msa, select_rows
+from esmfold_lite.lm.contact_head import check_contact_regression
 
 
 @dataclass
@@ -142,8 +143,11 @@ def embed(
 
     Raises:
         ValueError: an empty or too long sequence, a bad MSA or one wider or deeper than the model takes (naming it,
-            ``msa_problem``), a layer out of range, logits without an LM head.
+            ``msa_problem``), a layer out of range, logits without an LM head, contacts from a model loaded without
+            its contact regression (``contact_head.check_contact_regression``; before any work).
     """
+    if contacts:
+        check_contact_regression(model)
     takes_msa = getattr(model, "takes_msa", False)
     if takes_msa:
         msas = _as_msas(sequences, max_depth, selection)

@@ -191,8 +191,6 @@ class EncoderLanguageModel(nn.Module):
         ``contacts=True`` raises ``ValueError`` before any forward pass when the model was loaded without its contact
         regression weights (``contact_head.has_regression``).
         """
-        if contacts:
-            check_contact_regression(self)
         return embed(
             self,
             sequences,

@@ -50,12 +50,6 @@ class ESM1(EncoderLanguageModel):
     Raises ``ValueError`` for a sequence longer than ``max_residues`` (1,022 for the released models).
     """
 
-    contact_regression_hint = (
-        "ESM-1v has no contact head (it was released without contact regression weights; use ESM-1b or ESM-2 for "
-        "contacts); for ESM-1b put <name>-contact-regression.pt (from the same release as the checkpoint <name>.pt) "
-        "beside the checkpoint and load it again"
-    )
-
     def __init__(self, config: ESM1Config, alphabet: Alphabet = ESM_ALPHABET):
         super().__init__(
             config.num_layers,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,10 +38,13 @@ _SHOWN_KEYS = 5
 
 def as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     """``torch.float16``, ``"float16"``, ``"fp16"``, ``"bf16"``, ... -> a floating ``torch.dtype`` (None stays None)."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    name = _DTYPE_ALIASES.get(dtype.lower(), dtype.lower())
-    resolved = getattr(torch, name, None)
+    if dtype is None:
+        return None
+    if isinstance(dtype, torch.dtype):
+        resolved = dtype
+    else:
+        name = _DTYPE_ALIASES.get(dtype.lower(), dtype.lower())
+        resolved = getattr(torch, name, None)
     if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
         raise ValueError(f"unknown floating dtype {dtype!r}; use float32, float16 or bfloat16")
     return resolved
@@ -90,6 +94,12 @@ class _NoInit(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+def on_meta(factory: Callable[[], nn.Module]) -> nn.Module:
+    """``factory()`` built on the meta device without initialising weights: shapes and attributes, no memory."""
+    with torch.device("meta"), _NoInit():
+        return factory()
+
+
 def build_from_state(factory: Callable[[], nn.Module], state: Mapping[str, torch.Tensor], source: object) -> nn.Module:
     """``factory()`` built without initialising weights, then given exactly the tensors of ``state``.
 
@@ -97,8 +107,7 @@ def build_from_state(factory: Callable[[], nn.Module], state: Mapping[str, torch
     init runs and no second copy of the weights is made. Parameters the module shares (a tied LM head) are
     shared again afterwards. Raises ``CheckpointError`` naming ``source`` on missing/unexpected keys or shapes.
     """
-    with torch.device("meta"), _NoInit():
-        model = factory()
+    model = on_meta(factory)
     expected = set(model.state_dict())
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:
@@ -127,13 +136,36 @@ def build_language_model(
     checkpoint: LanguageModelCheckpoint, source: object, dtype: torch.dtype | None = None
 ) -> nn.Module:
     """The model a checkpoint describes, on the CPU, its floating tensors converted to ``dtype`` one at a time
-    (None: as stored). Tensors already in ``dtype`` stay memory-mapped from the file (``weights.cast``)."""
-    model_class, config_class = LANGUAGE_MODELS[checkpoint.kind]
+    (None: as stored). Tensors already in ``dtype`` stay memory-mapped from the file (``weights.cast``).
+
+    A checkpoint without its contact regression (``missing_contact_regression``) gives a model whose contact head
+    refuses contacts with that hint (``ContactPredictionHead.has_regression``, ``regression_hint``).
+    """
+    factory = _language_model_factory(checkpoint.kind, checkpoint.config, source)
+    model = build_from_state(factory, cast_state_(checkpoint.state, dtype), source)
+    head = getattr(model, "contact_head", None)
+    if head is not None and checkpoint.missing_contact_regression is not None:
+        head.has_regression = False  # a zero filler: contacts are refused (`contact_head.check_contact_regression`)
+        head.regression_hint = checkpoint.missing_contact_regression
+    return model
+
+
+def language_model_skeleton(kind: str, config: Mapping[str, Any], source: object) -> nn.Module:
+    """The model of ``kind`` that ``config`` describes (``weights.language_model.peek_language_model``), on the meta
+    device: its attributes (``max_residues``, ``takes_msa``, ``lm_head``) without reading or allocating a weight.
+
+    Raises ``CheckpointError`` naming ``source`` when ``config`` does not fit the model's config dataclass.
+    """
+    return on_meta(_language_model_factory(kind, config, source))
+
+
+def _language_model_factory(kind: str, config: Mapping[str, Any], source: object) -> Callable[[], nn.Module]:
+    model_class, config_class = LANGUAGE_MODELS[kind]
     try:
-        config = config_class(**checkpoint.config)
+        model_config = config_class(**config)
     except TypeError as exc:  # a missing or unknown field
         raise CheckpointError(f"the config in {source} does not describe a {model_class.__name__}: {exc}") from None
-    return build_from_state(lambda: model_class(config), cast_state_(checkpoint.state, dtype), source)
+    return lambda: model_class(model_config)
 
 
 def load_language_model(

@@ -229,10 +229,9 @@ class MSATransformer(nn.Module):
     ) -> Embeddings:
         """The query rows' embeddings of MSAs (paths or lists of aligned rows); see ``esmfold_lite.lm.embed.embed``.
 
-        ``contacts=True`` raises ``ValueError`` when the model was loaded without its contact regression weights.
+        ``contacts=True`` raises ``ValueError`` before any forward pass when the model was loaded without its contact
+        regression weights.
         """
-        if contacts:
-            check_contact_regression(self)
         return embed(
             self,
             msas,

@@ -10,7 +10,7 @@ Size arguments are named ``encoder_layers``, ``encoder_embed_dim``, ``encoder_ff
 undoes them: the MSA Transformer file names row attention ``column_self_attention`` and column attention
 ``row_self_attention`` (swapped back here), and ESM-1b/1v's ``<mask>`` token embedding is zeroed on load. The contact
 regression comes from ``<stem>-contact-regression.pt`` beside the file; ESM-1v was released without one, so for a
-file named ``esm1v*`` its absence is not warned about (contacts are meaningless either way).
+file named ``esm1v*`` its absence is not warned about, and its hint (`regression_hint`) says so.
 """
 
 from __future__ import annotations
@@ -28,13 +28,16 @@ from esmfold_lite.weights.esm2_format import (
     State,
     checkpoint_kind,
     complete_lm_state,
-    contact_regression_path,
+    fair_regression_hint,
     read_contact_regression,
     strip_fair_prefixes,
 )
 from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
 
 MSA_POSITION_KEY = "msa_position_embedding"
+ESM1V_REGRESSION_HINT = (
+    "ESM-1v has no contact head (it was released without contact regression weights); use ESM-1b or ESM-2 for contacts"
+)
 _SWAPPED_ATTENTION = re.compile(r"\b(row|column)_self_attention\b")
 
 
@@ -84,10 +87,29 @@ def swap_axial_attention_names(key: str) -> str:
     return _SWAPPED_ATTENTION.sub(lambda m: ("column" if m.group(1) == "row" else "row") + "_self_attention", key)
 
 
-def read_fair_esm1(path: str | Path, data: Mapping[str, Any] | None = None) -> tuple[str, Config, State]:
-    """``(kind, config, state)`` of an ESM-1b/1v or MSA Transformer ``.pt`` (``data``: its loaded content)."""
-    path = Path(path)
-    data = load_checkpoint(path) if data is None else data
+def is_esm1v(path: Path) -> bool:
+    """Whether the fair-esm file at ``path`` is an ESM-1v model, by its released name (``esm1v_t33_650M_UR90S_N``)."""
+    return path.stem.startswith("esm1v")
+
+
+def regression_hint(path: Path) -> str:
+    """Where the contact regression of the ESM-1b/1v or MSA Transformer ``.pt`` at ``path`` comes from."""
+    return ESM1V_REGRESSION_HINT if is_esm1v(path) else fair_regression_hint(path)
+
+
+def _renamed_state(kind: str, weights: Mapping[str, torch.Tensor]) -> State:
+    """A checkpoint's ``model`` under the model's key names (the MSA Transformer's axial attention names swapped)."""
+    if kind == "msa":
+        weights = {swap_axial_attention_names(key): value for key, value in weights.items()}
+    return strip_fair_prefixes(weights)
+
+
+def fair_esm1_config(path: Path, data: Any) -> tuple[str, Config]:
+    """``(kind, config)`` of an ESM-1b/1v or MSA Transformer ``.pt`` (``data``: its unpickled content), from its
+    ``args`` and the names and shapes of its tensors (no tensor is read).
+
+    Raises ``CheckpointError`` naming ``path`` for the original ESM-1 (not implemented) and anything else.
+    """
     kind = checkpoint_kind(data)
     if kind == "esm1":
         raise CheckpointError(
@@ -99,20 +121,20 @@ def read_fair_esm1(path: str | Path, data: Mapping[str, Any] | None = None) -> t
             f"not a checkpoint: {path} is not a fair-esm ESM-1b/ESM-1v/MSA Transformer checkpoint; expected a dict "
             "with 'args' (arch 'roberta_large' or 'msa_transformer') and 'model' (the state dict)"
         )
-    args = data["args"]
-    weights = data["model"]
-    if kind == "msa":
-        weights = {swap_axial_attention_names(key): value for key, value in weights.items()}
-    state = strip_fair_prefixes(weights)
+    state = _renamed_state(kind, data["model"])
+    config_from_args = esm1_config_from_args if kind == "esm1b" else msa_config_from_args
+    return kind, config_from_args(data["args"], state)
+
+
+def read_fair_esm1(path: str | Path, data: Mapping[str, Any] | None = None) -> tuple[str, Config, State]:
+    """``(kind, config, state)`` of an ESM-1b/1v or MSA Transformer ``.pt`` (``data``: its loaded content)."""
+    path = Path(path)
+    data = load_checkpoint(path) if data is None else data
+    kind, config = fair_esm1_config(path, data)
+    state = _renamed_state(kind, data["model"])
     read_contact_regression(path, state)
-    if kind == "esm1b":
-        embedding = state["embed_tokens.weight"].clone() if "embed_tokens.weight" in state else None
-        if embedding is not None:
-            embedding[ESM_ALPHABET.mask_idx] = 0  # as fair-esm's loader does, "for token drop"
-            state["embed_tokens.weight"] = state["lm_head.weight"] = embedding
-        config = esm1_config_from_args(args, state)
-    else:
-        config = msa_config_from_args(args, state)
-    regression = contact_regression_path(path)
-    hint = f"put {regression.name} (from the same release as {path.name}) at {regression}"
-    return kind, config, complete_lm_state(state, config, f"{path} ({hint})", warn=not path.stem.startswith("esm1v"))
+    if kind == "esm1b" and "embed_tokens.weight" in state:
+        embedding = state["embed_tokens.weight"].clone()
+        embedding[ESM_ALPHABET.mask_idx] = 0  # as fair-esm's loader does, "for token drop"
+        state["embed_tokens.weight"] = state["lm_head.weight"] = embedding
+    return kind, config, complete_lm_state(state, config, f"{path} ({regression_hint(path)})", warn=not is_esm1v(path))

@@ -13,7 +13,9 @@ imports a model.
 * esmfold_lite's own ``<stem>.safetensors`` + ``<stem>.json`` (see ``own_format``).
 
 A missing contact regression is filled with zeros and warned about (the model still embeds; contacts are
-meaningless); a missing ``lm_head.weight`` is the token embedding it is tied to.
+meaningless, and the model refuses them: `contact_regression_missing` tells the filler, and each format has its hint on
+where the regression comes from, e.g. `fair_regression_hint`); a missing ``lm_head.weight`` is the token embedding it is
+tied to.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from esmfold_lite.weights.own_format import is_own_format, load_own_format, own_format_kind, save_own_format
+from esmfold_lite.weights.own_format import own_format_kind, save_own_format
 from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
 
 State = dict[str, torch.Tensor]
@@ -179,19 +182,35 @@ def contact_regression_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}-contact-regression.pt")
 
 
+def fair_regression_hint(path: str | Path) -> str:
+    """How to give the fair-esm ``.pt`` at ``path`` its contact regression (`contact_regression_path`)."""
+    path, regression = Path(path), contact_regression_path(path)
+    return (
+        f"put {regression.name} (from the same release as {path.name}) beside the checkpoint, at {regression}, and "
+        "load it again"
+    )
+
+
+def fair_esm2_config(path: Path, data: Any) -> Config:
+    """The ``ESM2Config`` fields of a fair-esm ESM-2 ``.pt`` (``data``: its unpickled content; no tensor is read).
+
+    Raises ``CheckpointError`` naming ``path`` when ``data`` is not an ESM-2 checkpoint (an ESMFold one: load it with
+    ``esmfold_lite.load_model``).
+    """
+    kind = checkpoint_kind(data)
+    if kind != "esm2":
+        raise CheckpointError(_wrong_kind_message(path, kind, data))
+    return esm2_config_from_fair(data["cfg"]["model"])
+
+
 def read_fair_esm2(path: str | Path, data: Mapping[str, Any] | None = None) -> tuple[Config, State]:
     """Config and state of a fair-esm ESM-2 ``.pt`` (``data``: its already-loaded content) and its regression file."""
     path = Path(path)
     data = load_checkpoint(path) if data is None else data
-    kind = checkpoint_kind(data)
-    if kind != "esm2":
-        raise CheckpointError(_wrong_kind_message(path, kind, data))
-    config = esm2_config_from_fair(data["cfg"]["model"])
+    config = fair_esm2_config(path, data)
     state = strip_fair_prefixes(data["model"])
-    regression = contact_regression_path(path)
     read_contact_regression(path, state)
-    hint = f"put {regression.name} (from the same release as {path.name}) at {regression}"
-    return config, complete_lm_state(state, config, f"{path} ({hint})")
+    return config, complete_lm_state(state, config, f"{path} ({fair_regression_hint(path)})")
 
 
 def read_contact_regression(path: Path, state: State) -> bool:
@@ -241,62 +260,85 @@ def esm2_config_from_hf(config: Mapping[str, Any], source: str | Path = "config.
     }
 
 
-def read_transformers_state(folder: str | Path) -> State:
-    """All tensors of a transformers model folder (safetensors preferred; ``.bin`` via the safe unpickler)."""
+TRANSFORMERS_REGRESSION_HINT = (
+    "the transformers folder holds no contact_head.regression tensors; use one saved with them (as EsmForMaskedLM and "
+    "EsmModel save them), or the fair-esm .pt with its <name>-contact-regression.pt beside it"
+)
+
+
+def transformers_weight_files(folder: str | Path) -> list[Path]:
+    """The tensor files of a transformers model folder: ``model.safetensors`` (preferred) or ``pytorch_model.bin``,
+    or the shards their ``*.index.json`` lists."""
     folder = Path(folder)
-    for name, read in (("model.safetensors", load_file), ("pytorch_model.bin", load_checkpoint)):
+    for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).is_file():
-            return dict(read(str(folder / name)))
+            return [folder / name]
         index = folder / f"{name}.index.json"
         if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            state: State = {}
-            for shard in shards:
-                state.update(read(str(folder / shard)))
-            return state
+            return [folder / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
     raise CheckpointError(
         f"expected model.safetensors or pytorch_model.bin (or a sharded *.index.json) in folder {folder}"
     )
 
 
-def read_transformers_esm2(folder: str | Path) -> tuple[Config, State]:
-    """Config and state of a transformers ESM-2 folder (``save_pretrained`` of EsmModel / EsmForMaskedLM)."""
+def read_transformers_state(folder: str | Path) -> State:
+    """All tensors of a transformers model folder (safetensors preferred; ``.bin`` via the safe unpickler)."""
+    state: State = {}
+    for file in transformers_weight_files(folder):
+        state.update(load_file(str(file)) if file.suffix == ".safetensors" else load_checkpoint(file))
+    return state
+
+
+def transformers_state_keys(folder: str | Path) -> list[str]:
+    """The tensor names of a transformers model folder, without reading a tensor (the safetensors headers; a ``.bin``
+    is unpickled memory-mapped)."""
+    keys: list[str] = []
+    for file in transformers_weight_files(folder):
+        if file.suffix == ".safetensors":
+            with safe_open(str(file), framework="pt") as handle:
+                keys += handle.keys()
+        else:
+            keys += load_checkpoint(file)
+    return keys
+
+
+def transformers_esm2_config(folder: str | Path) -> Config:
+    """The ``ESM2Config`` fields of a transformers ESM-2 folder, from its ``config.json`` and its tensor names (no
+    tensor is read): ``lm_head`` is whether it holds ``lm_head.*`` (EsmModel folders have no LM head)."""
     folder = Path(folder)
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"expected config.json in folder {folder} (a transformers ESM-2 model folder)")
     config = esm2_config_from_hf(json.loads(config_path.read_text()), config_path)
+    config["lm_head"] = any(key.startswith("lm_head.") for key in transformers_state_keys(folder))
+    return config
+
+
+def read_transformers_esm2(folder: str | Path) -> tuple[Config, State]:
+    """Config and state of a transformers ESM-2 folder (``save_pretrained`` of EsmModel / EsmForMaskedLM)."""
+    config = transformers_esm2_config(folder)
     state = hf_to_esm2_state_dict(read_transformers_state(folder))
-    config["lm_head"] = any(key.startswith("lm_head.") for key in state)  # EsmModel folders have no LM head
     return config, complete_lm_state(state, config, str(folder))
 
 
-def read_own_esm2(path: str | Path) -> tuple[Config, State]:
-    """Config and state of an ESM-2 checkpoint in esmfold_lite's own format."""
-    kind, config, state = load_own_format(path)
-    if kind != "esm2":
-        raise CheckpointError(f"{path} holds an esmfold_lite {kind!r} checkpoint, not an ESM-2 language model")
-    return config, complete_lm_state(state, config, str(path))
-
-
-def read_esm2(path: str | Path) -> tuple[Config, State]:
-    """Read an ESM-2 checkpoint in any supported format (see module docstring) from an existing path."""
-    path = Path(path)
-    if is_own_format(path):
-        return read_own_esm2(path)
-    if path.is_dir():
-        return read_transformers_esm2(path)
-    if path.suffix in (".safetensors", ".json"):
-        raise CheckpointError(
-            f"not a checkpoint: {path} is a lone {path.suffix} file; pass the folder holding config.json + "
-            "model.safetensors (transformers) or the <stem>.safetensors + <stem>.json pair (esmfold_lite)"
-        )
-    return read_fair_esm2(path)
+def lone_file_error(path: Path) -> CheckpointError:
+    """The error for a ``.safetensors`` / ``.json`` file that is neither half of an esmfold_lite pair."""
+    return CheckpointError(
+        f"not a checkpoint: {path} is a lone {path.suffix} file; pass the folder holding config.json + "
+        "model.safetensors (transformers) or the <stem>.safetensors + <stem>.json pair (esmfold_lite)"
+    )
 
 
 def save_esm2(model: nn.Module, path: str | Path) -> Path:
     """Write ``model`` in esmfold_lite's own format (``<stem>.safetensors`` + ``<stem>.json``); returns the stem."""
     return save_own_format(path, "esm2", asdict(model.config), model.state_dict())
+
+
+def contact_regression_missing(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``state`` lacks a contact regression: no ``contact_head.regression.weight``, or an all-zero one (the
+    filler of `complete_lm_state`, also as a file converted from a checkpoint without its regression stores it)."""
+    weight = state.get(CONTACT_KEYS[0])
+    return weight is None or not bool(weight.detach().any())
 
 
 def complete_lm_state(state: State, config: Mapping[str, Any], source: str, warn: bool = True) -> State:
