@@ -9,7 +9,7 @@ ESM C's ``EsmSequenceTokenizer`` (the ``esm`` package) has the same 33 ids excep
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,17 +62,29 @@ class Alphabet:
     def encode(self, sequence: str) -> list[int]:
         """Token ids of one sequence, without ``<cls>``/``<eos>``.
 
-        Special tokens written inline (``"AC<mask>D"``) are kept; letters are upper-cased; any other
-        character becomes ``<unk>``.
+        Special tokens written inline (``"AC<mask>D"``) are kept; letters are upper-cased; whitespace is dropped; any
+        other character becomes ``<unk>`` (as fair-esm's alphabet does; `unknown_characters` names them).
         """
+        return [token for _, token in self._tokens(sequence)]
+
+    def unknown_characters(self, sequence: str) -> list[tuple[str, int]]:
+        """The characters of ``sequence`` that `encode` reads as ``<unk>``, each with its 1-based token position."""
+        return [
+            (text, position)
+            for position, (text, token) in enumerate(self._tokens(sequence), start=1)
+            if token == self.unk_idx and text != "<unk>"
+        ]
+
+    def _tokens(self, sequence: str) -> Iterator[tuple[str, int]]:
+        """(text, token id) of each token of ``sequence`` (see `encode`)."""
         table = self.tok_to_idx
-        ids: list[int] = []
         for piece in _SPLIT.split(sequence):
             if piece in table and piece.startswith("<"):
-                ids.append(table[piece])
+                yield piece, table[piece]
                 continue
-            ids.extend(table.get(ch, self.unk_idx) for ch in piece.upper() if not ch.isspace())
-        return ids
+            for ch in piece:
+                if not ch.isspace():
+                    yield ch, table.get(ch.upper(), self.unk_idx)
 
     def batch_encode(self, sequences: Sequence[str]) -> torch.Tensor:
         """``(B, L_max + 2)`` long tensor: ``<cls>`` + tokens + ``<eos>``, right-padded with ``<pad>``."""

@@ -84,6 +84,15 @@ def test_inference_mode_and_errors(model):
         model.embed(["MK", ""])
     with pytest.raises(ValueError, match="no sequences"):
         model.embed([])
+    with pytest.raises(ValueError, match=r"sequence 1: not in the vocabulary of ESM2 \(position\): 'J' at 3, '1' at 4"):
+        model.embed(["MKTA", "MKJ1"])
+    with pytest.raises(ValueError, match="':' at 3; they would be read as <unk>"):
+        model.embed("MK:TA")
+    assert model.embed(["MK-TA", "ac<mask>d"]).representations[-1][1].shape[0] == 4, "gaps and special tokens are read"
+    with pytest.raises(TypeError, match="an MSA needs the MSA Transformer"):
+        model.embed([["MKTA", "MKTA"]])
+    with pytest.raises(TypeError, match=r"layers must be a list of layer numbers, e.g. \(-1,\)"):
+        model.embed("MKTA", layers=-1)
 
 
 FASTA = """>seq1 first protein

@@ -142,9 +142,12 @@ def embed(
         ``Embeddings`` with tensors on the model's device, in the model's dtype.
 
     Raises:
-        ValueError: an empty or too long sequence, a bad MSA or one wider or deeper than the model takes (naming it,
-            ``msa_problem``), a layer out of range, logits without an LM head, contacts from a model loaded without
-            its contact regression (``contact_head.check_contact_regression``; before any work).
+        TypeError: a sequence that is not a string (an MSA given to a single-sequence model), ``layers`` not a list.
+        ValueError: an empty or too long sequence, a character the model's vocabulary lacks (it would be read as
+            ``<unk>``; the message names the sequence, the character and its position), a bad MSA or one wider or
+            deeper than the model takes (naming it, ``msa_problem``), a layer out of range, logits without an LM
+            head, contacts from a model loaded without its contact regression
+            (``contact_head.check_contact_regression``; before any work).
     """
     if contacts:
         check_contact_regression(model)
@@ -163,6 +166,22 @@ def embed(
             "it gives no logits; load a checkpoint saved with its LM head"
         )
     alphabet = model.alphabet
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"sequence {i} is a {type(text).__name__}, not a string"
+                + ("; an MSA needs the MSA Transformer" if not takes_msa and isinstance(text, list | tuple) else "")
+            )
+        unknown = alphabet.unknown_characters(text)
+        if unknown:
+            shown = ", ".join(f"{char!a} at {position}" for char, position in unknown[:5])
+            raise ValueError(
+                f"sequence {i}: not in the vocabulary of {type(model).__name__} (position): {shown}"
+                f"{f' and {len(unknown) - 5} more' if len(unknown) > 5 else ''}; they would be read as <unk> (write X "
+                "for an unknown residue; ':' chains are not read by a language model)"
+            )
+    if isinstance(layers, int):
+        raise TypeError(f"layers must be a list of layer numbers, e.g. ({layers},), not one number")
     layers = list(dict.fromkeys(layers))
     resolved = {layer: resolve_layer(layer, model.num_layers) for layer in layers}
     lengths = [len(alphabet.encode(s)) for s in texts]
