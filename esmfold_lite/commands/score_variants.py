@@ -14,8 +14,6 @@ seconds, not after the others have been scored.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
 from pathlib import Path
 
@@ -31,7 +29,8 @@ from esmfold_lite.cli import (
     records_exit_code,
     torch_device,
 )
-from esmfold_lite.io.atomic import atomic_write_bytes, atomic_write_text
+from esmfold_lite.io.atomic import atomic_write_bytes
+from esmfold_lite.io.dms_table import read_table, widen_header, write_table
 from esmfold_lite.io.fasta import read_fasta
 from esmfold_lite.io.mutations import Mutation, all_single_mutants, check_wild_type, parse_mutation
 from esmfold_lite.lm.variants import STRATEGIES, score_mutations
@@ -161,7 +160,10 @@ def run(args: argparse.Namespace) -> int:
             rows.append([mutation.text, str(s.index + args.offset_idx), s.wild_type, s.mutant])
         errors: list[str] = [""] * len(rows)
     else:
-        header, rows, lines = read_table(args.dms_input)
+        try:
+            header, rows, lines = read_table(args.dms_input)
+        except ValueError as exc:
+            raise CliError(f"--dms-input: {exc}") from exc
         if not rows:
             raise CliError(
                 f"--dms-input {args.dms_input} holds no mutations: it has a header line but no rows below it"
@@ -218,47 +220,6 @@ def read_wild_type(args: argparse.Namespace) -> str:
         return check_wild_type(sequence)
     except ValueError as exc:
         raise CliError(f"{source}: {exc}") from exc
-
-
-def delimiter(path: Path) -> str:
-    return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-
-
-def read_table(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, data rows and each data row's line number in the file (1-based; where the row starts) of a CSV/TSV
-    file. A UTF-8 byte-order mark is dropped; blank lines are skipped (their lines still count)."""
-    table: list[list[str]] = []
-    lines: list[int] = []
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle, delimiter=delimiter(path))
-            while True:
-                start = reader.line_num + 1
-                row = next(reader, None)
-                if row is None:
-                    break
-                if row:
-                    table.append(row)
-                    lines.append(start)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise CliError(f"cannot read --dms-input {path}: {exc}") from exc
-    if not table:
-        raise CliError(f"--dms-input {path} is empty; it needs a header line naming the mutation column")
-    return table[0], table[1:], lines[1:]
-
-
-def widen_header(header: list[str], rows: list[list[str]], lines: list[int]) -> list[str]:
-    """``header`` with an unnamed column added for every field beyond it in the widest row, so that the output keeps
-    every field of every row (the new columns go after them); the first such row is logged by its line number."""
-    widest = max((len(row) for row in rows), default=0)
-    if widest <= len(header):
-        return header
-    first = next(i for i, row in enumerate(rows) if len(row) > len(header))
-    log.warning(
-        "line %d has %d fields, more than the %d column names of the header line; the extra fields are kept in "
-        "unnamed columns of the output", lines[first], len(rows[first]), len(header),
-    )  # fmt: skip
-    return header + [""] * (widest - len(header))
 
 
 def parse_column(
@@ -375,26 +336,6 @@ def score_with_models(
         scores[source] = values.numpy()
         del model
     return scores
-
-
-def write_table(path: Path, header: list[str], rows: list[list[str]], cells: dict[str, list[str]]) -> None:
-    """``rows`` with the columns of ``cells`` added (a column already in ``header`` is overwritten), atomically."""
-    header = list(header)
-    for column in cells:
-        if column in header:
-            log.warning("column %r of the input is replaced by the new scores", column)
-        else:
-            header.append(column)
-    where = {column: header.index(column) for column in cells}
-    text = io.StringIO()
-    writer = csv.writer(text, delimiter=delimiter(path), lineterminator="\n")
-    writer.writerow(header)
-    for i, row in enumerate(rows):
-        out = row + [""] * (len(header) - len(row))
-        for column, values in cells.items():
-            out[where[column]] = values[i]
-        writer.writerow(out)
-    atomic_write_text(path, text.getvalue())
 
 
 def heatmap_png(wild_type: str, offset_idx: int, mutations: list[Mutation], scores: np.ndarray, title: str) -> bytes:
