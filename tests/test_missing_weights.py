@@ -13,6 +13,7 @@ from esmfold_lite import load_model
 from esmfold_lite.cli import main
 from esmfold_lite.weights import registry
 from esmfold_lite.weights.download import DownloadError
+from esmfold_lite.weights.safe_pickle import CheckpointError
 
 ESMFOLD_URL = "http://127.0.0.1:{port}/models/esmfold_3B_v1.pt"
 LM_URL = "http://127.0.0.1:{port}/models/esm2_t36_3B_UR50D.pt"
@@ -117,3 +118,10 @@ def test_the_cached_lm_beside_a_cached_checkpoint_is_checked_as_a_cached_file(of
     loaded.clear()
     load_model(pair[0])  # a checkpoint outside the cache: the file beside it
     assert loaded == [pair[0].with_name("esm2_t36_3B_UR50D.pt")]
+
+
+def test_a_language_model_of_another_shape_is_named_not_the_checkpoint(pair, tmp_path):
+    _, other_lm = write_fair_esmfold(tiny_hf_esmfold(num_blocks=1, sm_blocks=1, lm_layers=3, seed=4), tmp_path)
+    with pytest.raises(CheckpointError, match=r"the language model given \(.*\) has 3 layers of width 32, but .* was "
+                       r"trained on an ESM-2 with 2 layers of width 32"):  # fmt: skip
+        load_model(pair[0], lm=other_lm)

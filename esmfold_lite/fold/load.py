@@ -53,6 +53,21 @@ def _language_model_for(path: Path, lm: str | Path | None, lm_name: str, dtype: 
         raise _missing_weights(f"the language model that {path} needs", exc, needed) from None
 
 
+def _check_lm_fits(path: Path, trunk_state: dict, language_model: ESM2, lm: str | Path | None) -> None:
+    """CheckpointError naming the language model when its shape is not the one the trunk of ``path`` was trained on
+    (its layer weights ``esm_s_combine`` and the first ``esm_s_mlp`` LayerNorm give the LM's layers and width)."""
+    combine, norm = trunk_state.get("esm_s_combine"), trunk_state.get("esm_s_mlp.0.weight")
+    if combine is None or norm is None:
+        return  # an incomplete trunk: build_from_state names the missing keys
+    layers, width = combine.shape[0] - 1, norm.shape[0]
+    if (language_model.num_layers, language_model.embed_dim) != (layers, width):
+        given = f"the language model given ({lm})" if lm is not None else "its language model"
+        raise CheckpointError(
+            f"{given} has {language_model.num_layers} layers of width {language_model.embed_dim}, but {path} was "
+            f"trained on an ESM-2 with {layers} layers of width {width} (esmfold_v1: esm2_t36_3B_UR50D)"
+        )
+
+
 def _missing_weights(what: str, reason: DownloadError, needed: list[tuple[str, str, list[str]]]) -> DownloadError:
     """One error naming every file still needed, where to download it, and every place it may go."""
     lines = [
@@ -144,6 +159,7 @@ def load_model(
             f"ESMFold reads an ESM-2 language model, but the one given for {path} is a {type(language_model).__name__}"
             " (ESM-1b/1v or MSA Transformer); pass lm= an esm2_t36_3B_UR50D checkpoint"
         )
+    _check_lm_fits(path, trunk_state, language_model, lm)
     state = {
         **cast_state_(trunk_state, precision.trunk),
         **{f"esm.{k}": v for k, v in language_model.state_dict().items()},
