@@ -18,7 +18,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 
-from esmfold_lite.pipeline.errors import PipelineError
+from esmfold_lite.pipeline.errors import PipelineError, interruption_of
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func(args) -> int``.
 COMMANDS: tuple[str, ...] = ("embed", "evaluate", "weights", "predict", "score_variants", "report", "fold_proteome")
@@ -91,12 +91,10 @@ def run_interruptibly(command: Callable[[], int], interrupted: Callable[[], str]
 
 
 def _interruption(exc: BaseException) -> Interrupted | None:
-    """The `Interrupted` that ``exc`` is, or that a C extension wrapped in a SystemError (Ray's ``ray.wait`` hands
-    an exception raised by the signal handler back that way). Any other error raised while unwinding is not an
-    interruption: it propagates with its own message."""
-    while isinstance(exc, SystemError) and exc.__context__ is not None:
-        exc = exc.__context__
-    return exc if isinstance(exc, Interrupted) else None
+    """The `Interrupted` that ``exc`` is, or that a C extension wrapped (``pipeline.errors.interruption_of``). Any
+    other error raised while unwinding is not an interruption: it propagates with its own message."""
+    found = interruption_of(exc)
+    return found if isinstance(found, Interrupted) else None
 
 
 def records_exit_code(failed: int) -> int:

@@ -49,6 +49,7 @@ from esmfold_lite.pipeline import (
     RunProgress,
     RunSettings,
     check_settings,
+    interruption_of,
     open_outdir,
     output_names,
     pending_row,
@@ -228,7 +229,7 @@ def fold_proteome(
         except BaseException as exc:
             if report is not None and report.ok + report.failed:  # else nothing was produced: OUTDIR stays as it was
                 with contextlib.suppress(Exception):  # the first error is the one to report
-                    report.finish("failed" if isinstance(exc, Exception) else "interrupted")
+                    report.finish("interrupted" if interruption_of(exc) else "failed")
             raise
         finally:
             queue.close()

@@ -271,6 +271,12 @@ def test_a_signal_wrapped_by_a_c_extension_is_still_a_clean_interruption(signum,
     with pytest.raises(OSError, match="No space left"):  # not hidden behind a clean 130/143
         cli.run_interruptibly(fails_while_unwinding)
 
+    from esmfold_lite.pipeline import interruption_of  # what the run report calls "interrupted"
+
+    wrapped, after = SystemError("returned a result with an exception set"), OSError("disk full")
+    wrapped.__context__ = after.__context__ = KeyboardInterrupt()
+    assert isinstance(interruption_of(wrapped), KeyboardInterrupt) and interruption_of(after) is None
+
 
 def test_sigterm_stops_cleanly_with_status_143(tmp_path):
     records = {f"p{i}": "GSHMKTAYIA" * (i + 1) for i in range(6)}

@@ -28,7 +28,7 @@ Errors that stop a run are ``PipelineError`` (``errors.py``). The names below ar
 drivers, commands and the report.
 """
 
-from esmfold_lite.pipeline.errors import PipelineError
+from esmfold_lite.pipeline.errors import PipelineError, interruption_of
 from esmfold_lite.pipeline.folded import FoldedProtein, render_outcome, save_folded
 from esmfold_lite.pipeline.predict import DEFAULT_MAX_TOKENS_PER_BATCH, load_folder, predict_fasta
 from esmfold_lite.pipeline.progress import RunProgress, show_bar
@@ -52,6 +52,7 @@ __all__ = [
     "SUMMARY_NAME",
     "FoldedProtein",
     "PipelineError",
+    "interruption_of",
     "ProteinResult",
     "RunProgress",
     "RunSettings",

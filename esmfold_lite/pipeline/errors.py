@@ -13,6 +13,14 @@ class PipelineError(Exception):
     settings in OUTDIR, a damaged run state, a full disk, model not loadable)."""
 
 
+def interruption_of(exc: BaseException) -> BaseException | None:
+    """The interruption (Ctrl-C, a signal turned into an exception: a BaseException that is not an Exception) that
+    ``exc`` is, or that a C extension handed back wrapped in a SystemError (Ray's ``ray.wait`` does); else None."""
+    while isinstance(exc, SystemError) and exc.__context__ is not None:
+        exc = exc.__context__
+    return None if isinstance(exc, Exception) else exc
+
+
 def write_error(path: str | os.PathLike | None, exc: OSError) -> PipelineError:
     """The PipelineError of a failed write of ``path`` that stops the run, naming the file and what happened."""
     return PipelineError(write_failure(path, exc) + (f"; {RESUME_HINT}" if is_disk_error(exc) else ""))

@@ -14,7 +14,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from esmfold_lite.batch_folding import BatchFolder, Folder, FoldJob
 from esmfold_lite.fold.pass_progress import on_trunk_pass
 from esmfold_lite.io.run_state import RunState
-from esmfold_lite.pipeline.errors import PipelineError
+from esmfold_lite.pipeline.errors import PipelineError, interruption_of
 from esmfold_lite.pipeline.folded import render_outcome, save_folded
 from esmfold_lite.pipeline.progress import RunProgress, show_bar
 from esmfold_lite.pipeline.records import (
@@ -145,7 +145,7 @@ def predict_fasta(
                         folding.restore()
         except BaseException as exc:
             with contextlib.suppress(Exception):  # the first error is the one to report
-                report.finish("failed" if isinstance(exc, Exception) else "interrupted")
+                report.finish("interrupted" if interruption_of(exc) else "failed")
             raise
         report.finish("finished")
     return [results[i] for i in range(len(records))]
