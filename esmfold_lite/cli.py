@@ -127,6 +127,14 @@ def torch_device(text: str) -> str:
     return text
 
 
+def dtype_name(text: str) -> str:
+    """An argparse ``type`` for the dtype flags: a short name (bf16, fp16, half, fp32) as its full one, so that the
+    command line takes what ``load_model(dtype=...)`` takes."""
+    from esmfold_lite.lm.load import DTYPE_ALIASES
+
+    return DTYPE_ALIASES.get(text.lower(), text.lower())
+
+
 def add_nogpu_option(parser: argparse.ArgumentParser, script: str) -> None:
     """fair-esm's ``--nogpu`` (of its ``script``): the same as ``--device cpu``; see `device_after_nogpu`."""
     parser.add_argument(

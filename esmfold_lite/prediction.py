@@ -134,7 +134,8 @@ class Prediction:
             chains = sequence.count(":") + 1
             start = sequence if len(sequence) <= 30 else sequence[:29] + "…"
             lines.append(
-                f"  [{i}] {int(self.lengths[i])} residues, {chains} chain{'s' if chains != 1 else ''}, "
+                f"  [{i}] {int(self.lengths[i])} residue{'s' if int(self.lengths[i]) != 1 else ''}, "
+                f"{chains} chain{'s' if chains != 1 else ''}, "
                 f"mean pLDDT {float(self.mean_plddt[i]):.1f}, pTM {float(self.ptm[i]):.3f}: {start}"
             )
         if len(self) > 10:

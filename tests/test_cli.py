@@ -156,3 +156,13 @@ def test_loaders_name_a_missing_device_before_reading_anything(loader, tmp_path,
         loader(tmp_path / "missing.pt", device="gpu")
     with pytest.raises(ValueError, match="CUDA is not available"):
         loader(tmp_path / "missing.pt", device="cuda")
+
+
+def test_dtype_flags_take_the_short_names_python_takes():
+    parser = build_parser()
+    predict = ["predict", "in.fasta", "-o", "out", "--model", "m"]
+    args = parser.parse_args([*predict, "--dtype", "bf16", "--lm-dtype", "FP16"])
+    assert (args.dtype, args.lm_dtype) == ("bfloat16", "float16")
+    assert parser.parse_args(["embed", "in.fasta", "-o", "o", "--model", "m", "--dtype", "half"]).dtype == "float16"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*predict, "--dtype", "int8"])

@@ -24,6 +24,7 @@ from esmfold_lite.cli import (
     add_logging_options,
     add_nogpu_option,
     device_after_nogpu,
+    dtype_name,
     exit_status_help,
     records_exit_code,
     torch_device,
@@ -190,8 +191,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     add_nogpu_option(parser, "extract.py")
     parser.add_argument(
-        "--dtype", choices=tuple(DTYPES), default=None, help="model precision (default: as the loader chooses)"
-    )
+        "--dtype", type=dtype_name, choices=tuple(DTYPES), default=None,
+        help="model precision; bf16, fp16 and half are accepted too (default: as the loader chooses)",
+    )  # fmt: skip
     add_logging_options(parser)
     parser.set_defaults(func=run)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from esmfold_lite.cli import (
     EXIT_SOME_FAILED,
     add_logging_options,
+    dtype_name,
     exit_status_help,
     non_negative_int,
     positive_int,
@@ -143,6 +144,7 @@ def add_folding_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype",
+        type=dtype_name,
         choices=DTYPE_CHOICES,
         default="auto",
         help="precision of the trunk, structure module and heads; auto picks the fastest dtypes that stay as close "
@@ -153,6 +155,7 @@ def add_folding_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lm-dtype",
+        type=dtype_name,
         choices=DTYPE_CHOICES,
         help="precision of the ESM-2 language model alone (default: auto with --dtype auto; otherwise float16 on a "
         "GPU, as the original, and float32 on a CPU); float16 and bfloat16 work on the CPU too",

@@ -25,6 +25,7 @@ from esmfold_lite.cli import (
     add_logging_options,
     add_nogpu_option,
     device_after_nogpu,
+    dtype_name,
     exit_status_help,
     records_exit_code,
     torch_device,
@@ -137,6 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_nogpu_option(parser, "variant-prediction/predict.py")
     parser.add_argument(
         "--dtype",
+        type=dtype_name,
         choices=("float32", "float16", "bfloat16"),
         default=None,
         help="model precision (default: float32); log-probabilities are always taken in float32",

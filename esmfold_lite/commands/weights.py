@@ -7,7 +7,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from esmfold_lite.cli import CliError, add_logging_options, exit_status_help
+from esmfold_lite.cli import CliError, add_logging_options, dtype_name, exit_status_help
 from esmfold_lite.lm.load import as_dtype, build_language_model
 from esmfold_lite.weights import registry
 from esmfold_lite.weights.download import HOME_ENV, DownloadError, cache_dir, fetch, is_cached, locate
@@ -88,6 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     convert.add_argument(
         "--dtype",
+        type=dtype_name,
         choices=("float32", "float16", "bfloat16"),
         default=None,
         help="store the weights in this precision (default: a language model keeps the precision IN stores; "

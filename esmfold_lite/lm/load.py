@@ -32,7 +32,7 @@ LANGUAGE_MODELS: dict[str, tuple[type[nn.Module], type]] = {
 }
 """Checkpoint kind (``weights.language_model``) -> (model class, its config dataclass)."""
 
-_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "float": "float32"}
+DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "float": "float32"}
 _SHOWN_KEYS = 5
 
 
@@ -43,7 +43,7 @@ def as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if isinstance(dtype, torch.dtype):
         resolved = dtype
     else:
-        name = _DTYPE_ALIASES.get(dtype.lower(), dtype.lower())
+        name = DTYPE_ALIASES.get(dtype.lower(), dtype.lower())
         resolved = getattr(torch, name, None)
     if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
         raise ValueError(f"unknown floating dtype {dtype!r}; use float32, float16 or bfloat16")
