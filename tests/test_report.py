@@ -104,6 +104,11 @@ def test_report_shows_what_exists(tmp_path, caplog):
     assert page.problems and page.problems[0].startswith("cannot read ubq.json: JSONDecodeError")
     assert page.plot_png is not None  # still plotted from the structure
 
+    (outdir / "ubq.cif").write_text("data_broken\n_atom_site.id\n")
+    page = protein_page(outdir, {"id": "ubq", "status": "ok"})
+    assert any(p.startswith("cannot read ubq.cif") for p in page.problems)
+    assert not any("no structure file" in p for p in page.problems), "an unreadable file is not also called missing"
+
 
 def test_without_json_the_pae_comes_from_the_alphafold_db_pae_file(tmp_path, monkeypatch):
     records = {"pair": RECORDS["pair"], "unknown": "MKTXAYIAK"}

@@ -22,7 +22,7 @@ from pathlib import Path
 import biotite.structure as struc
 import numpy as np
 import torch
-from biotite import InvalidFileError
+from biotite import DeserializationError, InvalidFileError
 from biotite.structure.io import pdb, pdbx
 
 from esmfold_lite.geometry.residue_constants import atom_types, resnames
@@ -217,7 +217,9 @@ def parse_structure(
             atoms = file.get_structure(model=1, altloc="first", extra_fields=list(extra_fields))
         else:
             atoms = pdbx.get_structure(file, model=1, altloc="first", extra_fields=list(extra_fields))
-    except (InvalidFileError, ValueError, KeyError, IndexError, OSError, EOFError, UnicodeDecodeError) as exc:
+    except (
+        InvalidFileError, DeserializationError, ValueError, KeyError, IndexError, OSError, EOFError, UnicodeDecodeError
+    ) as exc:
         if str(exc).startswith(f"{source}: "):
             raise
         raise ValueError(f"{source}: cannot read the structure ({type(exc).__name__}: {exc})") from None

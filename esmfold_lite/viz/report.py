@@ -158,7 +158,7 @@ def protein_page(outdir: Path, row: dict[str, str]) -> ProteinPage:
         payload = base64.b64encode(gzip.compress(data, mtime=0)).decode("ascii")
         page.structure = {"name": path.name, "format": file_format, "data": payload, "commands": commands}
         break
-    if page.structure is None:
+    if page.structure is None and not page.problems:  # an unreadable one is named above
         page.problems.append("no structure file (.pdb or .cif) in the output directory")
 
     confidence = None
