@@ -195,6 +195,17 @@ def test_plot_pae_reads_an_alphafold_db_pae_file(tmp_path):
         np.testing.assert_array_equal(image.get_array(), read_afdb_pae(paths["pae"]))
         np.testing.assert_allclose(image.get_array(), pred.select(1).pae[0].numpy(), atol=0.5)
         assert not ax.lines  # the file holds no chains
+    with pytest.raises(ValueError, match="not an AlphaFold DB PAE file"):
+        viz.plot_pae(write_files(tmp_path, "other", render_protein(pred, 1, "other", ("pdb",)))["pdb"])
+
+
+def test_plot_plddt_reads_a_structure_file(tmp_path):
+    pred = fake_prediction([MONOMER, COMPLEX])
+    paths = write_files(tmp_path, "complex", render_protein(pred, 1, "complex", ("pdb", "cif")))
+    for source in (paths["pdb"], str(paths["cif"])):
+        (ax,) = viz.plot_plddt(source).axes
+        np.testing.assert_allclose(ax.lines[0].get_ydata(), pred.select(1).plddt[0].numpy(), atol=0.01)
+        assert [t.get_text() for t in ax.texts] == ["A", "B"]
 
 
 def test_prediction_repr_and_notebook_html():

@@ -133,10 +133,10 @@ def read_afdb_pae(path: str | os.PathLike) -> np.ndarray:
         OSError: the file cannot be read.
         ValueError: it is not JSON of that layout with a square matrix.
     """
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
     try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
         pae = np.asarray(data[0]["predicted_aligned_error"], dtype=float)
-    except (KeyError, IndexError, TypeError, ValueError):
+    except (KeyError, IndexError, TypeError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ValueError(
             f'{path}: not an AlphaFold DB PAE file ([{{"predicted_aligned_error": [[...]], ...}}])'
         ) from None

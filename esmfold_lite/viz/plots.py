@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from esmfold_lite.io.outputs import read_afdb_pae
-from esmfold_lite.io.structure import CHAIN_IDS
+from esmfold_lite.io.structure import CHAIN_IDS, load_structure
 from esmfold_lite.prediction import Prediction
 from esmfold_lite.viz.colors import PLDDT_BANDS
+from esmfold_lite.viz.view import chain_numbers, residue_plddt
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is made, not with the package (the CLI starts faster)
     from matplotlib.axes import Axes
@@ -145,11 +146,18 @@ def _arrays(pred: Prediction, i: int) -> dict:
     }
 
 
-def plot_plddt(pred: Prediction, i: int = 0, size: tuple[float, float] = (7, 3.5)) -> Figure:
-    """pLDDT per residue of sequence ``i`` over the AlphaFold DB confidence bands; chain boundaries dashed."""
-    data = _arrays(pred, i)
+def plot_plddt(pred: Prediction | str | os.PathLike, i: int = 0, size: tuple[float, float] = (7, 3.5)) -> Figure:
+    """pLDDT per residue over the AlphaFold DB confidence bands, chain boundaries dashed: of sequence ``i`` of a
+    Prediction (its mean pLDDT in the title), or read from a structure file ``predict`` wrote (PDB or mmCIF, pLDDT
+    in the B-factors; ``i`` is not used)."""
+    if isinstance(pred, Prediction):
+        data = _arrays(pred, i)
+        plddt, chain_index, mean = data["plddt"], data["chain_index"], data["mean_plddt"]
+    else:
+        chains, _, plddt = residue_plddt(load_structure(pred, extra_fields=("b_factor",)))
+        chain_index, mean = chain_numbers(chains), None
     fig = _notebook_figure(size)
-    draw_plddt(fig.subplots(), data["plddt"], data["chain_index"], data["mean_plddt"])
+    draw_plddt(fig.subplots(), plddt, chain_index, mean)
     fig.tight_layout()
     return fig
 

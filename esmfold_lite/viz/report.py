@@ -37,7 +37,7 @@ from esmfold_lite.pipeline import FORMATS, SUMMARY_NAME
 from esmfold_lite.viz.colors import PLDDT_BANDS
 from esmfold_lite.viz.escaping import escape_html, escape_script
 from esmfold_lite.viz.plots import confidence_figure, figure_png
-from esmfold_lite.viz.view import residue_plddt, view_commands
+from esmfold_lite.viz.view import chain_numbers, residue_plddt, view_commands
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +110,7 @@ def _confidence_from_npz(path: Path) -> Confidence:
 
 def _confidence_from_atoms(atoms) -> Confidence:
     chains, _, plddt = residue_plddt(atoms)
-    order = {c: k for k, c in enumerate(dict.fromkeys(chains.tolist()))}
-    return Confidence(plddt, None, np.asarray([order[c] for c in chains.tolist()]))
+    return Confidence(plddt, None, chain_numbers(chains))
 
 
 def _afdb_pae(path: Path, residues: int) -> np.ndarray:

@@ -89,6 +89,12 @@ def residue_plddt(atoms: struc.AtomArray) -> tuple[np.ndarray, np.ndarray, np.nd
     return chains, res_ids, plddt
 
 
+def chain_numbers(chains: np.ndarray) -> np.ndarray:
+    """Chain ids (one per residue) as 0, 1, ... in order of appearance, as ``Prediction.chain_index`` numbers them."""
+    order = {c: k for k, c in enumerate(dict.fromkeys(chains.tolist()))}
+    return np.asarray([order[c] for c in chains.tolist()], dtype=int)
+
+
 def _styles(color: dict, sidechains: bool) -> tuple[dict, dict | None]:
     return {"cartoon": color}, ({"stick": {**color, "radius": 0.2}} if sidechains else None)
 
