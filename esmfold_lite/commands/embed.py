@@ -199,6 +199,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esmfold_lite.lm.contact_head import check_contact_regression
+    from esmfold_lite.lm.load import load_language_model
+
     args.device = device_after_nogpu(args)
     given = {
         "--contacts": args.contacts,
@@ -214,12 +217,6 @@ def run(args: argparse.Namespace) -> int:
         if args.format == "safetensors"
         else "interrupted; the files written are kept (a run with --format safetensors resumes; this one starts over)"
     )
-    return _run(args, contact_flags)
-
-
-def _run(args: argparse.Namespace, contact_flags: list[str]) -> int:
-    from esmfold_lite.lm.contact_head import check_contact_regression
-    from esmfold_lite.lm.load import load_language_model
 
     for path in args.input:
         if not path.is_file():
