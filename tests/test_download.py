@@ -331,3 +331,16 @@ def test_cache_dir_default_and_unknown_name(monkeypatch):
     assert str(cache_dir()).endswith(".cache/esmfold_lite")
     with pytest.raises(KeyError, match="unknown checkpoint name 'esm3'"):
         download.fetch("esm3")
+
+
+def test_without_a_terminal_progress_is_logged_not_drawn(server, tmp_path, caplog, capsys, monkeypatch):
+    monkeypatch.setattr(download, "PROGRESS_LOG_S", 0.0)  # a line per chunk
+    monkeypatch.setattr(download, "CHUNK_BYTES", max(1, len(PAYLOAD) // 3))
+    with caplog.at_level(logging.INFO):
+        download_file(f"{server}/model.pt", tmp_path / "model.pt")
+    lines = [m for m in caplog.messages if m.startswith("downloading model.pt: ")]
+    assert lines and lines[-1].endswith(" GB") and " of " in lines[-1]
+    assert "model.pt" not in capsys.readouterr().err, "no progress bar drawn into a log"
+    caplog.clear()
+    download_file(f"{server}/model.pt", tmp_path / "again.pt", progress=False)
+    assert not [m for m in caplog.messages if m.startswith("downloading")]

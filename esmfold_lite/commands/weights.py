@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -118,7 +117,7 @@ def run_download(args: argparse.Namespace) -> int:
             names.append(info.lm)
     for name in dict.fromkeys(names):
         try:
-            path = fetch(name, args.cache_dir, progress=not args.quiet and sys.stderr.isatty())  # a bar on a terminal
+            path = fetch(name, args.cache_dir, progress=not args.quiet)
         except DownloadError as exc:
             raise CliError(str(exc)) from None
         print(f"{name}: {path}")

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -46,6 +47,8 @@ from esmfold_lite.weights.safe_pickle import CheckpointError
 HOME_ENV = "ESMFOLD_LITE_HOME"
 DEFAULT_HOME = "~/.cache/esmfold_lite"
 CHUNK_BYTES = 1 << 20
+PROGRESS_LOG_S = 30.0
+"""Without a terminal (a batch job's log), a download in progress logs how far it is this often instead of a bar."""
 RECORD_SUFFIX = ".download.json"
 NOT_CACHED = "it is not in the cache"
 
@@ -256,16 +259,22 @@ def _download(
                 url,
                 dest,
             )
+        on_terminal = progress and sys.stderr.isatty()
         try:
             with (
                 open(part, "ab" if offset else "wb") as out,
                 tqdm(
-                    total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name, disable=not progress
+                    total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name, disable=not on_terminal
                 ) as bar,
             ):
+                logged = time.monotonic()
                 while chunk := response.read(CHUNK_BYTES):
                     out.write(chunk)
                     bar.update(len(chunk))
+                    if progress and not on_terminal and time.monotonic() - logged >= PROGRESS_LOG_S:
+                        logged = time.monotonic()
+                        of = f" of {total / 1e9:.2f} GB" if total else ""
+                        log.info("downloading %s: %.2f GB%s", dest.name, out.tell() / 1e9, of)
         except (OSError, http.client.HTTPException) as exc:
             if total is None:  # without the length a partial file cannot be resumed safely
                 part.unlink(missing_ok=True)
