@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 SPECIAL_PREPEND = ("<cls>", "<pad>", "<eos>", "<unk>")
 RESIDUE_TOKENS = tuple("LAGVSERTIDPKQNFYMHWCXBUZO.-")
@@ -88,6 +90,8 @@ class Alphabet:
 
     def batch_encode(self, sequences: Sequence[str]) -> torch.Tensor:
         """``(B, L_max + 2)`` long tensor: ``<cls>`` + tokens + ``<eos>``, right-padded with ``<pad>``."""
+        import torch  # here, not above: the vocabulary is read by the command line's --help, which imports no torch
+
         encoded = [self.encode(s) for s in sequences]
         extra = int(self.prepend_bos) + int(self.append_eos)
         width = max((len(e) for e in encoded), default=0) + extra

@@ -109,6 +109,12 @@ class BatchFolder:
             end += 1
         return list(queue[start:end])
 
+    def planned_peak_bytes(self, jobs: Sequence[FoldJob]) -> int | None:
+        """The chunk planner's estimate of the trunk memory that folding ``jobs`` as one batch needs now, for a model
+        that has one (``ESMFold.planned_peak_bytes``), else None."""
+        planned = getattr(self.model, "planned_peak_bytes", None)
+        return None if planned is None else planned(max(job.tokens for job in jobs), len(jobs), self.chunk_size)
+
     def fold(self, jobs: list[FoldJob]) -> list[FoldOutcome]:
         """Fold ``jobs`` as one batch, recovering from failures: one outcome per job, in no particular order."""
         outcomes: list[FoldOutcome] = []
@@ -150,6 +156,8 @@ class BatchFolder:
             job.notes.append(f"chunk size {self.chunk_size}")
         if self.on_cpu:
             job.notes.append("folded on the CPU")
+        if prediction.random_weights:
+            job.notes.append("RANDOM WEIGHTS: not a prediction")
         return FoldOutcome(job, prediction, row, seconds)
 
     def _split(self, group: list[FoldJob], out_of_memory: bool) -> list[list[FoldJob]]:

@@ -127,6 +127,21 @@ def torch_device(text: str) -> str:
     return text
 
 
+def choice_of(module: str, name: str, metavar: str) -> Callable[[str], str]:
+    """An argparse ``type`` for a flag whose choices are the tuple ``name`` of ``module``, imported only when a value is
+    parsed: the module needs torch or biotite, which ``--help`` does not import. ``metavar``: the value's name in the
+    error message (argparse's "invalid metavar value")."""
+
+    def parse(text: str) -> str:
+        choices = getattr(importlib.import_module(module), name)
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(choices)})")
+        return text
+
+    parse.__name__ = metavar
+    return parse
+
+
 def dtype_name(text: str) -> str:
     """An argparse ``type`` for the dtype flags: a short name (bf16, fp16, half, fp32) as its full one, so that the
     command line takes what ``load_model(dtype=...)`` takes."""

@@ -40,6 +40,7 @@ class Prediction:
     sequences: list[str]  # the input sequences, chains separated by ":"
     atom_plddt: torch.Tensor | None = None  # (B, L, 37) per-atom pLDDT, 0–100 (written as PDB B-factors)
     distogram_logits: torch.Tensor | None = None  # (B, L, L, n_bins)
+    random_weights: bool = False  # folded by a model of randomized weights (`esmfold-lite weights make-random`)
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -77,6 +78,7 @@ class Prediction:
             sequences=[self.sequences[i]],
             atom_plddt=per_residue(self.atom_plddt),
             distogram_logits=per_pair(self.distogram_logits),
+            random_weights=self.random_weights,
         )
 
     @staticmethod
@@ -116,15 +118,22 @@ class Prediction:
         ]
 
     def to_pdb(self, i: int = 0) -> str:
-        """PDB text of sequence ``i`` (see ``to_atom_array``)."""
-        return to_pdb_string(self.to_atom_array(i))
+        """PDB text of sequence ``i`` (see ``to_atom_array``); from randomized weights, REMARK 250 says so."""
+        return to_pdb_string(self.to_atom_array(i), random_weights=self.random_weights)
 
     def to_mmcif(self, i: int = 0, name: str = "esmfold_lite") -> str:
         """ModelCIF text of sequence ``i`` in data block ``name`` (see ``to_atom_array``): the model, its entities
         with their full sequences (``polymer_chains``, unknown residues included), the modeling protocol and the QA
-        scores: pLDDT per residue (0–100, the CA atom's B-factor), mean pLDDT (0–100) and pTM (0–1)."""
+        scores: pLDDT per residue (0–100, the CA atom's B-factor), mean pLDDT (0–100) and pTM (0–1); from randomized
+        weights, the title and a remark say so."""
         scores = ModelScores(mean_plddt=float(self.mean_plddt[i]), ptm=float(self.ptm[i]))
-        return to_mmcif_string(self.to_atom_array(i), name=name, scores=scores, chains=self.polymer_chains(i))
+        return to_mmcif_string(
+            self.to_atom_array(i),
+            name=name,
+            scores=scores,
+            chains=self.polymer_chains(i),
+            random_weights=self.random_weights,
+        )
 
     def __repr__(self) -> str:
         """One line per sequence (at most 10): residues, chains, mean pLDDT, pTM and the start of the sequence."""

@@ -56,8 +56,10 @@ from esmfold_lite.pipeline import (
     plan_record,
     run_settings,
     show_bar,
+    warn_of_earlier_proteins,
 )
-from esmfold_lite.proteome_driver import DEFAULT_STALL_TIMEOUT_S, RESUME, Driver, RayLost
+from esmfold_lite.pipeline.names import DEFAULT_MAX_ATTEMPTS, DEFAULT_STALL_TIMEOUT_S
+from esmfold_lite.proteome_driver import RESUME, Driver, RayLost
 from esmfold_lite.proteome_workers import (
     LOCAL_ONLY_ENV,
     FoldWorker,
@@ -68,7 +70,6 @@ from esmfold_lite.proteome_workers import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_ATTEMPTS = 3
 PLAN_FLUSH = 10_000  # records planned per transaction
 
 
@@ -188,6 +189,7 @@ def fold_proteome(
         report = None
         try:
             counts = _plan(fasta, state, settings, queue, formats, max_length, overwrite)
+            warn_of_earlier_proteins(state, counts["total"], fasta)
             if counts["reused"]:
                 logger.info("%d protein(s) already complete in %s: skipped", counts["reused"], state.outdir)
             report = RunProgress(
@@ -206,7 +208,7 @@ def fold_proteome(
                     pools = [Pool(ray, ray.remote(FoldWorker), options, arguments, n)]
                     logger.info("%d proteins to fold on %d worker(s) (%g CPU, %g GPU each)",
                                 counts["jobs"], n, cpus, gpus)  # fmt: skip
-                    driver = Driver(ray, pools[0], state, settings, report, max_attempts, stall_timeout)
+                    driver = Driver(ray, pools[0], state, settings, report, max_attempts, stall_timeout, started_ray)
                     try:
                         while True:
                             try:
@@ -214,8 +216,9 @@ def fold_proteome(
                                 break
                             except RayLost as lost:
                                 if not started_ray or len(pools) > 1:  # not ours to restart, or restarted once
-                                    raise PipelineError(f"{lost}; {RESUME}") from lost
-                                logger.warning("%s: starting a fresh local Ray and carrying on", lost)
+                                    once = "; it had been restarted once already" if len(pools) > 1 else ""
+                                    raise PipelineError(f"{lost}{once}; {RESUME}") from lost
+                                logger.warning("%s; starting a fresh local Ray and carrying on (once)", lost)
                                 pools[-1].close()
                                 ray.shutdown()
                                 connect(ray, None, dashboard)

@@ -14,19 +14,19 @@ from dataclasses import dataclass
 from esmfold_lite.batch_folding import FoldJob
 from esmfold_lite.io.run_state import RunState
 from esmfold_lite.pipeline import FoldedProtein, PipelineError, RunProgress, RunSettings, save_folded
-from esmfold_lite.proteome_workers import Pool, Worker, describe_error
+from esmfold_lite.pipeline.names import DEFAULT_STALL_TIMEOUT_S
+from esmfold_lite.proteome_workers import Pool, Worker, describe_error, local_ray_lost
 
 logger = logging.getLogger(__name__)
 
 RESUME = "the finished proteins are kept: run the same command again to resume"
-DEFAULT_STALL_TIMEOUT_S = 300.0
 REPORT_EVERY_S = 5.0  # run.json
 LOG_EVERY_S = 60.0  # progress line (without a terminal) and summary.tsv
 UNITS_PER_WORKER = 2  # handed to a worker at a time: one folding, the next one waiting
 
 
 class RayLost(Exception):
-    """Ray itself is gone: no node alive, or it does not answer."""
+    """Ray itself is gone: no node alive, it does not answer, or the local Ray started here lost its raylet or GCS."""
 
 
 @dataclass
@@ -38,14 +38,16 @@ class Unit:
 class Driver:
     """The dispatch loop: hand units to workers, write what comes back, retry what a dead worker held, and watch
     the cluster: a lost node is logged, and when after a loss no worker makes progress for ``stall_timeout`` seconds
-    (nothing can host one) the run stops; ``RayLost`` when no node is left at all."""
+    (nothing can host one) the run stops; ``RayLost`` when no node is left at all, or, with ``local`` (the Ray is one
+    this process started), as soon as its raylet or GCS server is seen dead (``local_ray_lost``): every few seconds
+    and whenever a worker dies or cannot start, before that death is counted against the unit or the pool."""
 
     def __init__(
         self, ray, pool: Pool, state: RunState, settings: RunSettings, report: RunProgress, attempts: int,
-        stall_timeout: float = DEFAULT_STALL_TIMEOUT_S,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT_S, local: bool = False,
     ):  # fmt: skip
         self.ray, self.pool, self.state, self.settings, self.report = ray, pool, state, settings, report
-        self.max_attempts, self.stall_timeout = attempts, stall_timeout
+        self.max_attempts, self.stall_timeout, self.local = attempts, stall_timeout, local
         self.retry: collections.deque[Unit] = collections.deque()
         self.in_flight: dict[object, tuple[Unit, Worker]] = {}
         self.fresh: Iterator[Unit] | None = None
@@ -61,6 +63,7 @@ class Driver:
         self.retry.extendleft(unit for unit, _ in self.in_flight.values())
         self.in_flight.clear()
         self.pool, self.nodes, self.lost = pool, {}, {}
+        self.deaths_in_a_row = 0
         self.progress_at = time.monotonic()
 
     def run(self, units: Iterator[list[FoldJob]]) -> None:
@@ -77,6 +80,7 @@ class Driver:
             starting = {w.starting: w for w in self.pool.workers if w.starting is not None}
             waiting = [*self.in_flight, *starting]
             if not waiting:
+                self._check_local_ray()
                 raise PipelineError("every worker died or failed to start; see the errors above")
             done, _ = self.ray.wait(waiting, num_returns=1, timeout=REPORT_EVERY_S)
             if done:
@@ -99,8 +103,18 @@ class Driver:
                 last_log = now
         self.report.extra = {"workers": self.pool.describe(), "worker_deaths": self.pool.deaths}
 
+    def _check_local_ray(self, held: Unit | None = None) -> None:
+        """RayLost if the local Ray this process started lost its raylet or GCS server; ``held`` (the unit of the
+        worker whose death showed it) is handed out again on the fresh Ray, no attempt counted: not the unit's fault."""
+        why = local_ray_lost(self.ray) if self.local else None
+        if why:
+            if held is not None:
+                self.retry.appendleft(held)
+            raise RayLost(why)
+
     def _watch(self, now: float) -> None:
         """Log lost nodes; stop when after a loss no worker has made progress for ``stall_timeout`` seconds."""
+        self._check_local_ray()
         try:
             alive = {n["NodeID"]: str(n.get("NodeManagerAddress")) for n in self.ray.nodes() if n.get("Alive")}
         except Exception as exc:  # the GCS is gone
@@ -138,6 +152,7 @@ class Driver:
             worker.info = self.ray.get(ref)
         except self.ray.exceptions.RayError as exc:
             worker.info = {"error": describe_error(exc)}
+            self._check_local_ray()
         if not worker.info.get("error"):
             if not self.pool.ever_ready:  # rates count from the first worker with its model loaded
                 self.pool.ever_ready = True
@@ -169,6 +184,8 @@ class Driver:
         dead = not isinstance(exc, self.ray.exceptions.RayTaskError) or isinstance(
             exc, self.ray.exceptions.RayActorError
         )
+        if dead:
+            self._check_local_ray(unit)
         if dead and worker in self.pool.workers:
             self.pool.deaths += 1
             self.deaths_in_a_row += 1

@@ -6,7 +6,8 @@
 - ``Pool`` of ``Worker`` records: the actors started, replaced when one dies, killed at the end; ``default_workers``
   sizes it from the cluster's resources.
 - ``connect``: joins or starts Ray; a Ray started here listens on 127.0.0.1 only (``LOCAL_ONLY_ENV``, set before
-  Ray is imported) and runs no dashboard unless asked.
+  Ray is imported) and runs no dashboard unless asked. ``local_ray_lost`` says when that Ray's raylet or GCS server
+  has exited (the driver then starts a fresh one, once).
 
 The driver (``proteome.py``) hands the pool's workers units and writes what comes back. Ray is never imported at
 module level: ``fold_proteome`` imports it (from the ``[cluster]`` extra) and passes it in, and ``FoldWorker.info``
@@ -161,3 +162,20 @@ def connect(ray, address: str | None, dashboard: bool = False) -> bool:
     if address is None and dashboard and getattr(context, "dashboard_url", None):
         logger.info("Ray dashboard: http://%s (reachable from this machine only)", context.dashboard_url)
     return True
+
+
+def local_ray_lost(ray) -> str | None:
+    """Why the Ray that ``connect`` started in this process is lost: its raylet or GCS server has exited (the node
+    cannot run anything then, though its workers may still be finishing a call). None while both run, and always for
+    a Ray this process joined (``ray.init`` started no process here). Read from Ray's own handles on the processes
+    it started, so a dead node is told apart from workers that died on a live one."""
+    node = ray._private.worker._global_node
+    constants = ray._private.ray_constants
+    vital = {constants.PROCESS_TYPE_RAYLET: "raylet", constants.PROCESS_TYPE_GCS_SERVER: "GCS server"}
+    for kind, process in node.dead_processes() if node is not None else ():
+        if kind in vital:
+            code = process.returncode
+            killer = next((sig.name for sig in signal.Signals if sig == -code), f"signal {-code}")
+            how = f"was killed by {killer}" if code < 0 else f"exited with status {code}"
+            return f"the local Ray is lost: its {vital[kind]} (pid {process.pid}) {how}"
+    return None

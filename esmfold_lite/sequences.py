@@ -23,11 +23,12 @@ AMINO_ACID_LETTERS = frozenset(STANDARD_AMINO_ACIDS + UNKNOWN_AMINO_ACIDS)
 
 FOLDING = "folding"
 LANGUAGE_MODEL = "language model"
-_UNKNOWN_NOTE = {
-    FOLDING: "folded as unknown",
-    LANGUAGE_MODEL: "unknown, ambiguous and rare residues, each a token of its own",
+_USE_WORDS = {
+    FOLDING: ("this sequence is not folded", "which ESMFold folds as unknown residues"),
+    LANGUAGE_MODEL: ("this sequence is refused", "unknown, ambiguous and rare residues, each a token of its own"),
 }
-"""What `sequence_problem`'s message says of ``X B Z U O``, by what the sequence is for."""
+"""What `sequence_problem`'s message says, by what the sequence is for: what happens to a sequence with letters that
+are not residue letters, and what becomes of ``X B Z U O``."""
 
 _UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)  # ASCII only: keeps positions stable
 _MAX_SHOWN = 5  # offending characters listed in a problem description
@@ -46,11 +47,12 @@ def sequence_problem(sequence: str, use: str = FOLDING) -> str | None:
 
     Checks in order: empty sequence, empty chain, the number of chains (``use``: `FOLDING`, at most `MAX_CHAINS`;
     `LANGUAGE_MODEL`, one), characters that are not residue letters (the first few with their 1-based positions,
-    counted per chain and written ``chain:position`` for complexes). ``use`` also words what the message says of the
-    letters ``X B Z U O``: ESMFold folds them as unknown, a language model reads each as a token of its own.
+    counted per chain and written ``chain:position`` for complexes). ``use`` also words what the message says
+    happens to the sequence (not folded, refused) and of the letters ``X B Z U O`` (ESMFold folds them as unknown, a
+    language model reads each as a token of its own).
     """
-    if use not in _UNKNOWN_NOTE:
-        raise ValueError(f"use must be one of {', '.join(map(repr, _UNKNOWN_NOTE))}, not {use!r}")
+    if use not in _USE_WORDS:
+        raise ValueError(f"use must be one of {', '.join(map(repr, _USE_WORDS))}, not {use!r}")
     if not sequence:
         return "empty sequence"
     chains = sequence.split(CHAIN_SEPARATOR)
@@ -72,9 +74,10 @@ def sequence_problem(sequence: str, use: str = FOLDING) -> str | None:
     shown = ", ".join(f"{char!a} at {where}" for char, where in bad[:_MAX_SHOWN])
     more = f" and {len(bad) - _MAX_SHOWN} more" if len(bad) > _MAX_SHOWN else ""
     where = "position" if len(chains) == 1 else "chain:position"
+    fate, unknown = _USE_WORDS[use]
     return (
-        f"not amino-acid letters ({where}): {shown}{more}; "
-        f"allowed: {STANDARD_AMINO_ACIDS} and {UNKNOWN_AMINO_ACIDS} ({_UNKNOWN_NOTE[use]})"
+        f"not amino-acid letters ({where}): {shown}{more}; {fate}. "
+        f"Allowed: the 20 amino acids {STANDARD_AMINO_ACIDS} and {UNKNOWN_AMINO_ACIDS} ({unknown})"
     )
 
 

@@ -4,7 +4,8 @@
 residues on a line 3.8 Å apart, pLDDT and PAE from simple formulas. It records every call and can be told to run
 out of memory or fail. Run as a script, it is ``esmfold-lite`` with ``load_model`` returning a ``FakeFolder``
 (``FAKE_ESMFOLD_DELAY`` seconds per call, folded sequences appended to the file ``FAKE_ESMFOLD_LOG``, calls after
-the first waiting until the file ``FAKE_ESMFOLD_GATE`` exists), for tests that run the CLI in a subprocess.
+the first waiting until the file ``FAKE_ESMFOLD_GATE`` exists), for tests that run the CLI in a subprocess; in
+``fold-proteome`` on a local Ray its workers fold with it too.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def fake_prediction(sequences: list[str]) -> Prediction:
 
 if __name__ == "__main__":
     import esmfold_lite
+    from esmfold_lite import proteome, proteome_workers
     from esmfold_lite.cli import main
 
     def _load_fake(*args, **kwargs) -> FakeFolder:
@@ -135,5 +137,14 @@ if __name__ == "__main__":
             gate=os.environ.get("FAKE_ESMFOLD_GATE"),
         )
 
+    class _FakeFoldWorker(proteome_workers.FoldWorker):
+        """fold-proteome's worker with the fake model: defined in ``__main__``, so Ray ships it (and the fake) to its
+        worker processes by value; they inherit the ``FAKE_ESMFOLD_*`` variables from the Ray this driver starts."""
+
+        def __init__(self, *args) -> None:
+            esmfold_lite.load_model = _load_fake
+            super().__init__(*args)
+
     esmfold_lite.load_model = _load_fake
+    proteome.FoldWorker = _FakeFoldWorker
     sys.exit(main(sys.argv[1:]))

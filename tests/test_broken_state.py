@@ -15,17 +15,18 @@ import json
 import logging
 import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
 from fake_esmfold import FakeFolder
-from test_predict_cli import check_outputs, read_summary, temp_files, write_fasta
+from test_predict_cli import _start_fake_cli, check_outputs, read_summary, temp_files, write_fasta
 
 import esmfold_lite
 from esmfold_lite.batch_folding import FoldJob
 from esmfold_lite.cli import main
 from esmfold_lite.io import atomic
-from esmfold_lite.io.run_state import OutdirError, open_run_state
+from esmfold_lite.io.run_state import DAMAGED_STATE_FIX, OutdirError, open_run_state
 from esmfold_lite.io.work_queue import WorkQueue
 
 RECORDS = {"p0": "MKVLAA", "p1": "GSHMKTAYIAKQ", "p2": "MKTAYIAKQRQISFVKSHFS"}  # folded in this order, one at a time
@@ -298,13 +299,21 @@ def _damage(path: Path, how: str) -> None:
         path.write_bytes(bytes(range(256)) * 20)
     elif how == "garbage_pages":
         path.write_bytes(data[:4096] + b"\xa5" * (len(data) - 4096))
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "no_tables":  # a sound SQLite file that holds nothing
+        path.unlink()
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA user_version = 1")
     else:  # an SQLite file of something else
         path.unlink()
         with contextlib.closing(sqlite3.connect(path)) as db:
             db.executescript("CREATE TABLE proteins (name TEXT); INSERT INTO proteins VALUES ('x');")
 
 
-@pytest.mark.parametrize("how", ["truncated", "first_page_only", "garbage", "garbage_pages", "foreign"])
+@pytest.mark.parametrize(
+    "how", ["truncated", "first_page_only", "garbage", "garbage_pages", "foreign", "empty", "no_tables"]
+)
 def test_a_damaged_state_is_refused_with_the_fix_and_overwrite_recovers(tmp_path, models, capsys, caplog, how):
     caplog.set_level(logging.INFO)
     fasta, outdir = write_fasta(tmp_path / "in.fasta", RECORDS), tmp_path / "out"
@@ -316,7 +325,7 @@ def test_a_damaged_state_is_refused_with_the_fix_and_overwrite_recovers(tmp_path
 
     assert predict(fasta, outdir) == 1
     line = error_line(capsys)
-    assert f"{state_path(outdir)} is damaged (" in line and "run again with --overwrite" in line
+    assert f"{state_path(outdir)} is damaged (" in line and line.endswith(f"); {DAMAGED_STATE_FIX}")
     assert "new output directory" in line and "Traceback" not in caplog.text
     assert models == [] and results(outdir) == stamps
     assert state_path(outdir).read_bytes() == damaged, "left as it is, until --overwrite"
@@ -329,13 +338,59 @@ def test_a_damaged_state_is_refused_with_the_fix_and_overwrite_recovers(tmp_path
     assert predict(fasta, outdir) == 0 and folded(models) == []
 
 
-def test_an_empty_state_file_is_an_empty_state_and_everything_is_folded_again(tmp_path, models):
-    fasta, outdir = write_fasta(tmp_path / "in.fasta", RECORDS), tmp_path / "out"
-    assert predict(fasta, outdir) == 0
-    folded(models)
-    state_path(outdir).write_bytes(b"")  # as a crash can leave a file being created
-    assert predict(fasta, outdir) == 0
-    assert folded(models) == sorted(RECORDS.values()) and complete_ids(outdir) == set(RECORDS)
+def test_an_emptied_state_file_refuses_other_settings_and_input_until_overwrite(tmp_path):
+    """The CLI in a subprocess: a 0-byte state.sqlite is not a new OUTDIR (with other settings and another FASTA the
+    old structures would stay beside the new); --overwrite folds again and the run is whole."""
+    first = write_fasta(tmp_path / "first.fasta", RECORDS)
+    second = write_fasta(tmp_path / "second.fasta", {"q0": "MKTAYIAKQ", **RECORDS})
+    outdir, log = tmp_path / "out", tmp_path / "folded.log"
+
+    def run(fasta: Path, *more: str) -> subprocess.CompletedProcess:
+        process = _start_fake_cli(fasta, outdir, log, 0.0, "--no-progress", *more)
+        stdout, stderr = process.communicate(timeout=120)
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+    assert run(first).returncode == 0
+    state_path(outdir).write_bytes(b"")
+    stamps, log_before = results(outdir), log.read_text()
+
+    refused = run(second, "--num-recycles", "1")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line == (
+        f"esmfold-lite predict: error: {state_path(outdir)} is damaged (empty file (0 bytes), not an esmfold-lite "
+        f"run state); {DAMAGED_STATE_FIX}"
+    )
+    assert log.read_text() == log_before and results(outdir) == stamps and state_path(outdir).read_bytes() == b""
+
+    assert run(second, "--num-recycles", "1", "--overwrite").returncode == 0
+    assert sorted(log.read_text().split()) == sorted([*RECORDS.values(), *RECORDS.values(), "MKTAYIAKQ"])
+    check_outputs(outdir, {"q0": "MKTAYIAKQ", **RECORDS}, formats=("pdb", "cif", "json"))
+    assert run(second, "--num-recycles", "1").returncode == 0 and len(log.read_text().split()) == 7
+
+
+def test_a_state_this_run_creates_is_never_seen_empty(tmp_path, monkeypatch):
+    """The run state appears with its tables in one step: a run killed while creating it leaves only a temporary
+    file, which the next run removes, and that run starts afresh."""
+    outdir = tmp_path / "out"
+    outdir.mkdir()  # kept when the run produces nothing
+    made = []
+    real_connect = sqlite3.connect
+
+    def connect(path, *args, **kwargs):
+        if Path(str(path).split("?")[0].removeprefix("file:")).name == "state.sqlite":
+            made.append(os.path.getsize(state_path(outdir)))  # the file is there, whole, when it is first opened
+        return real_connect(path, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    with open_run_state(outdir) as state:
+        assert state.counts() == {}
+    assert made and made[0] > 0
+    killed = state_path(outdir).with_name(".state.sqlite.0123456789ab.tmp.sqlite")
+    state_path(outdir).unlink()
+    killed.write_bytes(b"")  # what a run killed while creating its state leaves
+    with open_run_state(outdir) as state:
+        assert state.counts() == {} and not killed.exists()
 
 
 def test_the_traceback_is_only_in_the_debug_log(tmp_path, models, capsys, caplog):

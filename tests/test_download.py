@@ -306,6 +306,7 @@ def test_offline_error_names_url_and_cache_path(monkeypatch, tmp_path):
     message = str(error.value)
     assert f"http://127.0.0.1:{closed_port}/models/esm2_t6_8M_UR50D.pt" in message
     assert f"put it at\n  {expected_path}" in message
+    assert "Connection refused" in message and "Errno" not in message  # the reason in words, not errno's number
     assert main(["weights", "download", "esm2_t6_8M_UR50D"]) == 1
 
 
@@ -334,12 +335,12 @@ def test_cache_dir_default_and_unknown_name(monkeypatch):
 
 
 def test_without_a_terminal_progress_is_logged_not_drawn(server, tmp_path, caplog, capsys, monkeypatch):
-    monkeypatch.setattr(download, "PROGRESS_LOG_S", 0.0)  # a line per chunk
+    monkeypatch.setenv("ESMFOLD_LITE_PROGRESS_INTERVAL", "0")  # a line per chunk
     monkeypatch.setattr(download, "CHUNK_BYTES", max(1, len(PAYLOAD) // 3))
     with caplog.at_level(logging.INFO):
         download_file(f"{server}/model.pt", tmp_path / "model.pt")
     lines = [m for m in caplog.messages if m.startswith("downloading model.pt: ")]
-    assert lines and lines[-1].endswith(" GB") and " of " in lines[-1]
+    assert lines and " GB of " in lines[0] and "MB/s, about " in lines[0] and " left" in lines[0]
     assert "model.pt" not in capsys.readouterr().err, "no progress bar drawn into a log"
     caplog.clear()
     download_file(f"{server}/model.pt", tmp_path / "again.pt", progress=False)

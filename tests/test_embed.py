@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from cli_process import assert_no_bar, run_logged
 from randomize import randomize_
 
 from esmfold_lite.alphabet import ESM_ALPHABET
@@ -238,3 +239,30 @@ def test_cli_include_and_fair_esm_spellings(model, saved_model, tmp_path, monkey
     with pytest.raises(SystemExit) as exit_info:
         main(argv + ["--nogpu", "--device", "cuda"])
     assert exit_info.value.code == 2 and "--nogpu means --device cpu" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_progress_in_a_log_is_lines_not_a_bar_and_nothing_with_quiet(saved_model, tmp_path):
+    """stderr a file: a progress line (done/total, rate, time left) every interval, never a bar; -q: nothing."""
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">s{i}\n{sequence}\n" for i, sequence in enumerate(SEQUENCES[:3])))
+    argv = ["embed", str(fasta), "--model", saved_model, "--max-tokens-per-batch", "20"]
+    text = run_logged([*argv, "-o", str(tmp_path / "a")], tmp_path / "a.log", interval=0)
+    assert_no_bar(text)
+    lines = [line for line in text.splitlines() if " embed: " in line]
+    assert lines and lines[-1].startswith("INFO ") and " of 3 seq (" in lines[-1] and "seq/s" in lines[-1], text
+    assert "res/s" in lines[-1]
+    assert run_logged([*argv, "-o", str(tmp_path / "b"), "-q"], tmp_path / "b.log", interval=0) == ""
+
+
+def test_cli_reads_a_fasta_with_a_utf8_byte_order_mark(model, saved_model, tmp_path):
+    """A FASTA that an editor saved with a UTF-8 byte-order mark embeds every record, the first one too."""
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">s{i}\n{sequence}\n" for i, sequence in enumerate(SEQUENCES[:3])), encoding="utf-8-sig")
+    assert fasta.read_bytes().startswith(b"\xef\xbb\xbf>s0")
+    text = run_logged(["embed", str(fasta), "-o", str(tmp_path / "out"), "--model", saved_model], tmp_path / "log")
+    assert "before the first '>' header" not in text and "skipping" not in text, text
+    rows = read_manifest(tmp_path / "out" / "manifest.tsv")
+    assert [(r[0], r[1], r[3]) for r in rows] == [("s0", "s0.pt", "ok"), ("s1", "s1.pt", "ok"), ("s2", "s2.pt", "ok")]
+    saved = torch.load(tmp_path / "out" / "s0.pt")
+    torch.testing.assert_close(saved["mean_representations"][3], model.embed(SEQUENCES[0]).mean[-1][0], **TOL)

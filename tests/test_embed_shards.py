@@ -1,6 +1,7 @@
 """``embed --format safetensors``: shards + index, the reader, duplicates, resume (also after a SIGKILL)."""
 
 import errno
+import importlib
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ from randomize import randomize_
 
 from esmfold_lite import open_embeddings
 from esmfold_lite.cli import main
+from esmfold_lite.io.tsv import unescape_field
 from esmfold_lite.lm.esm2 import ESM2, ESM2Config
 from esmfold_lite.weights.esm2_format import save_esm2
 
@@ -51,14 +53,17 @@ def read_manifest(path):
     return [line.split("\t") for line in lines[1:]]
 
 
-def test_shards_hold_what_one_file_per_sequence_holds(model, saved_model, tmp_path, capsys):
+def test_shards_hold_what_one_file_per_sequence_holds(model, saved_model, tmp_path, caplog, monkeypatch):
     seqs = sequences(12)
     fasta = write_fasta(tmp_path / "in.fasta", [(f"p{i}", s) for i, s in enumerate(seqs)])
     flags = ["--model", saved_model, "--layers", "0", "-1", "--contacts", "--logits", "--max-tokens-per-batch", "200"]
-    assert main(["embed", str(fasta), "-o", str(tmp_path / "sh"), "--format", "safetensors", "--shard-size", "0.01",
-                 *flags]) == 0  # fmt: skip
-    progress = capsys.readouterr().err  # counted ahead, so a total, rates and the time left
-    assert "12/12" in progress and "seq/s" in progress and "res/s" in progress and "<00:00" in progress
+    monkeypatch.setenv("ESMFOLD_LITE_PROGRESS_INTERVAL", "0")  # no terminal: a progress line at every chunk
+    with caplog.at_level("INFO"):
+        assert main(["embed", str(fasta), "-o", str(tmp_path / "sh"), "--format", "safetensors", "--shard-size",
+                     "0.01", *flags]) == 0  # fmt: skip
+    progress = [m for m in caplog.messages if m.startswith("embed: ")]  # counted ahead: a total, rates, time left
+    assert progress[-1].startswith("embed: 12 of 12 seq (100%), ") and "seq/s; " in progress[-1], progress
+    assert progress[-1].endswith(" res/s") and all(" left; " in m for m in progress[:-1])
     assert main(["embed", str(fasta), "-o", str(tmp_path / "pt"), *flags]) == 0
 
     shards = sorted((tmp_path / "sh" / "shards").iterdir())
@@ -128,7 +133,7 @@ def test_rerun_resumes_and_refuses_other_settings(model, saved_model, tmp_path, 
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_writes_what_waits_for_a_shard(signum, status, saved_model, tmp_path, monkeypatch, caplog):
-    import esmfold_lite.commands.embed as command
+    command = importlib.import_module("esmfold_lite.lm.embed")  # where the embed command takes embed() from
 
     seqs = sequences(30, seed=4)
     fasta = write_fasta(tmp_path / "in.fasta", [(f"p{i}", s) for i, s in enumerate(seqs)])
@@ -262,10 +267,38 @@ def test_damaged_index_is_refused_naming_the_fix(saved_model, tmp_path, capsys):
     assert "file exists and is not a directory" in capsys.readouterr().err
 
 
+def test_an_emptied_index_is_refused_and_its_shards_are_kept(saved_model, tmp_path, capsys):
+    fasta = write_fasta(tmp_path / "in.fasta", [("a", sequences(1)[0])])
+    out = tmp_path / "out"
+    argv = ["embed", str(fasta), "-o", str(out), "--model", saved_model, "--format", "safetensors"]
+    assert main(argv) == 0
+    shards = {path: path.read_bytes() for path in (out / "shards").iterdir()}
+    (out / "index.sqlite").write_bytes(b"")  # not a new index: taken for one, its shards would be deleted as orphans
+    assert main([*argv, "--layers", "1"]) == 1
+    assert (
+        f"{out.resolve() / 'index.sqlite'} is damaged (empty file (0 bytes), not an esmfold-lite embedding index); "
+        "which sequences are embedded is lost: run again with --overwrite" in capsys.readouterr().err
+    )
+    assert {path: path.read_bytes() for path in (out / "shards").iterdir()} == shards
+    assert main(argv + ["--overwrite"]) == 0 and list(open_embeddings(out)) == ["a"]
+
+
+def test_the_manifest_escapes_control_characters_of_an_id(saved_model, tmp_path):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_bytes(b">a\x01b\\c\x00d desc\n" + sequences(1)[0].encode() + b"\n")
+    out = tmp_path / "out"
+    assert main(["embed", str(fasta), "-o", str(out), "--model", saved_model, "--format", "safetensors", "-q"]) == 0
+    ((id, _, _, status),) = read_manifest(out / "manifest.tsv")  # one line of four fields
+    assert status == "ok"
+    assert id == "a\\x01b\\\\c\\0d" and unescape_field(id) == "a\x01b\\c\x00d"
+    assert list(open_embeddings(out)) == ["a\x01b\\c\x00d"]
+
+
 @pytest.mark.parametrize("fails", ["index", "embedding"])
 def test_a_run_that_writes_nothing_leaves_no_outdir_it_created(saved_model, tmp_path, monkeypatch, fails):
-    import esmfold_lite.commands.embed as command
     import esmfold_lite.io.embedding_shards as shards
+
+    command = importlib.import_module("esmfold_lite.lm.embed")  # where the embed command takes embed() from
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

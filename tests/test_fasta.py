@@ -1,5 +1,6 @@
 import gzip
 import io
+import logging
 import os
 from pathlib import Path
 
@@ -9,9 +10,11 @@ from hypothesis import strategies as st
 
 from esmfold_lite.io.fasta import (
     FastaRecord,
+    count_records,
     read_fasta,
     resolve_inside,
     safe_filename,
+    text_encoding,
     unique_ids,
     validate_record,
 )
@@ -171,6 +174,59 @@ def test_round_trip(entries, width, crlf):
     records = parse(text)
     assert [(r.id, r.description, r.chains) for r in records] == [(i, d, c) for i, d, c in entries]
     assert all(validate_record(r) is None for r in records)
+
+
+# --- text encodings ----------------------------------------------------------------------------------------------
+
+WITH_MARK = ("utf-8-sig", "utf-16", "utf-32")  # Python writes the byte-order mark for these
+WITHOUT_MARK = ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+ascii_ids = st.text(alphabet=[chr(c) for c in range(33, 127)], min_size=1, max_size=20)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    st.data(),
+    st.sampled_from(WITH_MARK + WITHOUT_MARK),
+    st.booleans(),
+    st.lists(st.tuples(st.sampled_from(["", "a description", "x:y  z"]), chains), min_size=1, max_size=4),
+)
+def test_every_encoding_parses_to_the_records_of_utf8(tmp_path_factory, data, encoding, compress, entries):
+    """A FASTA in UTF-8 with a byte-order mark, UTF-16 or UTF-32 (with a mark, or without one: told by the zero
+    bytes of ASCII text), gzip-compressed or not, reads as the same records as the plain UTF-8 file; so does
+    count_records."""
+    names = ids if encoding in WITH_MARK else ascii_ids  # without a mark the file starts as ASCII text
+    text = "".join(
+        f">{data.draw(names)} {description}".rstrip() + "\n" + ":".join(seq_chains) + "\n"
+        for description, seq_chains in entries
+    )
+    folder = tmp_path_factory.mktemp("enc")
+    plain, other = folder / "plain.fasta", folder / ("other.fasta.gz" if compress else "other.fasta")
+    plain.write_bytes(text.encode("utf-8"))
+    encoded = text.encode(encoding)
+    other.write_bytes(gzip.compress(encoded) if compress else encoded)
+    expected = list(read_fasta(plain))
+    assert list(read_fasta(other)) == expected and len(expected) == len(entries)
+    assert all(validate_record(r) is None for r in expected)
+    assert count_records(other) == count_records(plain) == len(entries)
+    assert text_encoding(encoded[:64]) == encoding
+
+
+def test_utf16_is_logged_and_utf8_is_not(tmp_path, caplog):
+    utf16, bom = tmp_path / "u16.fasta", tmp_path / "bom.fasta"
+    utf16.write_text(">a\nMKV\n", encoding="utf-16")
+    bom.write_text(">a\nMKV\n", encoding="utf-8-sig")
+    with caplog.at_level(logging.INFO, logger="esmfold_lite.io.fasta"):
+        assert list(read_fasta(utf16)) == list(read_fasta(bom)) == [FastaRecord("a", "", "MKV", 1)]
+    (message,) = caplog.messages
+    assert f"{utf16} is UTF-16 (with a byte-order mark) text" in message
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b">p\x00q\nMKT\n", ">\u03b1\u03b2\u03b3 protein\nMKT\n".encode(), b"", b">", b"\x00\x00\x00\x00", b">a\x00"],
+)
+def test_utf8_with_a_nul_or_letters_beyond_ascii_stays_utf8(head):
+    assert text_encoding(head) == "utf-8"
 
 
 # --- output names ------------------------------------------------------------------------------------------------

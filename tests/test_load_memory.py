@@ -23,7 +23,7 @@ GROWTH_LIMIT = 1.25  # peak RSS growth / parameter bytes
 
 MEASURE = """
 import json, sys, torch
-import esmfold_lite
+from esmfold_lite import load_model  # the package resolves its names on first use: import the loader's modules now
 
 def rss(field="VmRSS"):  # VmHWM: the peak (ru_maxrss would count the parent's RSS at the fork)
     with open("/proc/self/status") as status:
@@ -32,7 +32,7 @@ def rss(field="VmRSS"):  # VmHWM: the peak (ru_maxrss would count the parent's R
 with torch.device("meta"):
     torch.nn.Embedding(2, 1, padding_idx=0)  # imports torch's meta kernels: ~70 MB once per process, any model size
 before = rss()
-model = esmfold_lite.load_model(sys.argv[1], dtype=sys.argv[2], lm_dtype=sys.argv[2])
+model = load_model(sys.argv[1], dtype=sys.argv[2], lm_dtype=sys.argv[2])
 with torch.no_grad():
     for p in model.parameters():
         p.float().sum()  # page every weight in, as the first forward pass does

@@ -122,3 +122,14 @@ def test_leading_comment_lines_of_colabfold_a3m_are_ignored(tmp_path, compress):
     path.write_bytes(b">q\nMKT\n#not a comment here\n")  # only before the first header
     with pytest.raises(ValueError, match="'#'"):
         read_msa(path)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-32-be"])
+def test_an_a3m_in_another_encoding_reads_as_in_utf8(tmp_path, encoding):
+    """The byte-order mark of UTF-8 and UTF-16/UTF-32 (with a mark, or told by the zero bytes of ASCII text) are read
+    by the same opener as FASTA files; the comment line before the first header is still ignored."""
+    text = "#14\t1\n>101\nMKTAYI\n>hit1\nMKTaAYL\n>hit2\nMR-AYI\n"
+    path = tmp_path / "x.a3m.gz"
+    path.write_bytes(gzip.compress(text.encode(encoding)))
+    msa = read_msa(path)
+    assert msa.ids == ("101", "hit1", "hit2") and msa.rows == ("MKTAYI", "MKTAYL", "MR-AYI")

@@ -86,10 +86,12 @@ def test_invalid_letter_message_fits_the_use():
     """B Z U O are tokens of the language models, which score-variants and embed use; only ESMFold folds them as X."""
     from esmfold_lite.sequences import LANGUAGE_MODEL, sequence_problem
 
-    with pytest.raises(ValueError, match="allowed: ") as error:
+    with pytest.raises(ValueError, match="Allowed: ") as error:
         check_wild_type("MKJT")
-    assert "folded as unknown" not in str(error.value) and "each a token of its own" in str(error.value)
-    assert "(folded as unknown)" in sequence_problem("MKJT")  # folding, the default
+    assert "fold" not in str(error.value) and "each a token of its own" in str(error.value)
+    folding = sequence_problem("MKJT")  # folding, the default: says the sequence is not folded, not "folded as unknown"
+    assert "this sequence is not folded" in folding and "which ESMFold folds as unknown residues" in folding
+    assert "folded as unknown" not in folding
     assert "each a token of its own" in sequence_problem("MKJT", LANGUAGE_MODEL)
     assert check_wild_type("MBZUOX") == "MBZUOX"
     with pytest.raises(ValueError, match="use must be one of"):

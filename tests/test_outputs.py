@@ -111,7 +111,7 @@ def test_pae_file_has_alphafold_db_layout(tmp_path):
     assert np.abs(np.asarray(matrix) - pae).max() <= 0.5
     np.testing.assert_array_equal(read_afdb_pae(paths["pae"]), matrix)
     assert set(strict_json(paths["json"].read_text())) == {
-        "id", "header", "sequence", "plddt", "mean_plddt", "ptm", "max_pae", "pae"}  # fmt: skip
+        "id", "header", "notes", "sequence", "plddt", "mean_plddt", "ptm", "max_pae", "pae"}  # fmt: skip
 
     for bad in ("{}", "[]", '[{"predicted_aligned_error": [[1, 2]]}]', "[1]", "not json"):
         paths["pae"].write_text(bad)

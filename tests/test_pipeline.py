@@ -406,7 +406,8 @@ def test_stale_temporary_files_of_a_killed_run_are_removed(tmp_path):
     assert not list((outdir / ".esmfold-lite").glob("*.tmp*"))
 
 
-def test_summary_round_trip_keeps_zeros_and_flattens_whitespace(tmp_path):
+def test_summary_round_trip_keeps_zeros_and_escapes_tabs_and_line_breaks(tmp_path):
+    from esmfold_lite.io import outputs
     from esmfold_lite.io.outputs import write_summary
     from esmfold_lite.pipeline import ProteinResult
 
@@ -419,9 +420,9 @@ def test_summary_round_trip_keeps_zeros_and_flattens_whitespace(tmp_path):
     assert path.read_text().splitlines()[0].split("\t")[:7] == [
         "id", "length", "mean_plddt", "ptm", "status", "seconds", "error",
     ]  # fmt: skip
-    back = [ProteinResult.from_row(row) for row in read_summary(tmp_path).values()]
-    assert back[0] == results[0]
-    assert back[1].error == "line one line two" and back[1].mean_plddt is None
+    assert read_summary(tmp_path)["b"]["error"] == "line one\\nline\\ttwo", "one line, escaped (io.tsv)"
+    back = [ProteinResult.from_row(row) for row in outputs.read_summary(path)]
+    assert back == results and back[1].mean_plddt is None
 
 
 def stamps(outdir: Path) -> dict[str, int]:
@@ -496,7 +497,7 @@ def test_changed_settings_stop_the_run_unless_overwrite(tmp_path):
             predict_fasta(fasta, outdir, progress=False, **options)
         assert options["model"].calls == []
     assert {**stamps(outdir), "summary.tsv": (outdir / "summary.tsv").stat().st_mtime_ns} == before
-    with pytest.raises(PipelineError, match=r"num_recycles: 3 -> 1"):
+    with pytest.raises(PipelineError, match=r"num-recycles: 3 -> 1"):
         predict_fasta(fasta, outdir, model=FakeFolder(), num_recycles=1, progress=False)
 
     # overwrite recomputes this FASTA with the new settings; rows of another FASTA made with the old ones turn stale
@@ -619,11 +620,54 @@ def test_changed_checkpoints_are_named_by_their_files_in_the_conflict_message():
     old = {"model": checkpoint("esmfold_3B_v1.pt", 8_400_000_000, "a" * 64), "lm": None, "num_recycles": None}
     new = {"model": checkpoint("esmfold_3B_v1.pt", 8_400_000_000, "b" * 64), "lm": {"name": "esm2"}, "num_recycles": 3}
     assert settings_differences(old, new) == [
-        "lm: null -> esm2",
+        "lm: not set -> esm2",
         "model: esmfold_3B_v1.pt (8,400,000,000 bytes), other contents",
-        "num_recycles: null -> 3",
+        "num-recycles: not set -> 3",
     ]
     other = {**old, "model": checkpoint("hf/model.safetensors", 10, "c")}
     assert settings_differences(old, other) == [
         "model: esmfold_3B_v1.pt (8,400,000,000 bytes) -> hf/model.safetensors (10 bytes)"
     ]
+
+
+def test_residues_folded_as_unknown_are_named_in_the_notes_and_the_json(tmp_path):
+    records = [("one", "MKUAKX"), ("many", "XBZUOXXM"), ("complex", "MKU:GXH"), ("plain", "MKTAY")]
+    fasta, outdir = write_fasta(tmp_path / "in.fasta", records), tmp_path / "out"
+    results = predict_fasta(fasta, outdir, model=FakeFolder(), formats=("pdb", "cif", "json"), progress=False)
+    notes = {
+        "one": "2 residues folded as unknown (UNK, no atoms): U at 3, X at 6",
+        "many": "7 residues folded as unknown (UNK, no atoms): X at 1, B at 2, Z at 3, U at 4, O at 5 and 2 more",
+        "complex": "2 residues folded as unknown (UNK, no atoms): U at 1:3, X at 2:2",
+        "plain": "",
+    }
+    assert {r.id: r.notes for r in results} == notes
+    assert {name: row["notes"] for name, row in read_summary(outdir).items()} == notes
+    for name, note in notes.items():
+        assert json.loads((outdir / f"{name}.json").read_text())["notes"] == ([note] if note else [])
+    atoms = pdb.PDBFile.read(str(outdir / "one.pdb")).get_structure(model=1)
+    assert sorted(set(atoms.res_id[atoms.atom_name == "CA"].tolist())) == [1, 2, 4, 5], "no atoms for U and X"
+    assert "UNK" in (outdir / "one.cif").read_text()
+    again = predict_fasta(fasta, outdir, model=FakeFolder(), formats=("pdb", "cif", "json"), progress=False)
+    assert {r.id: (r.reused, r.notes) for r in again} == {name: (True, note) for name, note in notes.items()}
+
+
+def test_a_batch_far_beyond_the_others_is_announced_with_its_memory_and_expected_time(
+    tmp_path, official_checkpoint, caplog
+):
+    """Shortest first: the second 8-residue protein is like the first (no line); the 40-residue one does ~26x the
+    work (``fold_work``) of the largest so far, so its planned trunk memory and expected time are logged first."""
+    import esmfold_lite
+
+    fasta = write_fasta(tmp_path / "in.fasta", [("c", sequence(40, 1)), ("a", sequence(8, 2)), ("b", sequence(8, 3))])
+    model = esmfold_lite.load_model(official_checkpoint)
+    with caplog.at_level(logging.INFO, logger="esmfold_lite"):
+        results = predict_fasta(fasta, tmp_path / "out", model=model, num_recycles=0, max_tokens_per_batch=1,
+                                formats=("pdb",), progress=False)  # fmt: skip
+    assert [r.status for r in results] == ["ok"] * 3
+    lines = [m for m in caplog.messages if "the work of the largest batch so far" in m]
+    assert len(lines) == 1 and lines[0].startswith("c (40 positions): planned peak "), caplog.messages
+    assert " MiB of trunk memory (" in lines[0] and "x the largest so far), about 26x the work" in lines[0]
+    assert "so far (b, " in lines[0] or "so far (a, " in lines[0]
+    assert lines[0].endswith(" on this machine") and "; expect about " in lines[0]
+    folded = [m for m in caplog.messages if " residues, mean pLDDT " in m]
+    assert folded[-1].startswith("c: ") and caplog.messages.index(lines[0]) < caplog.messages.index(folded[-1])

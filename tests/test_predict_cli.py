@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from fake_esmfold import FakeFolder
 
 import esmfold_lite
 import esmfold_lite.fold.precision
+import esmfold_lite.fold_progress
 import esmfold_lite.pipeline.predict
 import esmfold_lite.pipeline.progress
 from esmfold_lite import cli
@@ -328,7 +330,7 @@ def test_default_dtype_is_auto_and_its_choice_is_logged(
     assert settings["dtype"] == "auto" and settings["lm_dtype"] is None
 
 
-def test_trunk_passes_show_in_the_bar_and_without_one_slow_ones_are_logged(
+def test_steps_inside_a_fold_show_in_the_bar_and_without_one_are_logged_with_the_time_left(
     tmp_path, official_checkpoint, caplog, capsys, monkeypatch
 ):
     fasta = write_fasta(tmp_path / "in.fasta", {"a": "MKTAYIAKQR"})
@@ -336,21 +338,41 @@ def test_trunk_passes_show_in_the_bar_and_without_one_slow_ones_are_logged(
             "--num-recycles", "1", "--device", "cpu", "--dtype", "float32", "--no-progress"]  # fmt: skip
     with caplog.at_level("INFO"):
         assert main(argv) == 0
-    assert not any("trunk pass" in m for m in caplog.messages), "a fast fold logs no passes"
-    monkeypatch.setattr(esmfold_lite.pipeline.progress, "PASS_LOG_AFTER_S", 0.0)
+    assert not any("trunk pass" in m or "layer" in m for m in caplog.messages), "a fast fold logs no steps"
+
+    monkeypatch.setenv("ESMFOLD_LITE_PROGRESS_INTERVAL", "0")  # a line at every step (30 s by default)
     caplog.clear()
     with caplog.at_level("INFO"):
         assert main([*argv[:3], str(tmp_path / "slow"), *argv[4:]]) == 0
-    passes = [m.split(",")[0] for m in caplog.messages if "trunk pass" in m]
-    assert passes == ["a: trunk pass 1/2 done", "a: trunk pass 2/2 done"]
+    steps = [m for m in caplog.messages if m.startswith("a: ")]
+    layers = [m for m in steps if "language model layer" in m]
+    assert len(layers) == 2 and layers[0].startswith("a: language model layer 1/2, about ")
+    assert all(m.endswith(" left in the language model") for m in layers)
+    blocks = [m.split(", about ")[0] for m in steps if "trunk pass" in m]
+    assert blocks == [f"a: trunk pass {p}/2, block {b}/2" for p in (1, 2) for b in (1, 2)]
+    assert all(re.search(r", about \d+ (s|min|h) left$", m) for m in steps if "trunk pass" in m)
+    assert steps[-2] == "a: trunk pass 2/2, block 2/2, about 0 s left"  # then the protein's own line
 
     monkeypatch.setattr(esmfold_lite.pipeline.predict, "show_bar", lambda progress: True)  # as on a terminal
+    monkeypatch.setattr(esmfold_lite.pipeline.progress, "BAR_REFRESH_S", 0.0)  # every step (1 s by default)
     capsys.readouterr()
     caplog.clear()
     with caplog.at_level("INFO"):
         assert main([*argv[:3], str(tmp_path / "bar"), *argv[4:-1]]) == 0  # without --no-progress
-    assert "a: trunk pass 2/2" in capsys.readouterr().err
-    assert not any("trunk pass" in m for m in caplog.messages), "with a bar, passes are not logged at INFO"
+    assert "a: trunk pass 2/2, block 2/2, about 0 s left" in capsys.readouterr().err
+    assert not any("trunk pass" in m for m in caplog.messages), "with a bar, steps are not logged"
+
+
+def test_without_a_listener_a_fold_reports_no_step(official_checkpoint, monkeypatch):
+    """Outside the pipeline no listener is installed: the language model's layers and the trunk's blocks build and
+    call nothing (one context-variable lookup each)."""
+    model = esmfold_lite.load_model(official_checkpoint)
+
+    def never(*args):
+        raise AssertionError("a step was reported with no listener installed")
+
+    monkeypatch.setattr(esmfold_lite.fold_progress, "FoldStep", never)
+    model.fold("MKTAYIAKQR", num_recycles=1)
 
 
 def test_esm_fold_flags_work_as_in_fair_esm(tmp_path, fake_models):
@@ -432,7 +454,50 @@ def test_other_settings_in_outdir_stop_the_cli_until_overwrite(tmp_path, fake_mo
     assert main(argv) == 0
     assert main([*argv, "--num-recycles", "1"]) == 1
     error = capsys.readouterr().err
-    assert "made with other settings (num_recycles: null -> 1)" in error and "--overwrite" in error
+    assert "made with other settings (num-recycles: not set -> 1)" in error and "--overwrite" in error
     assert len(fake_models) == 1, "the model is not even loaded"
     assert main([*argv, "--num-recycles", "1", "--overwrite"]) == 0
     assert sorted(fake_models[-1][1].folded) == sorted(RECORDS.values())
+
+
+def test_renamed_duplicates_and_a_merge_into_a_used_outdir_are_logged_and_noted(tmp_path):
+    """The CLI in a subprocess: a record renamed because an earlier one has its id (or a reserved name) is a warning
+    naming it and its line, and its notes (summary.tsv, JSON) say so; another FASTA folded into a used OUTDIR says
+    how many proteins of earlier runs it keeps."""
+    first, outdir, log = tmp_path / "first.fasta", tmp_path / "out", tmp_path / "folded.log"
+    first.write_text(">x first\nMKTAYIAK\n>y\nGSHMLE\n>X second\nMKVLAAGE\n>summary\nMKKWLE\n")
+    process = _start_fake_cli(first, outdir, log, 0.0)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "record 3 (line 5) 'X': renamed X_2: X is an earlier record's name (names ignore case)" in stderr
+    assert "record 4 (line 7) 'summary': renamed summary_2: summary is reserved for the run's own files" in stderr
+    assert "earlier run" not in stderr, "a new OUTDIR holds nothing of other runs"
+    summary = read_summary(outdir)
+    assert list(summary) == ["x", "y", "X_2", "summary_2"]
+    assert summary["X_2"]["notes"] == "renamed X_2: X is an earlier record's name (names ignore case)"
+    assert summary["x"]["notes"] == "" and summary["X_2"]["header"] == "X second"
+    assert json.loads((outdir / "X_2.json").read_text())["notes"] == [summary["X_2"]["notes"]]
+
+    second = write_fasta(tmp_path / "second.fasta", {"y": "GSHMLE", "z": "MKTAYIAKQ"})
+    process = _start_fake_cli(second, outdir, log, 0.0)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert (
+        f"{outdir.resolve()} already holds 3 protein(s) from an earlier run of another input (not in {second}): "
+        "they are kept, and summary.tsv lists them beside this run's" in stderr
+    )
+    assert list(read_summary(outdir)) == ["x", "y", "X_2", "summary_2", "z"]
+    assert sorted(log.read_text().split()) == sorted(["MKTAYIAK", "GSHMLE", "MKVLAAGE", "MKKWLE", "MKTAYIAKQ"])
+
+
+def test_a_utf16_fasta_is_decoded_logged_and_folded(tmp_path):
+    """A FASTA saved as UTF-16 (a Windows editor's "Unicode") folds like its UTF-8 copy; the log says it was decoded."""
+    fasta, outdir = tmp_path / "in.fasta", tmp_path / "out"
+    fasta.write_text("".join(f">{name} a protein\n{seq}\n" for name, seq in RECORDS.items()), encoding="utf-16")
+    process = _start_fake_cli(fasta, outdir, tmp_path / "folded.log", 0.0)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert f"{fasta} is UTF-16 (with a byte-order mark) text: decoding it" in stderr
+    assert "before the first '>' header" not in stderr
+    check_outputs(outdir, RECORDS, formats=("pdb", "cif", "json"))
+    assert [row["header"] for row in read_summary(outdir).values()] == [f"{name} a protein" for name in RECORDS]

@@ -3,11 +3,14 @@ with a tiny randomized checkpoint: equal to ``predict``, a worker killed mid-run
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import csv
 import gzip
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -268,54 +271,115 @@ def test_a_stopped_or_killed_driver_restarted_resumes_and_recomputes_nothing_com
     assert not list(outdir.rglob(".*.tmp*")) and not (outdir / ".esmfold-lite" / "queue.sqlite").exists()
 
 
-def _kill_local_ray_process_midway(args: list[str], outdir: Path, log_path: Path, name: str) -> tuple[int, float]:
-    """Run a slowly writing driver that starts its own local Ray; once 3 proteins are complete, SIGKILL the Ray
-    process called ``name`` (the raylet, or ``ray::DashboardAgent``, which the raylet fate-shares with). Returns the
-    driver's exit status and the seconds from the kill to its exit."""
+FAKE_CLI = Path(__file__).with_name("fake_esmfold.py")
+
+
+def _ray_processes(driver: int, name: str) -> list:
+    """The processes called ``name`` below the process ``driver``: of the Ray it started, never another Ray."""
     import psutil
 
+    found = []
+    for process in psutil.Process(driver).children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # gone meanwhile
+            if process.name() == name:
+                found.append(process)
+    return found
+
+
+def _kill_local_ray_midway(args: list[str], outdir: Path, tmp_path: Path, victim: str, kills: int) -> tuple[int, list]:
+    """Run ``fold-proteome ARGS`` with the fake model (1 s a call, every folded sequence appended to
+    ``tmp_path/folded.txt``) on the local Ray it starts itself, its log in ``tmp_path/driver.log``; ``kills`` times,
+    once 3 more proteins are complete than when it was first seen, SIGKILL that Ray's process called ``victim`` (the
+    raylet, or ``ray::DashboardAgent``, which the raylet fate-shares with). Returns the driver's exit status and, per
+    kill, the victim's pid, the proteins complete just before it and their files' (mtime, inode)."""
+    env = {**os.environ, "FAKE_ESMFOLD_DELAY": "1", "FAKE_ESMFOLD_LOG": str(tmp_path / "folded.txt")}
+    log_path, kills_done, seen = tmp_path / "driver.log", [], {}  # seen: victim pid -> proteins complete then
     with open(log_path, "w") as log:
-        slow = {**os.environ, "WRITE_DELAY": "1.5"}  # 30 proteins take longer than Ray takes to see a node die
-        driver = subprocess.Popen(
-            [sys.executable, "-c", SLOW_DRIVER, *args], stdout=log, stderr=subprocess.STDOUT, env=slow
-        )
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and driver.poll() is None:
-            if (outdir / ".esmfold-lite" / "state.sqlite").exists() and len(complete_names(outdir)) >= 3:
-                break
-            time.sleep(0.2)
-        assert driver.poll() is None, log_path.read_text()
-        victims = [p for p in psutil.Process(driver.pid).children(recursive=True) if p.name() == name]
-        assert victims, f"no {name} among the driver's processes"
-        victims[0].kill()
-        killed = time.monotonic()
-        rc = driver.wait(timeout=300)  # bounded: a hang fails here
-        return rc, time.monotonic() - killed
+        driver = subprocess.Popen([sys.executable, str(FAKE_CLI), *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 240
+            while len(kills_done) < kills:
+                assert driver.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                state = outdir / ".esmfold-lite" / "state.sqlite"
+                done = complete_names(outdir) if state.exists() else set()
+                killed = {pid for pid, _, _ in kills_done}
+                victims = [p for p in _ray_processes(driver.pid, victim) if p.pid not in killed]  # a fresh Ray's
+                for process in victims:
+                    seen.setdefault(process.pid, len(done))
+                if victims and len(done) >= seen[victims[0].pid] + 3:  # that Ray is up and folding
+                    stamps = _file_stamps(outdir, done)
+                    victims[0].kill()
+                    kills_done.append((victims[0].pid, done, stamps))
+                time.sleep(0.1)
+            return driver.wait(timeout=300), kills_done  # bounded: a hang fails here
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+
+
+def _file_stamps(outdir: Path, proteins: set[str]) -> dict[str, tuple[int, int]]:
+    """(mtime, inode) of every file of these proteins: equal later only if none was rewritten or replaced."""
+    return {
+        f.name: (f.stat().st_mtime_ns, f.stat().st_ino) for f in outdir.iterdir() if f.is_file() and f.stem in proteins
+    }
+
+
+LOCAL_RAY_ARGS = ["--model", "fake", "--workers", "2", "--cpus-per-worker", "1", "--num-recycles", "0",
+                  "--max-tokens-per-batch", "30", "--no-progress"]  # fmt: skip
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("victim", ["raylet", "ray::DashboardAgent"])
-def test_a_dead_local_ray_is_restarted_once_and_nothing_is_lost(checkpoint, tmp_path, victim):
+def test_a_dead_local_ray_is_restarted_once_and_the_run_finishes_folding_nothing_complete_again(tmp_path, victim):
     fasta, outdir = tmp_path / "proteome.fasta", tmp_path / "out"
     records = write_proteome(fasta, 30, seed=3, hostile=False)
-    args = ["fold-proteome", str(fasta), "-o", str(outdir), "--model", str(checkpoint), "--workers", "2",
-            "--cpus-per-worker", "1", "--num-recycles", "0", "--max-tokens-per-batch", "30",
-            "--no-progress"]  # fmt: skip
-    rc, seconds = _kill_local_ray_process_midway(args, outdir, tmp_path / "driver.log", victim)
+    args = ["fold-proteome", str(fasta), "-o", str(outdir), *LOCAL_RAY_ARGS]
+    rc, [(pid, before, stamps)] = _kill_local_ray_midway(args, outdir, tmp_path, victim, kills=1)
     log = (tmp_path / "driver.log").read_text()
     assert rc == 0, log
-    assert "starting a fresh local Ray and carrying on" in log and seconds < 240
-    assert complete_names(outdir) == set(records)
+    how = f"\\(pid {pid}\\) was killed by SIGKILL" if victim == "raylet" else r"\(pid \d+\) [^;]+"
+    assert re.search(f"the local Ray is lost: its raylet {how}; starting a fresh local Ray and carrying on", log), log
+    assert "every worker died" not in log
+
+    # every protein complete and in the summary; what was complete before the kill neither folded again nor rewritten
+    assert 3 <= len(before) < len(records) and complete_names(outdir) == set(records)
     summary = read_summary(outdir)
     assert set(summary) == set(records) and all(row["status"] == "ok" for row in summary.values())
+    if victim == "raylet":  # dead before any worker is seen dying (the agent's death makes the raylet end them first)
+        assert not any("worker lost" in row["notes"] for row in summary.values()), "the Ray's loss is no worker's fault"
     assert json.loads((outdir / "run.json").read_text())["status"] == "finished"
+    folds = collections.Counter((tmp_path / "folded.txt").read_text().splitlines())
+    assert set(folds) == set(records.values())
+    assert all(folds[records[name]] == 1 for name in before)
+    assert max(folds.values()) <= 2, "only a unit in flight when the Ray died, never recorded complete, folds again"
+    assert _file_stamps(outdir, before) == stamps
 
     # a plain re-run folds nothing and rewrites no file
-    stamps = {p.name: p.stat().st_mtime_ns for p in outdir.iterdir() if p.is_file() and p.stem in records}
-    again = subprocess.run([sys.executable, "-m", "esmfold_lite.cli", *args], capture_output=True, text=True,
-                           timeout=300)  # fmt: skip
+    stamps = _file_stamps(outdir, set(records))
+    again = subprocess.run([sys.executable, str(FAKE_CLI), *args], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "FAKE_ESMFOLD_LOG": str(tmp_path / "folded.txt")})  # fmt: skip
     assert again.returncode == 0, again.stderr
-    assert {p.name: p.stat().st_mtime_ns for p in outdir.iterdir() if p.is_file() and p.stem in records} == stamps
+    assert collections.Counter((tmp_path / "folded.txt").read_text().splitlines()) == folds
+    assert _file_stamps(outdir, set(records)) == stamps
+
+
+@pytest.mark.slow
+def test_a_local_ray_that_dies_again_after_its_restart_stops_the_run_keeping_what_is_complete(tmp_path):
+    fasta, outdir = tmp_path / "proteome.fasta", tmp_path / "out"
+    records = write_proteome(fasta, 30, seed=5, hostile=False)
+    args = ["fold-proteome", str(fasta), "-o", str(outdir), *LOCAL_RAY_ARGS]
+    rc, kills = _kill_local_ray_midway(args, outdir, tmp_path, "raylet", kills=2)
+    log = (tmp_path / "driver.log").read_text()
+    assert rc == 1, log
+    (_, first, first_stamps), (second_pid, second, _) = kills
+    assert log.count("starting a fresh local Ray and carrying on") == 1
+    assert re.search(
+        f"error: the local Ray is lost: its raylet \\(pid {second_pid}\\) was killed by SIGKILL; it had been restarted "
+        "once already; the finished proteins are kept: run the same command again to resume", log
+    ), log  # fmt: skip
+    assert json.loads((outdir / "run.json").read_text())["status"] == "failed"
+    assert first < second <= complete_names(outdir) < set(records)
+    assert _file_stamps(outdir, first) == first_stamps
 
 
 def test_a_stall_after_a_lost_node_stops_the_run_naming_the_node():
@@ -343,6 +407,45 @@ def test_a_stall_after_a_lost_node_stops_the_run_naming_the_node():
     ray.nodes = lambda: []
     with pytest.raises(proteome_driver.RayLost, match="last node"):
         driver._watch(time.monotonic())
+
+
+def test_a_worker_death_on_a_local_ray_whose_raylet_exited_is_the_ray_lost_and_counts_against_nothing():
+    """No Ray needed: Ray's handles on the processes ``ray.init`` started say the raylet exited; a worker death seen
+    then raises RayLost (the unit handed back, no death or attempt counted); on a Ray this process joined
+    (``local=False``) the same death is a worker's, replaced and its unit retried."""
+    from types import SimpleNamespace
+
+    class RayError(Exception):
+        pass
+
+    processes = [("log_monitor", SimpleNamespace(pid=6, returncode=1))]
+    node = SimpleNamespace(dead_processes=lambda: processes)
+    constants = SimpleNamespace(PROCESS_TYPE_RAYLET="raylet", PROCESS_TYPE_GCS_SERVER="gcs_server")
+    ray = SimpleNamespace(
+        _private=SimpleNamespace(worker=SimpleNamespace(_global_node=node), ray_constants=constants),
+        exceptions=SimpleNamespace(RayTaskError=type("RayTaskError", (RayError,), {}), RayActorError=RayError),
+        kill=lambda handle, no_restart: None,
+    )
+    assert proteome_workers.local_ray_lost(ray) is None, "a dead log monitor leaves the node working"
+    processes.append(("raylet", SimpleNamespace(pid=7, returncode=-signal.SIGKILL)))
+    assert proteome_workers.local_ray_lost(ray) == "the local Ray is lost: its raylet (pid 7) was killed by SIGKILL"
+    ray._private.worker._global_node = None  # joined, not started here
+    assert proteome_workers.local_ray_lost(ray) is None
+    ray._private.worker._global_node = node
+
+    for local in (True, False):
+        pool = proteome_workers.Pool.__new__(proteome_workers.Pool)
+        worker = proteome_workers.Worker(handle=None, number=1)
+        pool.ray, pool.workers, pool.deaths, pool.start = ray, [worker], 0, lambda: None
+        driver = proteome_driver.Driver(ray, pool, None, None, None, attempts=3, stall_timeout=60, local=local)
+        unit = proteome_driver.Unit([FoldJob(0, "p0", "p0", "MKV", 3, 3)])
+        if local:
+            with pytest.raises(proteome_driver.RayLost, match=r"its raylet \(pid 7\) was killed by SIGKILL"):
+                driver._failed(unit, worker, RayError("The actor died unexpectedly"))
+            assert list(driver.retry) == [unit] and unit.attempts == 0 and pool.deaths == 0
+        else:
+            driver._failed(unit, worker, RayError("The actor died unexpectedly"))
+            assert pool.deaths == 1 and unit.attempts == 1 and "worker lost" in unit.jobs[0].notes[0]
 
 
 def test_the_summary_lists_every_protein_once_the_first_worker_is_ready():

@@ -30,3 +30,10 @@ def test_readme_main_command_is_a_valid_predict_call():
     args = build_parser().parse_args(argv[1:])
     assert args.command == "predict"
     assert (ROOT / args.fasta).is_file()
+
+
+def test_readme_says_how_a_cpu_only_machine_gets_the_cpu_build_of_torch_first():
+    text = (ROOT / "README.md").read_text()
+    setup = text[: text.index("## How correctness is shown")]  # the set-up section, before anything else
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in setup
+    assert 'python -m pytest -q -m "not slow"' in setup and "full command" in setup  # how long each takes

@@ -2,9 +2,12 @@
 
 import argparse
 import copyreg
+import gzip
 import io
 import os
 import pickle
+import re
+import zipfile
 from collections import OrderedDict
 
 import numpy as np
@@ -131,6 +134,58 @@ def test_other_globals_and_non_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(text)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "absent.pt")
+
+
+def _damaged(kind: str, whole: bytes, legacy: bytes) -> bytes:
+    """The bytes of a damaged or wrong checkpoint file of one ``kind``."""
+    other_zip = io.BytesIO()
+    with zipfile.ZipFile(other_zip, "w") as archive:
+        archive.writestr("notes.txt", "not torch")
+    inside = whole.find(b"\x80", whole.find(b"data.pkl"))  # the pickle of the zip's data.pkl
+    return {
+        "empty": b"",
+        "zip cut short": whole[: len(whole) // 2],
+        "zip cut to 62 bytes": whole[:62],
+        "zip without data.pkl": other_zip.getvalue(),
+        "zip with a damaged data.pkl": whole[:inside] + b"\x00\x01\x02\x03" + whole[inside + 4 :],
+        "legacy cut short": legacy[:100],
+        "pickle cut short": pickle.dumps({"a": list(range(100))})[:50],
+        "FASTA": b">sp|P69905|HBA_HUMAN\nMVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHF\n",
+        "HTML error page": b"<!DOCTYPE html><html><body>404 Not Found</body></html>",
+        "gzip": gzip.compress(whole),
+        "random bytes": bytes(range(7, 200)),
+    }[kind]
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("empty", "the file is empty (0 bytes); download or save it again"),
+        ("zip cut short", "zip archive (the form torch.save writes) that is cut short"),
+        ("zip cut to 62 bytes", "that is cut short: its end is missing"),
+        ("zip without data.pkl", "a zip archive, but not one torch.save wrote (it holds no data.pkl)"),
+        ("zip with a damaged data.pkl", "a torch.save zip archive whose contents are damaged"),
+        ("legacy cut short", "a pickle that is cut short"),
+        ("pickle cut short", "a pickle that is cut short"),
+        ("FASTA", "it is text (it starts with '>sp|P69905|HBA_HUMAN'); pass the checkpoint file"),
+        ("HTML error page", "it is text (it starts with '<!DOCTYPE html>"),
+        ("gzip", "gzip-compressed: unpack it first (gunzip FILE)"),
+        ("random bytes", "neither a zip archive nor a pickle"),
+    ],
+)
+def test_an_unreadable_file_is_told_in_words_not_by_the_librarys_error(tmp_path, kind, words):
+    """What torch.load / zipfile / pickle raise (an opcode as a number such as '(62)', a miniz message, nothing at
+    all) stays in the chained exception; the message says what the file is and the fix."""
+    torch.save(state_dict(), tmp_path / "whole.pt")
+    legacy = io.BytesIO()
+    torch.save(state_dict(), legacy, _use_new_zipfile_serialization=False)
+    path = tmp_path / f"{kind.replace(' ', '_')}.pt"
+    path.write_bytes(_damaged(kind, (tmp_path / "whole.pt").read_bytes(), legacy.getvalue()))
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    message = str(error.value)
+    assert message.startswith(f"not a checkpoint: {path} could not be read as a torch .pt file: ") and words in message
+    assert not re.search(r"\(\d+\)|\(\)|Error|miniz|PytorchStreamReader|inline_container", message), message
 
 
 def _touching(marker) -> type:

@@ -1,16 +1,18 @@
 """``esmfold-lite score-variants`` end to end on checkpoints written in the official fair-esm format."""
 
 import csv
-import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from cli_process import assert_no_bar, run_logged
 from test_esm2_loading import hf_config, save_official
 from test_esm2_parity import fair_esm_model, ours_from
+from transformers import EsmModel
 
 from esmfold_lite.cli import main
+from esmfold_lite.lm.load import LANGUAGE_MODELS, on_meta
 from esmfold_lite.lm.variants import score_variants
+from esmfold_lite.weights.own_format import save_own_format
 
 WILD_TYPE = "HPETLVKVKDAEDQLGARVG"  # numbered from 24, as fair-esm's BLAT_ECOLX example
 SIZE = (2, 32, 4)
@@ -155,10 +157,12 @@ def test_help_explains_every_flag(capsys):
 ESM1_CONFIG = {"num_layers": 1, "embed_dim": 8, "ffn_embed_dim": 16, "attention_heads": 2, "max_positions": 12}
 
 
-def own_format_header(path, kind: str, config: dict | None = None) -> str:
-    """An esmfold_lite checkpoint json (kind, config) with empty tensors: the pre-check reads the json only."""
-    path.with_suffix(".json").write_text(json.dumps({"format": "esmfold_lite", "kind": kind, "config": config or {}}))
-    path.with_suffix(".safetensors").write_bytes(b"")
+def own_format_header(path, kind: str, config: dict) -> str:
+    """A tiny esmfold_lite checkpoint of ``kind`` with uninitialised tensors: the pre-check reads its json and its
+    safetensors header only."""
+    model_class, config_class = LANGUAGE_MODELS[kind]
+    model = on_meta(lambda: model_class(config_class(**config))).to_empty(device="cpu")
+    save_own_format(path, kind, config, model.state_dict())
     return str(path)
 
 
@@ -175,14 +179,13 @@ def test_every_model_is_checked_before_any_is_scored(checkpoints, tmp_path, caps
         str(tmp_path / "missing.pt"): "missing.pt is neither an existing file",
         str(not_a_model): "is not a fair-esm language model",
         str(esmfold): "is an ESMFold checkpoint",
-        own_format_header(tmp_path / "msa", "msa"): "is an MSA Transformer, which reads MSAs",
+        own_format_header(tmp_path / "msa", "msa", {**ESM1_CONFIG, "msa_position_dim": None}): "reads MSAs",
         own_format_header(tmp_path / "esm1v", "esm1b", ESM1_CONFIG): "more than the 10 residues",
         "esm_msa1b_t12_100M_UR50S": "is an MSA Transformer",  # refused by its registry kind, not downloaded
         "esmfold_v1": "is an ESMFold checkpoint",
     }
     headless = tmp_path / "esm_model_folder"  # transformers EsmModel.save_pretrained: no lm_head.* tensors
-    hf_config().save_pretrained(headless)
-    save_file({"embeddings.word_embeddings.weight": torch.zeros(33, 40)}, str(headless / "model.safetensors"))
+    EsmModel(hf_config(), add_pooling_layer=False).save_pretrained(headless)
     bad[str(headless)] = "has no masked-LM head"
     loaded = []
     monkeypatch.setattr(esmfold_lite.lm.load, "load_language_model", lambda *a, **k: loaded.append(a))
@@ -251,3 +254,38 @@ def test_nogpu_is_fair_esms_flag_for_device_cpu(checkpoints, tmp_path, monkeypat
     with pytest.raises(SystemExit) as exit_info:
         main(argv + ["--dms-output", str(out), "--nogpu", "--device", "cuda"])
     assert exit_info.value.code == 2 and "--nogpu means --device cpu" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_progress_in_a_log_is_lines_not_a_bar_and_nothing_with_quiet(checkpoints, tmp_path):
+    """stderr a file: a progress line (done/total, rate, time left) every interval, never a bar; -q: nothing."""
+    paths, _ = checkpoints
+    argv = ["score-variants", "--model", paths[0], "--sequence", WILD_TYPE, "--offset-idx", "24",
+            "--scoring-strategy", "pseudo-ppl", "--max-tokens-per-batch", "44"]  # fmt: skip
+    dms = tmp_path / "dms.csv"
+    dms.write_text("mutant\nH24C\nP25L:E26D\n")
+    argv += ["--dms-input", str(dms)]
+    text = run_logged([*argv, "--dms-output", str(tmp_path / "a.csv")], tmp_path / "a.log", interval=0)
+    assert_no_bar(text)
+    lines = [line for line in text.splitlines() if "esm_seed0.pt: " in line]
+    assert len(lines) > 1 and all(line.startswith("INFO ") and " seq (" in line and "seq/s" in line for line in lines)
+    assert "about " in lines[0] and " left" in lines[0], lines
+    quiet = [*argv, "--dms-output", str(tmp_path / "b.csv"), "-q"]
+    assert run_logged(quiet, tmp_path / "b.log", interval=0) == ""
+
+
+def test_utf16_fasta_and_dms_table_score_as_their_utf8_copies(checkpoints, tmp_path):
+    """--fasta in UTF-16 without a byte-order mark and --dms-input in UTF-16 with one are decoded: the scores are
+    those of the UTF-8 files."""
+    paths, _ = checkpoints
+    tables = {}
+    for encoding in ("utf-8", "utf-16"):
+        fasta, dms = tmp_path / f"wt-{encoding}.fasta", tmp_path / f"dms-{encoding}.csv"
+        fasta.write_bytes(f">blat\n{WILD_TYPE}\n".encode("utf-16-le" if encoding == "utf-16" else encoding))
+        dms.write_text(DMS.lstrip("\ufeff"), encoding=encoding)
+        out = tmp_path / f"scores-{encoding}.csv"
+        argv = ["score-variants", "--model", paths[0], "--fasta", str(fasta), "--dms-input", str(dms)]
+        assert main(argv + ["--offset-idx", "24", "--dms-output", str(out)]) == 3  # DMS has bad rows
+        tables[encoding] = read_csv(out)
+    assert tables["utf-16"] == tables["utf-8"] and len(tables["utf-8"]) == 8
+    assert tables["utf-8"][1][3] != "", "H24C was scored"

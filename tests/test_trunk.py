@@ -6,9 +6,10 @@ from randomize import randomize_
 from transformers.models.esm import modeling_esmfold as hf
 from transformers.models.esm.configuration_esm import TrunkConfig as HFTrunkConfig
 
+from esmfold_lite import fold_progress
 from esmfold_lite.fold.config import StructureModuleConfig, TrunkConfig
-from esmfold_lite.fold.pass_progress import on_trunk_pass
 from esmfold_lite.fold.trunk import FoldingTrunk, RelativePosition, pseudo_beta_distogram
+from esmfold_lite.fold_progress import TRUNK_BLOCK, FoldStep, on_fold_step
 
 TRUNK = dict(num_blocks=2, sequence_state_dim=32, pairwise_state_dim=16, sequence_head_width=16, pairwise_head_width=8)
 STRUCTURE = StructureModuleConfig(
@@ -77,16 +78,31 @@ def test_recycling_semantics(trunks):
         ours(*args, no_recycles=-1)
 
 
-def test_every_pass_that_ends_is_told_to_the_listener_and_only_within_its_context(trunks):
+def test_every_block_that_ends_is_told_to_the_listener_and_only_within_its_context(trunks):
     _, ours = trunks
     args = inputs(4, length=6)
     heard = []
     with torch.no_grad():
-        with on_trunk_pass(lambda done, passes: heard.append((done, passes))):
+        with on_fold_step(heard.append):
             ours(*args, no_recycles=2)
             ours(*args)
         ours(*args, no_recycles=0)
-    assert heard == [(1, 3), (2, 3), (3, 3), *((n, MAX_RECYCLES) for n in range(1, MAX_RECYCLES + 1))]
+    blocks = TRUNK["num_blocks"]
+    expected = [(p, b, 3) for p in range(1, 4) for b in range(1, blocks + 1)]
+    expected += [(p, b, MAX_RECYCLES) for p in range(1, MAX_RECYCLES + 1) for b in range(1, blocks + 1)]
+    assert heard == [FoldStep(TRUNK_BLOCK, b, blocks, p, passes) for p, b, passes in expected]
+
+
+def test_without_a_listener_a_step_builds_and_calls_nothing(trunks, monkeypatch):
+    """The listener-free path: one context-variable lookup per block, no step object, no call."""
+    _, ours = trunks
+
+    def never(*args):
+        raise AssertionError("a step was reported with no listener installed")
+
+    monkeypatch.setattr(fold_progress, "FoldStep", never)
+    with torch.no_grad():
+        ours(*inputs(5, length=6), no_recycles=1)
 
 
 def test_only_the_last_pass_is_differentiated(trunks):

@@ -135,7 +135,7 @@ def test_residue_ranges():
         (lambda d: str(d / "missing.cif"), FileNotFoundError, "structure file not found"),
         (lambda d: _write(d / "notes.txt", "hello\n"), ValueError, "notes.txt: unknown structure format"),
         (lambda d: _write(d / "seq.pdb", ">p\nMKV\n"), ValueError, "seq.pdb: no atoms found; is it a PDB file"),
-        (lambda d: _write(d / "junk.cif", "\x00\x01 binary junk"), ValueError, "junk.cif: cannot read the structure"),
+        (lambda d: _write(d / "junk.cif", "\x00\x01 binary junk"), ValueError, "junk.cif: cannot read it as a CIF"),
         (lambda d: ">p\nMKVLA\n", ValueError, "PDB text: no atoms found"),
         (lambda d: _write(d / "x.cif", "data_x\n_cell.length_a 1\n"), ValueError, "Missing 'atom_site'"),
         (lambda d: 42, TypeError, "expected a Prediction, a PDB/mmCIF file path or PDB/mmCIF text, got int"),

@@ -14,9 +14,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING
 
 from esmfold_lite.alphabet import ALL_TOKENS
 from esmfold_lite.cli import (
@@ -29,16 +27,19 @@ from esmfold_lite.cli import (
     records_exit_code,
     torch_device,
 )
-from esmfold_lite.commands.embed_outputs import CONTACTS_PNG_SUFFIX, EmbedInput, FileSink, ShardSink
-from esmfold_lite.io.embedding_shards import DEFAULT_INCLUDE, INCLUDES
 from esmfold_lite.io.fasta import FastaRecord, count_records, read_fasta, validate_record
 from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH, SELECTIONS, read_msa, select_rows
-from esmfold_lite.lm.embed import Embeddings, embed, msa_problem, resolve_layer
+from esmfold_lite.io.output_names import CONTACTS_PNG_SUFFIX, DEFAULT_INCLUDE, INCLUDES
+from esmfold_lite.progress_display import Progress
 from esmfold_lite.sequences import LANGUAGE_MODEL
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+if TYPE_CHECKING:  # torch and the models are imported when the command runs, not for --help
+    from esmfold_lite.commands.embed_outputs import EmbedInput
+    from esmfold_lite.lm.embed import Embeddings
+
+DTYPE_CHOICES = ("float32", "float16", "bfloat16")
 CHUNK_BATCHES = 8  # results are written and freed after every chunk of this many --max-tokens-per-batch budgets
 DEFAULT_SHARD_MIB = 256
 
@@ -191,7 +192,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     add_nogpu_option(parser, "extract.py")
     parser.add_argument(
-        "--dtype", type=dtype_name, choices=tuple(DTYPES), default=None,
+        "--dtype", type=dtype_name, choices=DTYPE_CHOICES, default=None,
         help="model precision; bf16, fp16 and half are accepted too (default: as the loader chooses)",
     )  # fmt: skip
     add_logging_options(parser)
@@ -199,7 +200,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esmfold_lite.commands.embed_outputs import FileSink, ShardSink
     from esmfold_lite.lm.contact_head import check_contact_regression
+    from esmfold_lite.lm.embed import resolve_layer
     from esmfold_lite.lm.load import load_language_model
 
     args.device = device_after_nogpu(args)
@@ -220,7 +223,8 @@ def run(args: argparse.Namespace) -> int:
 
     for path in args.input:
         if not path.is_file():
-            raise CliError(f"input file {path} does not exist; give a FASTA or MSA file")
+            what = "is a directory" if path.is_dir() else "does not exist" if not path.exists() else "is not a file"
+            raise CliError(f"input {path} {what}; give a FASTA or MSA file")
     if args.max_tokens_per_batch < 1:
         raise CliError("--max-tokens-per-batch must be a positive number of tokens")
     if args.max_depth < 0:
@@ -234,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     try:
-        model = load_language_model(args.model, device=args.device, dtype=DTYPES.get(args.dtype))
+        model = load_language_model(args.model, device=args.device, dtype=args.dtype)
         saved_layers = {layer: resolve_layer(layer, model.num_layers) for layer in dict.fromkeys(args.layers)}
     except (OSError, ValueError) as exc:  # checkpoint and download errors name the source and the fix
         raise CliError(str(exc)) from exc
@@ -280,10 +284,13 @@ def embed_all(
     model, inputs: Iterable[EmbedInput], args: argparse.Namespace, saved_layers: dict[int, int], sink, total: int | None
 ) -> Counts:
     """Embed the inputs chunk by chunk (``CHUNK_BATCHES`` token budgets each, sorted into batches by length within
-    a chunk), handing each result to ``sink`` as it comes; progress with rates and an ETA on stderr."""
+    a chunk), handing each result to ``sink`` as it comes; progress with rates and an ETA on stderr (a bar on a
+    terminal, else a log line every 30 s, ``progress_display``; nothing with -q)."""
+    from esmfold_lite.lm.embed import embed
+
     counts = Counts()
     started = time.monotonic()
-    with tqdm(total=total, unit="seq", desc="embed", disable=getattr(args, "quiet", False)) as bar:
+    with Progress(total, "embed", "seq", not getattr(args, "quiet", False), log) as bar:
         for chunk in _chunks(inputs, CHUNK_BATCHES * args.max_tokens_per_batch):
             todo = [item for item in chunk if not (item.problem or item.done)]
             out = None
@@ -311,9 +318,9 @@ def embed_all(
                     counts.embedded += 1
                     counts.residues += item.length
                     sink.write(item, sequence_result(out, next(rows), saved_layers, args.include))
-            bar.update(len(chunk))
             elapsed = max(time.monotonic() - started, 1e-9)
-            bar.set_postfix_str(f"{counts.residues / elapsed:.0f} res/s", refresh=False)
+            bar.set_postfix(f"{counts.residues / elapsed:.0f} res/s")
+            bar.update(len(chunk))
     elapsed = time.monotonic() - started
     log.info(
         "embedded %d sequences (%d residues) in %.1f s: %.2f seq/s, %.0f residues/s; %d embedded before, %d skipped",
@@ -342,6 +349,8 @@ def _chunks(inputs: Iterable[EmbedInput], max_tokens: int) -> Iterator[list[Embe
 
 def stream_records(args: argparse.Namespace, model) -> Iterator[EmbedInput]:
     """Every record of the FASTA inputs, read as it is needed, with why it cannot be embedded (``record_problem``)."""
+    from esmfold_lite.commands.embed_outputs import EmbedInput
+
     limit = getattr(model, "max_residues", None)
     any_record = False
     for path in args.input:
@@ -352,14 +361,18 @@ def stream_records(args: argparse.Namespace, model) -> Iterator[EmbedInput]:
                 problem = record_problem(record, limit)
                 yield EmbedInput(record.id, record.sequence, record.num_residues, where, problem)
         except OSError as exc:
-            raise CliError(f"cannot read {path}: {exc}") from exc
+            raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if not any_record:
-        raise CliError(f"{', '.join(map(str, args.input))} hold(s) no FASTA records")
+        inputs = ", ".join(map(str, args.input))
+        raise CliError(f"no FASTA records in {inputs} (a record starts with a '>' header line)")
 
 
 def read_msas(args: argparse.Namespace, model) -> list[EmbedInput]:
     """One input per MSA file, its rows selected by ``--max-depth``/``--selection``; a bad file, or one wider or
     deeper than the model takes (``msa_problem``), becomes a problem."""
+    from esmfold_lite.commands.embed_outputs import EmbedInput
+    from esmfold_lite.lm.embed import msa_problem
+
     inputs = []
     for path in args.input:
         try:
@@ -385,6 +398,7 @@ def sequence_result(
 
     Every tensor is a copy that owns its memory: a row of the batch's stacked means is a view of the whole batch,
     and ``torch.save`` writes a view's whole storage (fair-esm's ``extract.py`` clones for the same reason)."""
+    import torch
 
     def own(t: torch.Tensor) -> torch.Tensor:
         return t.to(device="cpu", dtype=torch.float32, copy=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import io
 import logging
 import sys
@@ -37,13 +36,15 @@ from esmfold_lite.io.embedding_shards import INDEX_NAME, SHARD_DIR, ShardWriter
 from esmfold_lite.io.fasta import iter_unique_ids, resolve_inside
 from esmfold_lite.io.msa import MSA
 from esmfold_lite.io.outdir_lock import LockedOutdir, OutdirError, outdir_lock
+from esmfold_lite.io.output_names import CONTACTS_PNG_SUFFIX
 from esmfold_lite.io.outputs import contact_map_png
 from esmfold_lite.io.sqlite_errors import remove_database
+from esmfold_lite.io.tsv import tsv_line
 from esmfold_lite.weights.fingerprint import checkpoint_fingerprint
 
 log = logging.getLogger(__name__)
 
-CONTACTS_PNG_SUFFIX = ".contacts.png"
+MANIFEST_COLUMNS = ("id", "file", "length", "status")
 
 
 @dataclass
@@ -151,8 +152,7 @@ class ShardSink:
         with _writing(outdir / "manifest.tsv"):
             temp = self.stack.enter_context(atomic_path(outdir / "manifest.tsv"))
             self.manifest_file = self.stack.enter_context(open(temp, "w", encoding="utf-8", newline=""))
-        self.manifest = csv.writer(self.manifest_file, delimiter="\t", lineterminator="\n")
-        self.manifest.writerow(("id", "file", "length", "status"))
+        self.manifest_file.write(tsv_line(MANIFEST_COLUMNS))
         self._rows: deque[list] = deque()  # manifest rows in input order from the first one waiting for its shard
         self._waiting: dict[str, list] = {}  # id -> its row, while it waits for its shard
         return self
@@ -221,7 +221,7 @@ class ShardSink:
     def _write_settled_rows(self) -> None:
         """Write the queued manifest rows up to the first one still waiting for its shard (input order)."""
         while self._rows and self._rows[0][3] is not None:
-            self.manifest.writerow(self._rows.popleft())
+            self.manifest_file.write(tsv_line(self._rows.popleft()))
 
     def _shard_write(self, step: Callable[[], list[tuple[str, str, int]]]) -> list[tuple[str, str, int]]:
         try:
@@ -293,9 +293,5 @@ def write_result(path: Path, item: EmbedInput, arrays: dict, file_format: str) -
 
 
 def write_manifest(path: Path, rows: list[tuple[str, str, int, str]]) -> None:
-    """``id file length status`` per input, tab-separated, in input order."""
-    text = io.StringIO()
-    writer = csv.writer(text, delimiter="\t", lineterminator="\n")
-    writer.writerow(("id", "file", "length", "status"))
-    writer.writerows(rows)
-    atomic_write_text(path, text.getvalue())
+    """``id file length status`` per input, tab-separated (text escaped by ``io.tsv``'s rule), in input order."""
+    atomic_write_text(path, "".join(tsv_line(row) for row in (MANIFEST_COLUMNS, *rows)))

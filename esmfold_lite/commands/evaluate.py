@@ -6,8 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from esmfold_lite.cli import CliError, add_logging_options, exit_status_help
-from esmfold_lite.evaluate import MATCH_MODES, evaluate_structures
+from esmfold_lite.cli import CliError, add_logging_options, choice_of, exit_status_help
 from esmfold_lite.io.atomic import atomic_write_text
 
 
@@ -31,9 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", metavar="OUT", type=Path, default=None, help="also write the scores as JSON to OUT")
     parser.add_argument(
         "--match",
-        choices=MATCH_MODES,
+        metavar="MODE",
+        type=choice_of("esmfold_lite.evaluate", "MATCH_MODES", "mode"),
         default="number",
-        help="match residues by residue number (default) or by sequence alignment (for renumbered references)",
+        help="number: match residues by residue number (default); sequence: by sequence alignment (for renumbered "
+        "references)",
     )
     parser.add_argument(
         "--chains",
@@ -78,9 +79,13 @@ def format_table(scores: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esmfold_lite.evaluate import evaluate_structures
+
     for path in (args.pred, args.ref):
         if not path.is_file():
-            raise CliError(f"structure file not found: {path}")
+            raise CliError(
+                f"{path} is a directory, not a structure file" if path.is_dir() else f"structure file not found: {path}"
+            )
     chain_map = _parse_chain_map(args.chains) if args.chains else None
     try:
         scores = evaluate_structures(args.pred, args.ref, match=args.match, chain_map=chain_map)
@@ -91,5 +96,5 @@ def run(args: argparse.Namespace) -> int:
         try:
             atomic_write_text(args.json, json.dumps(scores, indent=2) + "\n")
         except OSError as exc:
-            raise CliError(f"cannot write {args.json}: {exc}") from None
+            raise CliError(f"cannot write {args.json}: {exc.strerror or exc}") from None
     return 0

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from esmfold_lite.cli import exit_status_help, non_negative_float, positive_float, positive_int
 from esmfold_lite.commands.predict import INTERRUPTED, add_folding_arguments, exit_status, folding_options
-from esmfold_lite.pipeline import RUN_REPORT_NAME, SUMMARY_NAME
-from esmfold_lite.proteome import DEFAULT_MAX_ATTEMPTS, DEFAULT_STALL_TIMEOUT_S
+from esmfold_lite.pipeline.names import DEFAULT_MAX_ATTEMPTS, DEFAULT_STALL_TIMEOUT_S, RUN_REPORT_NAME, SUMMARY_NAME
 
 DESCRIPTION = f"""\
 Fold every record of a (large, possibly gzip-compressed) FASTA file on Ray workers, each holding the model once.

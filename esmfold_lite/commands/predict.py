@@ -15,13 +15,12 @@ from esmfold_lite.cli import (
     positive_int,
     torch_device,
 )
-from esmfold_lite.pipeline import (
+from esmfold_lite.pipeline.names import (
     DEFAULT_FORMATS,
     DEFAULT_MAX_TOKENS_PER_BATCH,
     FORMATS,
     RUN_REPORT_NAME,
     SUMMARY_NAME,
-    predict_fasta,
 )
 
 logger = logging.getLogger(__name__)
@@ -31,15 +30,15 @@ DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 DESCRIPTION = f"""\
 Fold every record of a FASTA file with ESMFold. Per protein, OUTDIR/<id>.<format> is written for each of
 --formats; OUTDIR/{SUMMARY_NAME} has one row per protein: id, length, mean_plddt, ptm, status (ok / error /
-pending / stale), seconds, error, notes (what out-of-memory recovery was needed), sequence_hash, header (the FASTA
-header line);
+pending / stale), seconds, error, notes (renames, residues folded as unknown, out-of-memory recovery),
+sequence_hash, header (the FASTA header line; text escaped: \\t \\n \\r \\0 \\\\ \\xNN);
 OUTDIR/{RUN_REPORT_NAME} the run's counts, rates and settings. The options of fair-esm's esm-fold (-i, -o,
 --num-recycles, --max-tokens-per-batch, --chunk-size, --cpu-only, --cpu-offload) work the same here.
 
 Records: ':' separates the chains of a complex (A:B). Lower case, a trailing '*', blank lines and CRLF are
 accepted; a record that is empty, holds letters that are not amino acids, or is longer than --max-length gets
 status=error with the reason, and the others still fold. File names are the record ids made safe for every file
-system (duplicates get _2, _3, ...); nothing is written outside OUTDIR.
+system (duplicates get _2, _3, ..., with a warning); nothing is written outside OUTDIR.
 
 Re-running the same command resumes. OUTDIR/.esmfold-lite/ records the settings that made the results (checkpoint
 and LM fingerprints, --num-recycles, --dtype, --lm-dtype as given, the esmfold-lite version) and, per protein, a
@@ -80,7 +79,8 @@ def _formats(text: str) -> tuple[str, ...]:
     names = [{"mmcif": "cif"}.get(name, name) for name in text.lower().replace(" ", "").split(",") if name]
     unknown = [name for name in names if name not in FORMATS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown format {', '.join(unknown) or text!r}; choose from {FORMATS}")
+        choices = ", ".join(FORMATS)
+        raise argparse.ArgumentTypeError(f"unknown format {', '.join(unknown) or text!r}; choose from {choices}")
     return tuple(dict.fromkeys(names))
 
 
@@ -243,6 +243,8 @@ def exit_status(failed: int, total: int, outdir: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esmfold_lite.pipeline import predict_fasta
+
     fasta, device = input_and_device(args)
     results = predict_fasta(fasta, args.outdir, device=device, **folding_options(args))
     return exit_status(sum(r.status != "ok" for r in results), len(results), args.outdir)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from esmfold_lite.cli import EXIT_OK, CliError, add_logging_options, exit_status_help, positive_int
-from esmfold_lite.viz.report import PARALLEL_FROM, REPORT_NAME, ReportError, write_report
+from esmfold_lite.pipeline.names import REPORT_NAME, REPORT_PARALLEL_FROM
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument(
         "-j", "--jobs", metavar="N", type=positive_int, default=None,
-        help=f"processes reading and plotting the proteins of runs of {PARALLEL_FROM} or more "
+        help=f"processes reading and plotting the proteins of runs of {REPORT_PARALLEL_FROM} or more "
         "(default: all CPUs available)",
     )  # fmt: skip
     add_logging_options(parser)
@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esmfold_lite.viz.report import ReportError, write_report
+
     try:
         path = write_report(args.outdir, args.output, args.threedmol_js, jobs=args.jobs)
     except ReportError as exc:

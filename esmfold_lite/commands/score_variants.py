@@ -24,6 +24,7 @@ from esmfold_lite.cli import (
     CliError,
     add_logging_options,
     add_nogpu_option,
+    choice_of,
     device_after_nogpu,
     dtype_name,
     exit_status_help,
@@ -34,7 +35,6 @@ from esmfold_lite.io.atomic import atomic_write_bytes
 from esmfold_lite.io.dms_table import read_table, widen_header, write_table
 from esmfold_lite.io.fasta import read_fasta
 from esmfold_lite.io.mutations import Mutation, all_single_mutants, check_wild_type, parse_mutation
-from esmfold_lite.lm.variants import STRATEGIES, score_mutations
 from esmfold_lite.sequences import STANDARD_AMINO_ACIDS
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--scoring-strategy",
-        choices=STRATEGIES,
+        metavar="STRATEGY",
+        type=choice_of("esmfold_lite.lm.variants", "STRATEGIES", "strategy"),
         default="masked-marginals",
         help="wt-marginals: one pass over the wild type; masked-marginals: one pass per mutated position with that "
         "position masked; mutant-marginals: one pass per mutant; pseudo-ppl: pseudo-log-likelihood of the mutant "
@@ -153,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
     if len(set(args.models)) < len(args.models):
         raise CliError("a model is given twice to --model; each names one output column")
     args.device = device_after_nogpu(args)
+    if args.dms_output.is_dir():  # before any scoring
+        raise CliError(f"--dms-output {args.dms_output} is a directory; name a file, e.g. {args.dms_output}/scores.csv")
     wild_type = read_wild_type(args)
     if args.all_singles:
         header, rows = ["mutant", "position", "wt", "mt"], []
@@ -187,8 +190,11 @@ def run(args: argparse.Namespace) -> int:
             cells[column][i] = repr(float(value))
     if not args.all_singles:
         cells[ERROR_COLUMN] = errors
-    args.dms_output.parent.mkdir(parents=True, exist_ok=True)
-    write_table(args.dms_output, header, rows, cells)
+    try:
+        args.dms_output.parent.mkdir(parents=True, exist_ok=True)
+        write_table(args.dms_output, header, rows, cells)
+    except OSError as exc:
+        raise CliError(f"--dms-output: cannot write {args.dms_output}: {exc.strerror or exc}") from exc
     log.info("wrote %s (%d mutations)", args.dms_output, len(rows))
     if args.all_singles:
         png = args.dms_output.with_suffix(".png")
@@ -210,7 +216,7 @@ def read_wild_type(args: argparse.Namespace) -> str:
         try:
             records = list(read_fasta(args.fasta))
         except OSError as exc:
-            raise CliError(f"cannot read {args.fasta}: {exc}") from exc
+            raise CliError(f"cannot read {args.fasta}: {exc.strerror or exc}") from exc
         if len(records) != 1:
             raise CliError(f"{args.fasta} holds {len(records)} FASTA records; give a file with the wild type only")
         if records[0].error:
@@ -314,6 +320,7 @@ def score_with_models(
     ``sources``: where each model is (`check_model_sources`); by default as given to ``--model``.
     """
     from esmfold_lite.lm.load import load_language_model
+    from esmfold_lite.lm.variants import score_mutations
 
     scores = {}
     for source in args.models:

@@ -67,6 +67,8 @@ class ESMFoldConfig:
     distogram_bins: int = 64
     lddt_bins: int = 50
     ptm_bins: int = 64
+    # True for a model of randomized weights (``esmfold-lite weights make-random``): every output says so
+    esmfold_lite_random_weights: bool = False
 
 
 def _dataclass_from(cls: type, values: Mapping[str, Any], where: str) -> Any:

@@ -14,7 +14,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from esmfold_lite.fold.auto_chunk import choose_chunk_plan
+from esmfold_lite.fold.auto_chunk import choose_chunk_plan, trunk_peak_bytes
 from esmfold_lite.fold.chains import encode_batch
 from esmfold_lite.fold.chunking import ChunkPlan, chunk_apply
 from esmfold_lite.fold.config import ESMFoldConfig
@@ -72,6 +72,12 @@ class ESMFold(nn.Module):
     def device(self) -> torch.device:
         return self.esm_s_combine.device
 
+    @property
+    def random_weights(self) -> bool:
+        """True for a model of randomized weights (``esmfold-lite weights make-random``): its structures are no
+        predictions, and every ``Prediction`` (and file written from one) says so."""
+        return self.cfg.esmfold_lite_random_weights
+
     def language_model_states(self, aatype: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Every ESM-2 layer's states for the residues: ``(B, L, n_layers + 1, D)`` in the LM's dtype.
 
@@ -122,6 +128,21 @@ class ESMFold(nn.Module):
         with kept_heap(aatype.device):
             return self._forward(aatype, mask, residue_index, num_recycles, chunk_size)
 
+    def chunk_plan(self, length: int, batch: int = 1, chunk_size: int | str | ChunkPlan | None = "auto") -> ChunkPlan:
+        """The plan a fold of ``batch`` sequences of ``length`` positions runs with, ``chunk_size`` as ``forward``
+        takes it (``"auto"``: chosen now for the free memory of the trunk's device)."""
+        if chunk_size == "auto":
+            return choose_chunk_plan(length, self.cfg.trunk, batch, self.device, self.esm_s_combine.dtype)
+        if isinstance(chunk_size, str):
+            raise ValueError(f'chunk_size must be a positive integer, None or "auto", got {chunk_size!r}')
+        return ChunkPlan.of(chunk_size, length)
+
+    def planned_peak_bytes(self, length: int, batch: int = 1, chunk_size: int | str | ChunkPlan | None = "auto") -> int:
+        """The chunk planner's estimate of the trunk's peak memory in bytes for such a fold (``chunk_plan``,
+        ``fold.auto_chunk.trunk_peak_bytes``)."""
+        plan = self.chunk_plan(length, batch, chunk_size)
+        return trunk_peak_bytes(length, self.cfg.trunk, plan, batch, self.esm_s_combine.element_size())
+
     def _forward(self, aatype, mask, residue_index, num_recycles, chunk_size) -> dict[str, torch.Tensor]:
         B, L = aatype.shape
         if mask is None:
@@ -129,13 +150,7 @@ class ESMFold(nn.Module):
         if residue_index is None:
             residue_index = torch.arange(L, device=aatype.device).expand(B, L)
 
-        if chunk_size == "auto":
-            plan = choose_chunk_plan(L, self.cfg.trunk, B, self.device, self.esm_s_combine.dtype)
-        elif isinstance(chunk_size, str):
-            raise ValueError(f'chunk_size must be a positive integer, None or "auto", got {chunk_size!r}')
-        else:
-            plan = ChunkPlan.of(chunk_size, L)
-
+        plan = self.chunk_plan(L, B, chunk_size)
         esm_s = self.language_model_states(aatype, mask).to(self.esm_s_combine.dtype).detach()
         esm_s = (self.esm_s_combine.softmax(0).unsqueeze(0) @ esm_s).squeeze(2)
         s_s_0 = self.esm_s_mlp(esm_s) + self.embedding(aatype)
@@ -232,4 +247,5 @@ class ESMFold(nn.Module):
             sequences=sequences,
             atom_plddt=atom_plddt,
             distogram_logits=None if disto is None else disto.masked_fill_(dropped_pairs[..., None], 0.0),
+            random_weights=self.random_weights,
         )

@@ -32,20 +32,23 @@ def _lm_places_beside(checkpoint: Path, lm_filename: str) -> list[Path]:
     return places if target == places[0] else [*places, target]
 
 
-def _language_model_for(path: Path, lm: str | Path | None, lm_name: str, dtype: torch.dtype) -> ESM2:
-    """The LM of a fair-esm ESMFold file, in ``dtype``: ``lm`` if given, else the official one (``lm_name``) beside
-    the file or beside the file it links to, else the registry's copy in the cache (downloaded when missing). The
-    cache's copy is loaded by its registry name also when it is the file beside (the ESMFold checkpoint is in the
-    cache too), so that it is checked, and downloaded again if damaged, as every cached checkpoint is."""
+def _language_model_for(
+    path: Path, lm: str | Path | None, lm_name: str, dtype: torch.dtype, device: torch.device
+) -> ESM2:
+    """The LM of a fair-esm ESMFold file, in ``dtype`` on ``device``: ``lm`` if given, else the official one
+    (``lm_name``) beside the file or beside the file it links to, else the registry's copy in the cache (downloaded
+    when missing). The cache's copy is loaded by its registry name also when it is the file beside (the ESMFold
+    checkpoint is in the cache too), so that it is checked, and downloaded again if damaged, as every cached
+    checkpoint is."""
     if lm is not None:
-        return load_language_model(lm, dtype=dtype)
+        return load_language_model(lm, device=device, dtype=dtype)
     info = registry.get(lm_name)
     beside = _lm_places_beside(path, info.filename)
     found = next((place for place in beside if place.is_file()), None)
     if found is not None and found.resolve() != url_cache_path(info.url).resolve():
-        return load_language_model(found, dtype=dtype)
+        return load_language_model(found, device=device, dtype=dtype)
     try:
-        return load_language_model(lm_name, dtype=dtype)
+        return load_language_model(lm_name, device=device, dtype=dtype)
     except DownloadError as exc:
         cache = url_cache_path(info.url)
         places = [*(f"{p} (beside the ESMFold checkpoint)" for p in beside if p != cache), f"{cache} (the cache)"]
@@ -146,7 +149,7 @@ def load_model(
     config_dict, trunk_state, lm_config, lm_state = read_esmfold(path)
     config = esmfold_config_from_dict(config_dict)
     if lm_config is None:
-        language_model = _language_model_for(path, lm, info.lm if info else DEFAULT_LM, precision.lm)
+        language_model = _language_model_for(path, lm, info.lm if info else DEFAULT_LM, precision.lm, lm_device)
     elif lm is not None:
         raise CheckpointError(
             f"{path} holds its own language model, so the one given ({lm}) would not be used: drop it"
@@ -168,4 +171,10 @@ def load_model(
     for name, module in model.named_children():
         module.to(device=lm_device if name == "esm" else device)
     model.esm_s_combine.data = model.esm_s_combine.data.to(device=device)
+    if model.random_weights:
+        logger.warning(
+            "%s holds RANDOM WEIGHTS (esmfold-lite weights make-random): its structures are not predictions; every "
+            "file written from it says so. Use it to check an install or a set-up, then fold with real weights",
+            path,
+        )
     return model.eval()

@@ -15,7 +15,9 @@ the reference implementation:
   parameters, implies fp16) is used as stored, memory-mapped, without a conversion. A bf16 LM was 2-10% faster
   but moved Cα 4x as much; bf16 throughout was 1.7-2x faster but moved Cα by several Å on the randomized model,
   so it is used only when asked for (``--dtype bfloat16``).
-* Any other CPU (and MPS): float32 throughout; fp16 products were not measured there.
+* Any other CPU (and MPS): float32 throughout; fp16 products were not measured there. A half dtype asked for on a
+  CPU that only emulates it (``cpu_dtypes``: bf16 without AVX-512 BF16 / AMX, fp16 without AVX-512) is used, with a
+  warning: emulated bf16 was about 7x slower than fp32 on an AVX2-only AMD EPYC.
 
 ``None`` keeps the reference numbers: trunk float32; LM float16 on CUDA, float32 elsewhere.
 """
@@ -26,14 +28,10 @@ from dataclasses import dataclass
 
 import torch
 
+from esmfold_lite.cpu_dtypes import cpu_has_avx512, warn_if_emulated
 from esmfold_lite.lm.load import as_dtype
 
 AUTO = "auto"
-
-
-def cpu_has_avx512() -> bool:
-    """True when this CPU has AVX-512 (where an fp16 language model was measured to run as fast as fp32)."""
-    return bool(getattr(torch.cpu, "_is_avx512_supported", lambda: False)())
 
 
 @dataclass(frozen=True)
@@ -78,4 +76,6 @@ def resolve_precision(
     else:
         lm = as_dtype(lm_dtype) or (torch.float16 if lm_device.type == "cuda" else torch.float32)
         reason = auto_precision(device).reason if dtype_auto else ""
+    warn_if_emulated(trunk, device)
+    warn_if_emulated(lm, lm_device)
     return Precision(lm, trunk, reason)

@@ -4,7 +4,8 @@ structure module.
 One trunk pass adds the relative-position embedding to the pair state and runs every block; the structure module
 then turns the (projected) states into atoms. Recycling feeds the previous pass's sequence and pair states
 (layer-normalised) and a distogram of its predicted pseudo-Cβ atoms back into the next pass. Only the last pass
-is differentiated. The end of every pass is told to a progress listener, if one is installed (``pass_progress``).
+is differentiated. The end of every block is told to a progress listener, if one is installed
+(``esmfold_lite.fold_progress``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from torch import nn
 
 from esmfold_lite.fold.chunking import ChunkPlan, RowMap, chunk_apply, reuse_buffers
 from esmfold_lite.fold.config import TrunkConfig
-from esmfold_lite.fold.pass_progress import trunk_pass_done
 from esmfold_lite.fold.structure_module import StructureModule
 from esmfold_lite.fold.trunk_block import TriangularSelfAttentionBlock
+from esmfold_lite.fold_progress import TRUNK_BLOCK, step_done
 
 RECYCLE_BINS = 15
 RECYCLE_MIN_BIN = 3.375  # Å, first Cβ–Cβ distance boundary (AlphaFold2's recycling distogram)
@@ -148,8 +149,9 @@ class FoldingTrunk(nn.Module):
                 s_z = self._pair_input(pair_feats, recycle_z.detach(), recycle_bins, residx, mask, plan.rows)
                 recycle_z = recycle_bins = None  # the pair state now lives on in s_z alone
                 with reuse_buffers():  # the blocks' scratch memory, freed before the structure module
-                    for block in self.blocks:
+                    for number, block in enumerate(self.blocks, start=1):
                         s_s, s_z = block(s_s, s_z, mask, plan.rows, plan.pair_blocks)
+                        step_done(TRUNK_BLOCK, number, len(self.blocks), index + 1, passes)
 
                 structure = self.structure_module(
                     {"single": self.trunk2sm_s(s_s), "pair": RowMap(self.trunk2sm_z, s_z, dim=1)},
@@ -161,7 +163,6 @@ class FoldingTrunk(nn.Module):
                 if not last:
                     recycle_s, recycle_z = s_s, s_z
                     recycle_bins = pseudo_beta_distogram(structure["positions"][-1][:, :, :3])
-            trunk_pass_done(index + 1, passes)
 
         structure["s_s"] = s_s
         structure["s_z"] = s_z

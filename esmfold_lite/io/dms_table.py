@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from esmfold_lite.io.atomic import atomic_write_text
+from esmfold_lite.io.fasta import open_text
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +23,13 @@ def delimiter(path: Path) -> str:
 
 def read_table(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     """Header, data rows and each data row's line number in the file (1-based; where the row starts) of a CSV/TSV
-    file. A UTF-8 byte-order mark is dropped; blank lines are skipped (their lines still count). Raises ValueError
-    for a file that cannot be read or holds no header line."""
+    file. It is read as ``io.fasta.open_text`` reads text (gzip; UTF-8 with or without a byte-order mark, UTF-16 and
+    UTF-32 decoded), bytes not valid in its encoding refuse the file; blank lines are skipped (their lines still
+    count). Raises ValueError for a file that cannot be read or holds no header line."""
     table: list[list[str]] = []
     lines: list[int] = []
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
+        with open_text(path, newline="", errors="strict") as handle:
             reader = csv.reader(handle, delimiter=delimiter(path))
             while True:
                 start = reader.line_num + 1
@@ -37,8 +39,14 @@ def read_table(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
                 if row:
                     table.append(row)
                     lines.append(start)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        encoding, first = exc.encoding.upper().removesuffix("-SIG"), exc.object[exc.start : exc.start + 1].hex()
+        raise ValueError(
+            f"cannot read {path}: it holds bytes that are not {encoding} text (the first is 0x{first}); save it as "
+            "UTF-8, e.g. iconv -f LATIN1 -t UTF-8 IN > OUT for a Latin-1 file"
+        ) from exc
+    except csv.Error as exc:
+        raise ValueError(f"cannot read {path} (line {reader.line_num}): {exc}") from exc
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if not table:

@@ -26,6 +26,8 @@ leaves a shard no row names: the next run (holding OUTDIR's lock) deletes it. Th
 sequence, so a later run knows which inputs are done, and that one with a known id but another sequence is not.
 A kill in the middle of a commit leaves ``index.sqlite-journal`` (a hot journal) that only a writer can roll back:
 the reader does so when it may write OUTDIR, else it says to run the same command again, which recovers it.
+A damaged index is refused with its fix (``DAMAGED_INDEX_FIX``), an empty one (0 bytes, no tables) too: a run creates
+the index with its tables in one atomic step, and taken for a new one it would have its shards deleted as orphans.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from esmfold_lite.io.atomic import atomic_write_bytes
 from esmfold_lite.io.outdir_lock import OutdirError
+from esmfold_lite.io.output_names import DEFAULT_INCLUDE
 from esmfold_lite.io.run_state import settings_differences
 from esmfold_lite.io.sqlite_errors import checked_connection, database_errors, hot_journal, remove_database
 
@@ -52,8 +55,6 @@ log = logging.getLogger(__name__)
 FORMAT = "esmfold-lite-embeddings/1"
 INDEX_NAME = "index.sqlite"
 SHARD_DIR = "shards"
-INCLUDES = ("mean", "per_tok", "bos", "contacts")  # fair-esm extract.py's --include choices
-DEFAULT_INCLUDE = ("mean", "per_tok", "bos")  # contacts with --contacts
 DAMAGED_INDEX_FIX = "which sequences are embedded is lost: run again with --overwrite, or use a new output directory"
 _SHARD_NAME = re.compile(r"shard-(\d{6})\.safetensors")
 _SCHEMA = """

@@ -1,13 +1,17 @@
 """FASTA records in, safe output names out.
 
 Reading is streaming and never fails on content: a problem inside the file (sequence data before the first
-header, a header without an id, bytes that are not UTF-8) becomes part of that record, and `validate_record`
+header, a header without an id, bytes that are not valid text) becomes part of that record, and `validate_record`
 reports it, so one bad record never stops the others. Only I/O errors (``OSError``) escape `read_fasta`.
 
-Sequence policy. Accepted: blank lines, indented lines, CRLF line ends, a UTF-8 byte-order mark, gzip-compressed
-files, and the sequence rule of ``fold.chains`` (shared with ``ESMFold.fold``): upper or lower case, whitespace
-anywhere inside sequence lines, one trailing ``*`` (stop codon) per chain, ``:`` between the chains of a multi-chain
-record (``CHAINA:CHAINB``), and exactly the residue letters of the ESM vocabulary: the 20 standard amino acids plus
+Text encoding (`open_text`, for every text file esmfold-lite reads: FASTA, MSAs, mutation tables): UTF-8, with or
+without a byte-order mark; UTF-16 and UTF-32 are recognised by their byte-order mark or, without one, by the zero
+bytes that ASCII text has in them, decoded, and logged (``iconv -f UTF-16 -t UTF-8`` converts such a file for good).
+
+Sequence policy. Accepted: blank lines, indented lines, CRLF line ends, gzip-compressed files, and the sequence
+rule of ``fold.chains`` (shared with ``ESMFold.fold``): upper or lower case, whitespace anywhere inside sequence
+lines, one trailing ``*`` (stop codon) per chain, ``:`` between the chains of a multi-chain record
+(``CHAINA:CHAINB``), and exactly the residue letters of the ESM vocabulary: the 20 standard amino acids plus
 ``X B Z U O``, which ESMFold folds as unknown residues (``X``), as the original does. Everything else (digits, gaps
 ``-``/``.``, ``J``, punctuation, inner ``*``) rejects the record.
 
@@ -18,9 +22,12 @@ directory.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import hashlib
+import io
+import logging
 import os
 import re
 import string
@@ -32,7 +39,26 @@ from typing import IO
 
 from esmfold_lite.sequences import CHAIN_SEPARATOR, FOLDING, normalize_sequence, sequence_problem
 
+log = logging.getLogger(__name__)
+
 _GZIP_MAGIC = b"\x1f\x8b"
+_BYTE_ORDER_MARKS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_ENCODING_SAMPLE = 64  # bytes looked at for the zero-byte pattern of UTF-16/UTF-32 without a byte-order mark
+_DECODED = {
+    "utf-32": "UTF-32 (with a byte-order mark)",
+    "utf-32-le": "UTF-32 little-endian (no byte-order mark)",
+    "utf-32-be": "UTF-32 big-endian (no byte-order mark)",
+    "utf-16": "UTF-16 (with a byte-order mark)",
+    "utf-16-le": "UTF-16 little-endian (no byte-order mark)",
+    "utf-16-be": "UTF-16 big-endian (no byte-order mark)",
+}
+"""The encodings other than UTF-8 that `text_encoding` finds, as a message names them."""
 
 
 @dataclass(frozen=True)
@@ -74,30 +100,84 @@ def open_unpacked(path: str | os.PathLike) -> Iterator[IO[bytes]]:
         try:
             with gzip.GzipFile(fileobj=raw) as unpacked:
                 yield unpacked
-        except (EOFError, zlib.error) as exc:
-            raise OSError(f"{path}: corrupt or truncated gzip file ({exc})") from exc
+        except EOFError as exc:
+            raise _gzip_error(path, "truncated gzip file (it ends before its end marker)") from exc
+        except (zlib.error, gzip.BadGzipFile) as exc:
+            raise _gzip_error(path, "damaged gzip file (its compressed data do not unpack)") from exc
+
+
+def _gzip_error(path: str | os.PathLike, problem: str) -> OSError:
+    """An OSError whose text names ``path`` and whose ``strerror`` (what messages that name the file themselves
+    show) says ``problem`` and the fix."""
+    error = OSError(f"{path}: {problem}: copy or compress it again")
+    error.strerror = f"{problem}: copy or compress it again"
+    return error
+
+
+def text_encoding(head: bytes) -> str:
+    """The encoding of text that starts with the bytes ``head`` (a few dozen are enough), as Python names it.
+
+    A byte-order mark decides (``utf-8-sig``, ``utf-16``, ``utf-32``). Without one, ``head`` read as little- or
+    big-endian code units tells UTF-32 (every 4-byte unit a character, 1 to 0x10FFFF) and UTF-16 (no unit zero and
+    at least half of them below 0x100: the zero high byte of mostly-ASCII text), giving ``utf-32-le``,
+    ``utf-32-be``, ``utf-16-le`` or ``utf-16-be``; UTF-8 text has such zero bytes only if it holds NUL characters
+    at every other (or fourth) byte. Anything else is ``utf-8``.
+    """
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        if head.startswith(mark):
+            return encoding
+    for name, width in (("utf-32", 4), ("utf-16", 2)):
+        for order, byteorder in (("le", "little"), ("be", "big")):
+            units = [int.from_bytes(head[i : i + width], byteorder) for i in range(0, len(head) - width + 1, width)]
+            if len(units) * width < 4 or 0 in units:
+                continue
+            characters = max(units) <= 0x10FFFF if width == 4 else 2 * sum(u < 0x100 for u in units) >= len(units)
+            if characters:
+                return f"{name}-{order}"
+    return "utf-8"
+
+
+@contextlib.contextmanager
+def open_text(
+    path: str | os.PathLike, newline: str = "\n", errors: str = "replace", announce: bool = True
+) -> Iterator[IO[str]]:
+    """``path`` (gzip-compressed or not: `open_unpacked`) opened as text in the encoding `text_encoding` finds.
+
+    ``newline``: as for ``open``; the default ends lines at LF only, as reading bytes does (``""`` for the csv
+    module). ``errors``: as for ``open``; the default turns bytes that are not valid text into U+FFFD, which
+    `validate_record` then reports with its position. A file decoded as UTF-16 or UTF-32 is logged (INFO) unless
+    ``announce`` is False.
+    """
+    with open_unpacked(path) as stream:
+        encoding = text_encoding(stream.peek(_ENCODING_SAMPLE)[:_ENCODING_SAMPLE])
+        if announce and encoding in _DECODED:
+            log.info("%s is %s text: decoding it as such", path, _DECODED[encoding])
+        with io.TextIOWrapper(stream, encoding=encoding, errors=errors, newline=newline) as text:
+            yield text
 
 
 def read_fasta(source: str | os.PathLike | IO, keep_case: bool = False) -> Iterator[FastaRecord]:
-    """Yield the records of a FASTA file (path, gzip-compressed path, or an open text/binary file) one by one.
+    """Yield the records of a FASTA file (path, gzip-compressed path, or an open text/binary file) one by one. A path
+    is read in the encoding it is in (`open_text`); an open binary file is read as UTF-8.
 
     ``keep_case``: leave lower-case letters as they are (alignments mark insertions with them); default upper-case.
     """
     if isinstance(source, (str, os.PathLike)):
-        with open_unpacked(source) as stream:
+        with open_text(source) as stream:
             yield from _parse(stream, keep_case)
     else:
         yield from _parse(source, keep_case)
 
 
 def count_records(path: str | os.PathLike) -> int | None:
-    """The number of records (``>`` header lines) in a FASTA file, gzip too, read as bytes without parsing (for a
-    progress total); None for what is not a regular file (a pipe cannot be read twice) or cannot be read."""
+    """The number of records (``>`` header lines) in a FASTA file, gzip and any encoding `open_text` reads too,
+    without parsing (for a progress total); None for what is not a regular file (a pipe cannot be read twice) or
+    cannot be read."""
     if not Path(path).is_file():
         return None
     try:
-        with open_unpacked(path) as stream:
-            return sum(1 for line in stream if line.startswith(b">"))
+        with open_text(path, announce=False) as stream:
+            return sum(1 for line in stream if line.startswith(">"))
     except OSError:
         return None
 

@@ -85,6 +85,7 @@ METRICS = {  # _ma_qa_metric rows: id → (name, description, type, mode)
     PLDDT_GLOBAL_ID: ("mean pLDDT", "mean predicted lDDT over all atoms of the model, 0-100", "pLDDT", "global"),
     PTM_ID: ("pTM", "predicted TM-score of the model, 0-1", "pTM", "global"),
 }
+RANDOM_WEIGHTS_REMARK = "RANDOM WEIGHTS: NOT A PREDICTION (esmfold-lite weights make-random)"
 CATEGORY_ORDER = (  # the order of the categories in the data block; others follow in the order they were added
     "entry", "audit_conform", "struct", "software", "chem_comp", "entity", "entity_poly", "entity_poly_seq",
     "struct_asym", "pdbx_poly_seq_scheme", "ma_data", "ma_data_group", "ma_target_entity", "ma_target_entity_instance",
@@ -326,6 +327,14 @@ def add_modelcif_categories(
         "metric_value": [f"{scores.mean_plddt:.2f}", f"{scores.ptm:.4f}"],
     })  # fmt: skip
     block["ma_qa_metric_local"] = _local_plddt(atom_site, model_id)
+
+
+def mark_random_weights(block: pdbx.CIFBlock, name: str) -> None:
+    """Say in ``block`` that its model came from randomized weights (``esmfold-lite weights make-random``): the
+    ``_struct.title`` begins with `RANDOM_WEIGHTS_REMARK`, and ``_pdbx_database_remark`` 250 (PDBx's free-text remark,
+    as REMARK 250 in the PDB file) holds it."""
+    block["struct"]["title"] = [f"{RANDOM_WEIGHTS_REMARK}: {name}"]
+    block["pdbx_database_remark"] = pdbx.CIFCategory({"id": [250], "text": [RANDOM_WEIGHTS_REMARK]})
 
 
 def ordered(block: pdbx.CIFBlock) -> pdbx.CIFBlock:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from esmfold_lite.io.fasta import open_unpacked, read_fasta
+from esmfold_lite.io.fasta import open_text, read_fasta
 from esmfold_lite.sequences import AMINO_ACID_LETTERS
 
 DEFAULT_MAX_DEPTH = 128
@@ -98,23 +98,24 @@ def _clean(ids: Sequence[str], rows: Sequence[str], lines: Sequence[int | None],
     return MSA(ids=tuple(ids), rows=tuple(cleaned), source=source)
 
 
-def _without_leading_comments(lines: Iterable[bytes]) -> Iterator[bytes]:
+def _without_leading_comments(lines: Iterable[str]) -> Iterator[str]:
     """``lines`` with the ``#`` comment lines before the first ``>`` header blanked (line numbers stay right)."""
     lines = iter(lines)
     for line in lines:
-        text = line.lstrip(b"\xef\xbb\xbf").strip()
-        if text.startswith(b"#"):
-            yield b"\n"
+        text = line.strip()
+        if text.startswith("#"):
+            yield "\n"
             continue
         yield line
-        if text.startswith(b">"):
+        if text.startswith(">"):
             break
     yield from lines
 
 
 def read_msa(path: str | os.PathLike) -> MSA:
-    """The MSA in an a3m, a2m or aligned FASTA file (gzip allowed); raises ``ValueError`` naming a bad row."""
-    with open_unpacked(path) as stream:
+    """The MSA in an a3m, a2m or aligned FASTA file (gzip and the encodings of ``io.fasta.open_text`` allowed);
+    raises ``ValueError`` naming a bad row."""
+    with open_text(path) as stream:
         records = list(read_fasta(_without_leading_comments(stream), keep_case=True))
     for record in records:
         if record.error:

@@ -6,7 +6,8 @@ atomically (temporary file + rename) by ``write_files``, so a crash or a failing
 file behind. The rename replaces a symlink planted at an output path by the file itself: nothing is ever written
 through a link. A prediction with nothing valid to write (no atom at all, or NaN/inf values) is refused with a
 ValueError saying why, so no output holds NaN. The JSON uses ColabFold's names: ``plddt`` (per residue), ``ptm``,
-``pae`` (L×L, row i = residues aligned on residue i) and ``max_pae``, plus ``mean_plddt``; it is strict JSON (a
+``pae`` (L×L, row i = residues aligned on residue i) and ``max_pae``, plus ``mean_plddt``, the protein's ``id``,
+FASTA ``header`` and ``notes`` (what ``summary.tsv``'s notes column says); it is strict JSON (a
 non-finite number would be written ``null``, never ``NaN``). pLDDT is on a 0–100 scale in every file (B-factors,
 the mmCIF's ModelCIF scores, JSON, NPZ); PAE is in Å.
 """
@@ -28,14 +29,12 @@ import torch
 from esmfold_lite.fold.config import ESMFoldConfig
 from esmfold_lite.fold.heads import aligned_error_bin_centres
 from esmfold_lite.io.atomic import atomic_path, atomic_write_bytes
+from esmfold_lite.io.output_names import FORMAT_SUFFIXES
+from esmfold_lite.io.tsv import escape_field, unescape_field
 from esmfold_lite.prediction import Prediction
 
 logger = logging.getLogger(__name__)
 
-FORMAT_SUFFIXES: dict[str, str] = {
-    "pdb": ".pdb", "cif": ".cif", "json": ".json", "pae": "_predicted_aligned_error_v1.json", "npz": ".npz",
-    "png": ".png",
-}  # fmt: skip
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "id", "length", "mean_plddt", "ptm", "status", "seconds", "error", "notes", "sequence_hash", "header",
 )  # fmt: skip
@@ -87,16 +86,19 @@ def _json_numbers(values: np.ndarray | float, decimals: int) -> list | float | N
     return np.where(np.isfinite(rounded), rounded, None).tolist()
 
 
-def confidence_json(one: Prediction, name: str, header: str) -> str:
-    """ColabFold-like confidence JSON of a single-sequence prediction (``Prediction.select`` output).
+def confidence_json(one: Prediction, name: str, header: str, notes: Sequence[str] = ()) -> str:
+    """ColabFold-like confidence JSON of a single-sequence prediction (``Prediction.select`` output), with the
+    protein's ``id``, FASTA ``header`` and ``notes`` (as ``summary.tsv``'s notes column, one string each).
 
     ``max_pae`` is the largest value in the ``pae`` matrix (ColabFold writes the head's upper bin edge there).
+    ``"random_weights": true`` is added for a model of randomized weights (``esmfold-lite weights make-random``).
     The text is strict JSON: a non-finite number is written as ``null``.
     """
     pae = _numpy(one.pae[0])
     record = {
         "id": name,
         "header": header,
+        "notes": list(notes),
         "sequence": one.sequences[0],
         "plddt": _json_numbers(_numpy(one.plddt[0]), 2),
         "mean_plddt": _json_numbers(float(one.mean_plddt[0]), 4),
@@ -104,6 +106,8 @@ def confidence_json(one: Prediction, name: str, header: str) -> str:
         "max_pae": _json_numbers(pae.max(initial=0.0), 2),
         "pae": _json_numbers(pae, 2),
     }
+    if one.random_weights:  # only then: the JSON of real weights stays as it was
+        record["random_weights"] = True
     return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
 
 
@@ -199,9 +203,10 @@ def contact_map_png(contacts, title: str) -> bytes:
 
 
 def render_protein(
-    prediction: Prediction, i: int, name: str, formats: Sequence[str], header: str = ""
+    prediction: Prediction, i: int, name: str, formats: Sequence[str], header: str = "", notes: Sequence[str] = ()
 ) -> dict[str, bytes]:
-    """The requested files of sequence ``i`` of ``prediction``, rendered in memory: ``{format: content}``.
+    """The requested files of sequence ``i`` of ``prediction``, rendered in memory: ``{format: content}``; the JSON
+    holds ``header`` and ``notes`` (``confidence_json``).
 
     Raises:
         ValueError: the prediction has nothing valid to write (`unwritable_reason`).
@@ -213,7 +218,7 @@ def render_protein(
     renderers = {
         "pdb": lambda: one.to_pdb(0).encode(),
         "cif": lambda: one.to_mmcif(0, name=name).encode(),
-        "json": lambda: confidence_json(one, name, header).encode(),
+        "json": lambda: confidence_json(one, name, header, notes).encode(),
         "pae": lambda: afdb_pae_json(one).encode(),
         "npz": lambda: arrays_npz(one),
         "png": lambda: confidence_png(one, name),
@@ -234,17 +239,18 @@ def write_files(outdir: Path, name: str, files: Mapping[str, bytes]) -> dict[str
 
 
 def _tsv_field(value: object) -> str:
-    """A value as one TSV field: None, NaN and ±inf → empty, floats rounded, tabs and line breaks → spaces."""
+    """A value as one TSV field: None, NaN and ±inf → empty, floats rounded, text escaped (``io.tsv``)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     if isinstance(value, float):
         value = f"{value:.4f}".rstrip("0")
         value += "0" if value.endswith(".") else ""
-    return " ".join(str(value).split())
+    return escape_field(str(value))
 
 
 def write_summary(path: Path, rows: Iterable[Mapping[str, object]]) -> None:
-    """Write ``rows`` (dicts keyed by ``SUMMARY_COLUMNS``) as a tab-separated table with a header, atomically.
+    """Write ``rows`` (dicts keyed by ``SUMMARY_COLUMNS``) as a tab-separated table with a header, atomically; text
+    such as a FASTA header is escaped by ``io.tsv``'s rule, so every row is one line of ``SUMMARY_COLUMNS`` fields.
 
     Rows are streamed to the file, so millions of them never sit in memory as text."""
     with atomic_path(path) as temp, open(temp, "w", encoding="utf-8", newline="") as handle:
@@ -254,7 +260,8 @@ def write_summary(path: Path, rows: Iterable[Mapping[str, object]]) -> None:
 
 
 def read_summary(path: Path) -> list[dict[str, str]]:
-    """Rows of an existing ``summary.tsv`` (missing columns read as ""); [] if the file does not exist.
+    """Rows of an existing ``summary.tsv`` (missing columns read as "", fields unescaped: ``io.tsv``); [] if the file
+    does not exist.
 
     Rows without an id are skipped with a warning, so a hand-edited or foreign file does not stop a reader.
     """
@@ -267,5 +274,5 @@ def read_summary(path: Path) -> list[dict[str, str]]:
             if not row.get("id"):
                 logger.warning("%s line %d has no id; ignored", path, line)
                 continue
-            rows.append({column: row.get(column) or "" for column in SUMMARY_COLUMNS})
+            rows.append({column: unescape_field(row.get(column) or "") for column in SUMMARY_COLUMNS})
     return rows

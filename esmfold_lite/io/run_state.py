@@ -14,9 +14,10 @@ Broken state: ``state.sqlite`` is checked when it is opened (SQLite's ``quick_ch
 damaged one (truncated, overwritten, not esmfold-lite's) has lost the completion records, and guessing them from the
 files could count a half-written protein as done, so the run is refused with a message naming the file and the fix:
 ``overwrite`` (``--overwrite``), which recomputes every protein anyway, replaces it by an empty state; or a new
-OUTDIR. An empty file (a crash while it was created) is an empty state: nothing counts as complete, everything is
-folded again. An SQLite error later (a full or failing disk) raises OutdirError naming the file; nothing is recorded
-as complete by a transaction that did not commit.
+OUTDIR. An empty one (0 bytes, or no tables) is damaged too: a run state is created with its tables in one atomic
+step (``io.sqlite_errors.create_database``), so only something else can have emptied it, and taking it for a new one
+would accept other settings and leave the old results beside the new. An SQLite error later (a full or failing disk)
+raises OutdirError naming the file; nothing is recorded as complete by a transaction that did not commit.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ logger = logging.getLogger(__name__)
 
 STATE_NAME = "state.sqlite"
 DAMAGED_STATE_FIX = (
-    "which proteins are complete is lost: run again with --overwrite (overwrite=True) to fold every protein again "
-    "(it replaces the damaged file), or write to a new output directory"
+    "which proteins are complete is lost: run again with the overwrite option (--overwrite) to fold every protein "
+    "again (it replaces the damaged file), or write to a new output directory"
 )
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (digest TEXT PRIMARY KEY, json TEXT NOT NULL, used INTEGER NOT NULL);
@@ -197,7 +198,16 @@ def _db_value(row: Mapping[str, object], column: str) -> object:
 
 def _describe(value: object) -> str:
     """A setting as a user reads it: a checkpoint fingerprint (``weights.fingerprint``) by its file names and sizes,
-    its registry name or URL; anything else as JSON (at most 120 characters)."""
+    its registry name or URL; an unset one (None) as ``not set``, yes/no, text and numbers as they are, lists
+    comma-separated; anything else as JSON (at most 120 characters)."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    if isinstance(value, list):
+        return ", ".join(map(_describe, value)) or "none"
     if isinstance(value, dict) and isinstance(value.get("files"), list):
         return ", ".join(
             f"{f.get('file')} ({int(f.get('size') or 0):,} bytes)" for f in value["files"] if isinstance(f, dict)
@@ -209,13 +219,14 @@ def _describe(value: object) -> str:
 
 
 def settings_differences(old: Mapping[str, object], new: Mapping[str, object], limit: int = 4) -> list[str]:
-    """``key: old -> new`` for the top-level settings that differ; checkpoints by their files (``_describe``), and
+    """``key: old -> new`` for the top-level settings that differ, keys spelled as the flags that set them
+    (``num_recycles``: ``num-recycles``), values as ``_describe`` words them (checkpoints by their files), and
     "other contents" when only what is in them changed."""
     changes = []
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
-            a, b = _describe(old.get(key)), _describe(new.get(key))
-            changes.append(f"{key}: {a} -> {b}" if a != b else f"{key}: {a}, other contents")
+            a, b, name = _describe(old.get(key)), _describe(new.get(key)), key.replace("_", "-")
+            changes.append(f"{name}: {a} -> {b}" if a != b else f"{name}: {a}, other contents")
     return changes[:limit] + ([f"and {len(changes) - limit} more"] if len(changes) > limit else [])
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from esmfold_lite.io.atomic import atomic_path
 from esmfold_lite.io.outdir_lock import OutdirError
 
 logger = logging.getLogger(__name__)
@@ -45,10 +47,13 @@ def checked_connection(
     recover: bool = False,
 ) -> sqlite3.Connection:
     """Connect to the database ``path`` and check it: ``quick_check``, then the columns of ``tables``
-    (``DamagedDatabase`` naming ``kind`` if either fails). ``schema`` creates the tables in a database that has none
-    (new or empty), unless ``read_only``, so a damaged or foreign file is left exactly as it was. ``read_only`` with
-    ``recover``: opened for writing, never creating the file, so SQLite can roll back a killed writer's journal
-    (``hot_journal``); the caller only reads."""
+    (``DamagedDatabase`` naming ``kind`` if either fails). Unless ``read_only``, a database that is not there is
+    created with ``schema``, atomically (``create_database``), so it is never seen without its tables: a file that is
+    there without any (0 bytes, or emptied) has lost what it held and is ``DamagedDatabase`` too. A damaged or foreign
+    file is left exactly as it was. ``read_only`` with ``recover``: opened for writing, never creating the file, so
+    SQLite can roll back a killed writer's journal (``hot_journal``); the caller only reads."""
+    if not (read_only or os.path.lexists(path)):
+        create_database(path, schema)
     if read_only:
         mode = "rw" if recover else "ro"
         connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True)
@@ -58,9 +63,9 @@ def checked_connection(
         (verdict,) = connection.execute("PRAGMA quick_check(1)").fetchone()
         if verdict != "ok":
             raise DamagedDatabase(f"database disk image is malformed: {' '.join(verdict.split())}")  # one line
-        has_tables = connection.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-        if not (read_only or has_tables):
-            connection.executescript(schema)
+        if not connection.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]:
+            empty = "empty file (0 bytes)" if path.stat().st_size == 0 else "a database without tables"
+            raise DamagedDatabase(f"{empty}, not an esmfold-lite {kind}")
         for table, columns in tables.items():
             try:
                 connection.execute(f"SELECT {', '.join(columns)} FROM {table} LIMIT 0")
@@ -70,6 +75,14 @@ def checked_connection(
         connection.close()
         raise
     return connection
+
+
+def create_database(path: Path, schema: str) -> None:
+    """Create the database ``path`` with ``schema``, atomically: it appears complete with its tables or not at all
+    (``io.atomic.atomic_path``), so an empty file there is never one this created (a run killed while creating
+    it leaves only a temporary file, which the next run deletes)."""
+    with atomic_path(path) as temp, contextlib.closing(sqlite3.connect(temp)) as connection:
+        connection.executescript(schema)
 
 
 def sqlite_error_kind(exc: sqlite3.Error) -> str:

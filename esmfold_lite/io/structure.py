@@ -27,12 +27,14 @@ from biotite.structure.io import pdb, pdbx
 
 from esmfold_lite.geometry.residue_constants import atom_types, resnames
 from esmfold_lite.io.modelcif import (
+    RANDOM_WEIGHTS_REMARK,
     ModelScores,
     PolymerChain,
     add_modelcif_categories,
     add_polymer_categories,
     chains_from_atoms,
     label_ids,
+    mark_random_weights,
     ordered,
 )
 
@@ -106,8 +108,9 @@ def _chain_ends(atoms: struc.AtomArray) -> np.ndarray:
     return np.append(np.nonzero(change)[0], atoms.array_length() - 1)
 
 
-def to_pdb_string(atoms: struc.AtomArray) -> str:
-    """PDB text: ATOM records (biotite), a TER record after each chain, END."""
+def to_pdb_string(atoms: struc.AtomArray, random_weights: bool = False) -> str:
+    """PDB text: ATOM records (biotite), a TER record after each chain, END; first, with ``random_weights`` (a model
+    from ``esmfold-lite weights make-random``), ``REMARK 250`` saying so (`RANDOM_WEIGHTS_REMARK`)."""
     _check_not_empty(atoms)
     ends = _chain_ends(atoms)
     atoms = atoms.copy()
@@ -123,6 +126,8 @@ def to_pdb_string(atoms: struc.AtomArray) -> str:
             f"{atoms.res_id[end]:>4}{atoms.ins_code[end]:1}"
         )
         lines.insert(end + 1, ter)
+    if random_weights:
+        lines.insert(0, f"REMARK 250 {RANDOM_WEIGHTS_REMARK}")
     lines.append("END")
     return "\n".join(lines) + "\n"
 
@@ -132,6 +137,7 @@ def to_mmcif_string(
     name: str = "esmfold_lite",
     scores: ModelScores | None = None,
     chains: Sequence[PolymerChain] | None = None,
+    random_weights: bool = False,
 ) -> str:
     """mmCIF text with one data block ``name`` holding the ``atom_site`` category (B_iso_or_equiv, occupancy) and
     the PDBx polymer description it refers to: entities, their full sequences and chains (``io.modelcif``).
@@ -140,7 +146,9 @@ def to_mmcif_string(
     ESMFold places none for), in order; None = the residues ``atoms`` has. Numbers are written with the precision of
     PDB files: coordinates 3 decimals, B-factor and occupancy 2. With ``scores`` (a prediction, whose B-factors are
     pLDDT on 0–100) the block also holds the ModelCIF categories: the modeling protocol and the QA scores (pLDDT per
-    residue, mean pLDDT and pTM). Raises ValueError if an atom's residue is not in ``chains``.
+    residue, mean pLDDT and pTM). With ``random_weights`` (a model from ``esmfold-lite weights make-random``) the title
+    and a ``_pdbx_database_remark`` say so (``io.modelcif.mark_random_weights``). Raises ValueError if an atom's
+    residue is not in ``chains``.
     """
     _check_not_empty(atoms)
     block_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "structure"  # data block names allow no spaces
@@ -163,6 +171,8 @@ def to_mmcif_string(
     add_polymer_categories(block, block_name, chains)
     if scores is not None:
         add_modelcif_categories(block, block_name, chains, scores)
+    if random_weights:
+        mark_random_weights(block, block_name)
     file = pdbx.CIFFile()
     file[block_name] = ordered(block)
     out = io.StringIO()
@@ -222,7 +232,8 @@ def parse_structure(
     ) as exc:
         if str(exc).startswith(f"{source}: "):
             raise
-        raise ValueError(f"{source}: cannot read the structure ({type(exc).__name__}: {exc})") from None
+        detail = f"it has no {exc}" if isinstance(exc, KeyError) else str(exc).strip() or "it is cut short or damaged"
+        raise ValueError(f"{source}: cannot read it as a {fmt.upper()} structure ({detail})") from None
     if atoms.array_length() == 0:
         raise ValueError(f"{source}: no atoms found; is it a {fmt.upper()} file?")
     return atoms

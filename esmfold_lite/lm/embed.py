@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH, MSA, as_msa, select_rows
 from esmfold_lite.lm.contact_head import check_contact_regression
+from esmfold_lite.progress_display import Progress
 
 
 @dataclass
@@ -133,7 +133,8 @@ def embed(
         logits: also return the masked-LM logits at every residue (the model needs its LM head).
         max_tokens_per_batch: budget on the padded batch size ``count * (longest + 2)`` in tokens; ``None`` runs
             one sequence at a time. MSAs always run one at a time.
-        progress: show a progress bar (tqdm) over the sequences.
+        progress: show progress over the sequences: a bar on a terminal (or in a notebook), else a log line every
+            30 s (``esmfold_lite.progress_display``).
         max_depth, selection: MSA models only: rows kept per MSA and how they are chosen
             (``esmfold_lite.io.msa.select_rows``: ``"diverse"`` or ``"first"``; ``max_depth=None`` keeps all, e.g.
             for MSAs whose rows were selected already).
@@ -211,7 +212,7 @@ def embed(
         batches = [[i] for i in range(len(texts))]
     else:
         batches = token_budget_batches([n + extra for n in lengths], max_tokens_per_batch)
-    with torch.no_grad(), tqdm(total=len(texts), unit="msa" if takes_msa else "seq", disable=not progress) as bar:
+    with torch.no_grad(), Progress(len(texts), "embed", "msa" if takes_msa else "seq", progress) as bar:
         for batch in batches:
             if takes_msa:
                 tokens = alphabet.batch_encode(msas[batch[0]].rows)[None]

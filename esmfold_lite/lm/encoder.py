@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from esmfold_lite.alphabet import Alphabet
+from esmfold_lite.fold_progress import LM_LAYER, step_done
 from esmfold_lite.lm.contact_head import ContactPredictionHead, check_contact_regression
 from esmfold_lite.lm.embed import Embeddings, embed, requested_layers
 from esmfold_lite.lm.self_attention import SelfAttention
@@ -157,6 +158,7 @@ class EncoderLanguageModel(nn.Module):
                 hidden[index] = x
             if need_head_weights:
                 attentions.append(weights)
+            step_done(LM_LAYER, index, self.num_layers)  # a progress listener, if any (``fold_progress``)
         x = self.emb_layer_norm_after(x)
         hidden[self.num_layers] = x
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from esmfold_lite.cpu_dtypes import warn_if_emulated
 from esmfold_lite.lm.esm1 import ESM1, ESM1Config
 from esmfold_lite.lm.esm2 import ESM2, ESM2Config
 from esmfold_lite.lm.esmc import ESMC, ESMCConfig
@@ -163,7 +164,7 @@ def _language_model_factory(kind: str, config: Mapping[str, Any], source: object
     model_class, config_class = LANGUAGE_MODELS[kind]
     try:
         model_config = config_class(**config)
-    except TypeError as exc:  # a missing or unknown field
+    except (TypeError, ValueError) as exc:  # a missing or unknown field, or sizes the config class refuses
         raise CheckpointError(f"the config in {source} does not describe a {model_class.__name__}: {exc}") from None
     return lambda: model_class(model_config)
 
@@ -203,5 +204,7 @@ def load_language_model(
             "model: load it with esmfold_lite.load_model"
         )
     path = locate(source)
-    model = build_language_model(read_language_model(path), path, as_dtype(dtype) or torch.float32)
+    dtype = as_dtype(dtype) or torch.float32
+    warn_if_emulated(dtype, device)
+    model = build_language_model(read_language_model(path), path, dtype)
     return model.to(device=device).eval()

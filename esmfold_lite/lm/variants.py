@@ -32,10 +32,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from esmfold_lite.io.mutations import Mutation, check_wild_type, parse_mutation
 from esmfold_lite.lm.embed import token_budget_batches
+from esmfold_lite.progress_display import Progress
 
 STRATEGIES = ("wt-marginals", "masked-marginals", "mutant-marginals", "pseudo-ppl")
 DEFAULT_MAX_TOKENS = 4096
@@ -62,7 +62,8 @@ def score_variants(
         strategy: one of `STRATEGIES` (see the module docstring).
         offset_idx: the position number of the wild type's first residue (1: positions are 1-based).
         max_tokens_per_batch: budget on ``rows x (L + 2)`` tokens in one forward pass; ``None``: one row per pass.
-        progress: show a progress bar over the forward passes.
+        progress: show progress over the forward passes: a bar on a terminal (or in a notebook), else a log line
+            every 30 s (``esmfold_lite.progress_display``).
 
     Returns:
         One float per mutation, in input order.
@@ -120,7 +121,7 @@ def score_mutations(
 ) -> torch.Tensor:
     """Scores ``(N,)`` (float64, CPU) of parsed, checked mutations of ``wild_type`` under one model.
 
-    ``description`` labels the progress bar. See `score_variants` for the other arguments.
+    ``description`` labels the progress (bar or lines). See `score_variants` for the other arguments.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown scoring strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -189,7 +190,7 @@ class _Scorer:
         Yields ``(row numbers, log-probabilities (b, T, V) float32)`` per forward pass.
         """
         batches = token_budget_batches([len(self.wt_tokens)] * count, self.max_tokens)
-        with tqdm(total=count, unit="seq", desc=self.description, disable=not self.progress) as bar:
+        with Progress(count, self.description or "scoring", "seq", self.progress) as bar:
             for batch in batches:
                 tokens = torch.stack([row(i) for i in batch]).to(self.device)
                 logits = self.model(tokens)["logits"]

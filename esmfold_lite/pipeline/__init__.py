@@ -28,21 +28,30 @@ Errors that stop a run are ``PipelineError`` (``errors.py``). The names below ar
 drivers, commands and the report.
 """
 
-from esmfold_lite.pipeline.errors import PipelineError, interruption_of
-from esmfold_lite.pipeline.folded import FoldedProtein, render_outcome, save_folded
-from esmfold_lite.pipeline.predict import DEFAULT_MAX_TOKENS_PER_BATCH, load_folder, predict_fasta
-from esmfold_lite.pipeline.progress import RunProgress, show_bar
-from esmfold_lite.pipeline.records import (
-    DEFAULT_FORMATS,
-    FORMATS,
-    RUN_REPORT_NAME,
-    SUMMARY_NAME,
-    ProteinResult,
-    output_names,
-    pending_row,
-    plan_record,
-)
-from esmfold_lite.pipeline.settings import RunSettings, check_settings, open_outdir, run_settings
+from typing import TYPE_CHECKING
+
+from esmfold_lite.lazy import lazy_names
+
+if TYPE_CHECKING:
+    from esmfold_lite.pipeline.errors import PipelineError, interruption_of
+    from esmfold_lite.pipeline.folded import FoldedProtein, render_outcome, save_folded
+    from esmfold_lite.pipeline.names import (
+        DEFAULT_FORMATS,
+        DEFAULT_MAX_TOKENS_PER_BATCH,
+        FORMATS,
+        RUN_REPORT_NAME,
+        SUMMARY_NAME,
+    )
+    from esmfold_lite.pipeline.predict import load_folder, predict_fasta
+    from esmfold_lite.pipeline.progress import RunProgress, show_bar
+    from esmfold_lite.pipeline.records import (
+        ProteinResult,
+        output_names,
+        pending_row,
+        plan_record,
+        warn_of_earlier_proteins,
+    )
+    from esmfold_lite.pipeline.settings import RunSettings, check_settings, open_outdir, run_settings
 
 __all__ = [
     "DEFAULT_FORMATS",
@@ -67,4 +76,17 @@ __all__ = [
     "run_settings",
     "save_folded",
     "show_bar",
+    "warn_of_earlier_proteins",
 ]
+_ORIGINS = {  # the module of each name, imported on first use: the command line's --help imports no torch
+    "errors": ("PipelineError", "interruption_of"),
+    "folded": ("FoldedProtein", "render_outcome", "save_folded"),
+    "names": ("DEFAULT_FORMATS", "DEFAULT_MAX_TOKENS_PER_BATCH", "FORMATS", "RUN_REPORT_NAME", "SUMMARY_NAME"),
+    "predict": ("load_folder", "predict_fasta"),
+    "progress": ("RunProgress", "show_bar"),
+    "records": ("ProteinResult", "output_names", "pending_row", "plan_record", "warn_of_earlier_proteins"),
+    "settings": ("RunSettings", "check_settings", "open_outdir", "run_settings"),
+}  # fmt: skip
+__getattr__, __dir__ = lazy_names(
+    globals(), {name: f"{__name__}.{module}" for module, names in _ORIGINS.items() for name in names}
+)

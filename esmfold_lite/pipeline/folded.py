@@ -38,7 +38,7 @@ def render_outcome(outcome: FoldOutcome, formats: Sequence[str]) -> FoldedProtei
     if outcome.prediction is not None:
         start = time.perf_counter()
         try:
-            folded.files = render_protein(outcome.prediction, outcome.row, job.name, formats, job.header)
+            folded.files = render_protein(outcome.prediction, outcome.row, job.name, formats, job.header, job.notes)
             folded.mean_plddt = float(outcome.prediction.mean_plddt[outcome.row])
             folded.ptm = float(outcome.prediction.ptm[outcome.row])
         except Exception as exc:

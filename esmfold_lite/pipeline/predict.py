@@ -12,25 +12,24 @@ import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from esmfold_lite.batch_folding import BatchFolder, Folder, FoldJob
-from esmfold_lite.fold.pass_progress import on_trunk_pass
+from esmfold_lite.fold_progress import on_fold_step
 from esmfold_lite.io.run_state import RunState
 from esmfold_lite.pipeline.errors import PipelineError, interruption_of
 from esmfold_lite.pipeline.folded import render_outcome, save_folded
+from esmfold_lite.pipeline.names import DEFAULT_FORMATS, DEFAULT_MAX_TOKENS_PER_BATCH, FORMATS
 from esmfold_lite.pipeline.progress import RunProgress, show_bar
 from esmfold_lite.pipeline.records import (
-    DEFAULT_FORMATS,
-    FORMATS,
     ProteinResult,
     output_names,
     pending_row,
     plan_record,
     read_records,
+    warn_of_earlier_proteins,
 )
 from esmfold_lite.pipeline.settings import RunSettings, check_settings, open_outdir, run_settings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_TOKENS_PER_BATCH = 1024
 
 
 def load_folder(
@@ -130,6 +129,7 @@ def predict_fasta(
                 num_recycles, chunk_size, max_tokens_per_batch, cpu_fallback,
             )  # fmt: skip
         state.save(rows)
+        warn_of_earlier_proteins(state, len(records), fasta)
         report = RunProgress(
             state, settings, "predict", len(records), len(jobs), sum(job.length for job in jobs), reused,
             show_bar(progress),
@@ -167,7 +167,7 @@ def _fold_all(
         while start < len(queue):
             batch = folding.next_batch(queue, start)
             start += len(batch)
-            with on_trunk_pass(report.trunk_passes(batch)):
+            with on_fold_step(report.fold_steps(batch, folding.planned_peak_bytes(batch))):
                 outcomes = folding.fold(batch)
             folded = [render_outcome(outcome, formats) for outcome in outcomes]
             for item, result in zip(folded, save_folded(state, settings, folded), strict=True):

@@ -4,26 +4,58 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
 from esmfold_lite.batch_folding import FoldJob
-from esmfold_lite.fold.pass_progress import PassListener
+from esmfold_lite.fold_progress import LM_LAYER, FoldStep, StepListener
 from esmfold_lite.io.atomic import atomic_write_text
 from esmfold_lite.io.outputs import write_summary
 from esmfold_lite.io.run_state import RunState
 from esmfold_lite.pipeline.errors import write_error
 from esmfold_lite.pipeline.records import RUN_REPORT_NAME, SUMMARY_NAME, ProteinResult
 from esmfold_lite.pipeline.settings import RunSettings
+from esmfold_lite.progress_display import duration, interval, show_bar
+
+__all__ = ["FoldSteps", "RunProgress", "fold_work", "show_bar"]  # show_bar: the drivers take the rule from here
 
 logger = logging.getLogger(__name__)
 
-PASS_LOG_AFTER_S = 30.0
-"""Without a bar, a trunk pass that ends this long or longer after its batch started is logged at INFO (else DEBUG):
-long folds on a CPU show signs of life, fast ones do not fill the log."""
+BAR_REFRESH_S = 1.0
+"""On a terminal, the bar's postfix naming the step of the fold in progress is redrawn at most this often."""
+
+FAR_BEYOND = 4.0
+"""A batch whose work (``fold_work``) or planned trunk memory is this many times the largest batch's so far is
+announced before it starts, with what it will need."""
+
+PAIR_CHANNELS = 128
+"""c_z of ESMFold's trunk, for ``fold_work``."""
+
+
+def fold_work(length: int, batch: int = 1) -> float:
+    """A rough measure of the arithmetic of folding ``batch`` sequences padded to ``length`` positions, to scale a
+    measured time from one batch to another: ``batch · L² · (L + 5·c_z)``. One trunk block does about 6·c_z
+    multiply-adds per residue triple (the triangle multiplications and attentions) and 31·c_z² per pair (their
+    projections and the pair transition); the language model and the structure module are left out."""
+    return batch * length**2 * (length + 5 * PAIR_CHANNELS)
+
+
+@dataclass
+class _Batch:
+    """A batch about to fold or folded: its label, size, work, planned trunk memory and measured seconds."""
+
+    label: str
+    length: int
+    size: int
+    peak_bytes: int | None
+    seconds: float = 0.0
+
+    @property
+    def work(self) -> float:
+        return fold_work(self.length, self.size)
 
 
 class RunProgress:
@@ -50,6 +82,8 @@ class RunProgress:
         self.extra: dict[str, object] = {}  # more fields for run.json (the Ray driver's workers)
         self.bar = tqdm(total=to_fold, unit="protein", dynamic_ncols=True, disable=not bar)
         self.log_each = logging.INFO if self.bar.disable else logging.DEBUG
+        self.folding: _Batch | None = None  # the batch folding now (``fold_steps``)
+        self.largest: _Batch | None = None  # the folded batch of most work so far
 
     def start_folding(self) -> None:
         """Start the clock of the rates (after the model was loaded)."""
@@ -69,21 +103,44 @@ class RunProgress:
         self.bar.update(len(results))
         if not self.bar.disable:
             self.bar.set_postfix_str(f"{self.failed} failed" if self.failed else "")
+        batch, self.folding = self.folding, None
+        if batch is not None and any(r.status == "ok" for r in results):
+            batch.seconds = sum(r.seconds or 0.0 for r in results)
+            if self.largest is None or batch.work >= self.largest.work:
+                self.largest = batch
 
-    def trunk_passes(self, batch: Sequence[FoldJob]) -> PassListener:
-        """A listener for ``fold.pass_progress.on_trunk_pass`` while ``batch`` folds: the bar's postfix names the
-        pass; without a bar, a pass ending ``PASS_LOG_AFTER_S`` or more after the batch started is logged."""
+    def fold_steps(self, batch: Sequence[FoldJob], peak_bytes: int | None = None) -> StepListener:
+        """Before ``batch`` folds (``peak_bytes``: the chunk planner's estimate of its trunk memory, if known):
+        announce it when it is far beyond the batches so far (``FAR_BEYOND``), and return the listener to install
+        with ``fold_progress.on_fold_step`` while it folds (``FoldSteps``)."""
         label = batch[0].name if len(batch) == 1 else f"{len(batch)} proteins ({batch[0].name}, ...)"
-        started = time.perf_counter()
+        self.folding = _Batch(label, max(job.tokens for job in batch), len(batch), peak_bytes)
+        self._announce(self.folding)
+        return FoldSteps(label, None if self.bar.disable else self.bar)
 
-        def listener(done: int, passes: int) -> None:
-            elapsed = time.perf_counter() - started
-            if not self.bar.disable:
-                self.bar.set_postfix_str(f"{label}: trunk pass {done}/{passes}", refresh=True)
-            level = logging.INFO if self.bar.disable and elapsed >= PASS_LOG_AFTER_S else logging.DEBUG
-            logger.log(level, "%s: trunk pass %d/%d done, %.0f s", label, done, passes, elapsed)
-
-        return listener
+    def _announce(self, batch: _Batch) -> None:
+        """Log what ``batch`` will need when it is far beyond the largest folded so far: its planned trunk memory
+        and the time of the largest scaled by their work (``fold_work``)."""
+        ref = self.largest
+        if ref is None or ref.seconds <= 0:
+            return
+        ratio = batch.work / ref.work
+        memory = batch.peak_bytes / ref.peak_bytes if batch.peak_bytes and ref.peak_bytes else 0.0
+        if ratio < FAR_BEYOND and memory < FAR_BEYOND:
+            return
+        size = f"{batch.size} x " if batch.size > 1 else ""
+        peak = ""
+        if batch.peak_bytes:
+            gib = batch.peak_bytes / 2**30
+            peak = f"planned peak {gib:.1f} GiB" if gib >= 1 else f"planned peak {gib * 1024:.1f} MiB"
+            peak += " of trunk memory"
+            peak += f" ({memory:.0f}x the largest so far), " if memory else ", "
+        logger.info(
+            "%s (%s%s positions): %sabout %.0fx the work of the largest batch so far (%s, %s); expect about %s on this "
+            "machine",
+            batch.label, size, f"{batch.length:,}", peak, ratio, ref.label, duration(ref.seconds),
+            duration(ratio * ref.seconds),
+        )  # fmt: skip
 
     def stats(self) -> dict[str, object]:
         elapsed = time.perf_counter() - self.clock
@@ -140,6 +197,54 @@ class RunProgress:
         return s
 
 
-def show_bar(progress: bool) -> bool:
-    """A progress bar only on a terminal (stderr), and only if asked for."""
-    return progress and sys.stderr.isatty()
+class FoldSteps:
+    """The listener of one batch's fold steps (``fold_progress``): on a terminal the bar's postfix names the
+    step, at most every ``BAR_REFRESH_S``; without a bar an INFO line every ``progress_display.interval()``
+    seconds (the first that long after the batch started, so fast folds log nothing):
+    ``T1500: trunk pass 1/4, block 20/48, about 3 min left``.
+
+    The time left is the time so far divided by the fraction of the work done. In the language model (it runs once,
+    before the trunk) that is the fraction of its layers, and the estimate covers the language model only. In the
+    trunk it is the fraction of all its blocks over the passes the fold runs (every block of every pass costs the
+    same: one length, one chunk plan), timed from the trunk's start, so it covers the rest of the fold; the
+    structure module after each pass and the heads at the end are small beside the blocks. A fold retried after
+    running out of memory starts its clocks again. Timing is host-side: on a GPU it is exact once the kernel queue is
+    full, which long folds reach.
+    """
+
+    def __init__(self, label: str, bar: tqdm | None) -> None:
+        self.label, self.bar = label, bar
+        self.every = interval()
+        self.previous = self.logged = time.perf_counter()
+        self.shown = float("-inf")  # the first step shows at once
+        self.lm_started = self.trunk_started = self.previous
+
+    def __call__(self, step: FoldStep) -> None:
+        now = time.perf_counter()
+        if step.done == 1 and step.pass_number == 1:  # a stage starts (again, after an out-of-memory retry)
+            if step.stage == LM_LAYER:
+                self.lm_started = self.previous
+            else:
+                self.trunk_started = self.previous
+        self.previous = now
+        if step.stage != LM_LAYER and step.done == step.total:
+            logger.debug("%s: trunk pass %d/%d done, %.0f s", self.label, step.pass_number, step.passes,
+                         now - self.lm_started)  # fmt: skip
+        if self.bar is not None:
+            if now - self.shown >= BAR_REFRESH_S:
+                self.shown = now
+                self.bar.set_postfix_str(f"{self.label}: {self.describe(step, now)}", refresh=True)
+        elif now - self.logged >= self.every:
+            self.logged = now
+            logger.info("%s: %s", self.label, self.describe(step, now))
+
+    def describe(self, step: FoldStep, now: float) -> str:
+        """``'language model layer 3/36, about 40 s left in the language model'`` or
+        ``'trunk pass 1/4, block 20/48, about 3 min left'``."""
+        if step.stage == LM_LAYER:
+            left = (now - self.lm_started) * (step.total - step.done) / step.done
+            return f"{step.stage} {step.done}/{step.total}, about {duration(left)} left in the language model"
+        done = (step.pass_number - 1) * step.total + step.done
+        left = (now - self.trunk_started) * (step.passes * step.total - done) / done
+        return (f"trunk pass {step.pass_number}/{step.passes}, block {step.done}/{step.total}, "
+                f"about {duration(left)} left")  # fmt: skip

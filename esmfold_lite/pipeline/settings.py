@@ -86,8 +86,8 @@ def check_settings(state: RunState, settings: RunSettings, overwrite: bool) -> N
     conflict = state.settings_conflict(settings.digest, settings.values)
     if conflict is not None and not overwrite:
         raise PipelineError(
-            f"output directory {state.outdir}: {conflict}. Use --overwrite (overwrite=True) to recompute them with "
-            "the new settings, or write to another output directory"
+            f"output directory {state.outdir}: {conflict}. Use the overwrite option (--overwrite) to recompute them "
+            "with the new settings, or write to another output directory"
         )
     if conflict is not None:
         logger.warning("%s; overwrite: recomputing with the new settings", conflict)

@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from esmfold_lite.io.atomic import atomic_write_text, write_failure
+from esmfold_lite.io.modelcif import RANDOM_WEIGHTS_REMARK
 from esmfold_lite.io.outputs import output_paths, read_afdb_pae, read_summary
 from esmfold_lite.io.structure import parse_structure, read_structure_bytes
-from esmfold_lite.pipeline import FORMATS, SUMMARY_NAME
+from esmfold_lite.pipeline.names import FORMATS, REPORT_NAME, REPORT_PARALLEL_FROM, SUMMARY_NAME
 from esmfold_lite.viz.colors import PLDDT_BANDS
 from esmfold_lite.viz.escaping import escape_html, escape_script
 from esmfold_lite.viz.plots import confidence_figure, figure_png
@@ -41,12 +42,10 @@ from esmfold_lite.viz.view import chain_numbers, residue_plddt, view_commands
 
 logger = logging.getLogger(__name__)
 
-REPORT_NAME = "report.html"
 THREEDMOL_CDN = "https://cdn.jsdelivr.net/npm/3dmol@2.5.5/build/3Dmol-min.js"  # py3Dmol 2.5.5's default
 PLOT_SIZE = (7.0, 2.6)  # inches, at PLOT_DPI: a 560 x 208 px image
 PLOT_DPI = 80
 PLOT_COLORS = 256  # palette PNG: a third of the size of a true-colour one, looking the same
-PARALLEL_FROM = 32  # proteins: fewer are read in this process (starting worker processes costs seconds)
 
 
 class ReportError(Exception):
@@ -72,6 +71,7 @@ class Confidence:
     plddt: np.ndarray
     pae: np.ndarray | None
     chain_index: np.ndarray
+    random_weights: bool = False  # the JSON says the model had random weights (esmfold-lite weights make-random)
 
 
 @dataclass
@@ -83,6 +83,7 @@ class ProteinPage:
     plot_png: bytes | None = None
     problems: list[str] = field(default_factory=list)  # unreadable or missing files (shown and logged)
     notes: list[str] = field(default_factory=list)  # what the run did not write (shown)
+    random_weights: bool = False  # its files say a model of random weights made it (a banner on the report)
 
 
 def _chain_index_from_sequence(sequence: str) -> np.ndarray:
@@ -97,7 +98,7 @@ def _confidence_from_json(path: Path) -> Confidence:
     chain_index = _chain_index_from_sequence(sequence) if sequence else np.zeros(len(plddt), int)
     if len(chain_index) != len(plddt):
         chain_index = np.zeros(len(plddt), int)
-    return Confidence(plddt, pae, chain_index)
+    return Confidence(plddt, pae, chain_index, random_weights=data.get("random_weights") is True)
 
 
 def _confidence_from_npz(path: Path) -> Confidence:
@@ -154,6 +155,7 @@ def protein_page(outdir: Path, row: dict[str, str]) -> ProteinPage:
             page.problems.append(f"cannot read {path.name}: {exc}")
             continue
         atoms = parsed
+        page.random_weights = RANDOM_WEIGHTS_REMARK.encode() in data  # PDB REMARK 250, mmCIF title and remark
         payload = base64.b64encode(gzip.compress(data, mtime=0)).decode("ascii")
         page.structure = {"name": path.name, "format": file_format, "data": payload, "commands": commands}
         break
@@ -177,6 +179,7 @@ def protein_page(outdir: Path, row: dict[str, str]) -> ProteinPage:
                 page.problems.append(f"cannot read {paths['pae'].name}: {exc}")
     if confidence is None:
         return page
+    page.random_weights = page.random_weights or confidence.random_weights
     if confidence.pae is None:
         page.notes.append("no PAE: predict writes it with --formats json, npz or pae")
     try:
@@ -252,6 +255,8 @@ def _section(k: int, page: ProteinPage) -> str:
     parts.append(f"<p class=\"facts\">{escape_html(' · '.join(filter(None, facts)))}</p>")
     if row.get("error"):
         parts.append(f'<p class="error">{escape_html(row["error"])}</p>')
+    if page.random_weights:
+        parts.append(f'<p class="random-weights">{RANDOM_WEIGHTS_REMARK}</p>')
     parts.extend(f'<p class="problem">{escape_html(text)}</p>' for text in page.problems)
     parts.extend(f'<p class="note">{escape_html(text)}</p>' for text in page.notes)
     if page.structure is not None or page.plot_png is not None:
@@ -301,11 +306,20 @@ def render_report(outdir: Path, pages: list[ProteinPage], script: str) -> str:
     )
     rows = "".join(_table_row(k, page) for k, page in enumerate(pages, start=1))
     sections = "".join(_section(k, page) for k, page in enumerate(pages, start=1))
+    random = sum(page.random_weights for page in pages)
+    banner = (
+        f'<p class="random-weights banner" role="alert">{RANDOM_WEIGHTS_REMARK}: {random} of {len(pages)} proteins '
+        "were folded by a model of random weights, made to check an install or a set-up. Their structures and "
+        "confidences are noise; fold with real weights for predictions.</p>\n"
+        if random
+        else ""
+    )
+    source = escape_html(str(outdir / SUMMARY_NAME))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape_html(title)}</title><style>{_asset("report.css")}</style></head>
 <body><header><h1>{escape_html(title)}</h1>
-<p class="counts">{len(pages)} proteins: {escape_html(summary)} (from {escape_html(str(outdir / SUMMARY_NAME))})</p>
+{banner}<p class="counts">{len(pages)} proteins: {escape_html(summary)} (from {source})</p>
 {_legend()}
 <p class="controls"><input type="search" id="filter" placeholder="filter by id" aria-label="filter by id">
 <label><input type="checkbox" id="failed-only"> failed only</label></p></header>
@@ -324,7 +338,7 @@ def default_jobs() -> int:
 
 def _protein_pages(outdir: Path, rows: list[dict[str, str]], jobs: int) -> list[ProteinPage]:
     """``protein_page`` of every row, in ``jobs`` worker processes for large runs (plotting dominates the time)."""
-    if jobs <= 1 or len(rows) < PARALLEL_FROM:
+    if jobs <= 1 or len(rows) < REPORT_PARALLEL_FROM:
         return [protein_page(outdir, row) for row in rows]
     # spawn, not fork: forking a process that has run torch (e.g. a notebook kernel) can hang the children
     context = multiprocessing.get_context("spawn")

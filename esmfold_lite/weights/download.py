@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -36,19 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
-from tqdm.auto import tqdm
 
 from esmfold_lite.io.atomic import atomic_write_text
+from esmfold_lite.progress_display import Progress
 from esmfold_lite.weights import registry
 from esmfold_lite.weights.integrity import structure_problem
 from esmfold_lite.weights.own_format import is_own_format
+from esmfold_lite.weights.registry import DEFAULT_HOME, HOME_ENV
 from esmfold_lite.weights.safe_pickle import CheckpointError
 
-HOME_ENV = "ESMFOLD_LITE_HOME"
-DEFAULT_HOME = "~/.cache/esmfold_lite"
 CHUNK_BYTES = 1 << 20
-PROGRESS_LOG_S = 30.0
-"""Without a terminal (a batch job's log), a download in progress logs how far it is this often instead of a bar."""
 RECORD_SUFFIX = ".download.json"
 NOT_CACHED = "it is not in the cache"
 
@@ -233,6 +229,7 @@ def _download(
         raise DownloadError(message, url, dest) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
+        reason = getattr(reason, "strerror", None) or reason  # "Name or service not known", not "[Errno -2] ..."
         raise DownloadError(f"could not download {url}: {reason}.\n{offline_hint(url, dest)}", url, dest) from None
 
     with response:
@@ -259,22 +256,14 @@ def _download(
                 url,
                 dest,
             )
-        on_terminal = progress and sys.stderr.isatty()
         try:
             with (
                 open(part, "ab" if offset else "wb") as out,
-                tqdm(
-                    total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name, disable=not on_terminal
-                ) as bar,
+                Progress(total, f"downloading {dest.name}", "B", progress, log, unit_scale=True, initial=offset) as bar,
             ):
-                logged = time.monotonic()
                 while chunk := response.read(CHUNK_BYTES):
                     out.write(chunk)
                     bar.update(len(chunk))
-                    if progress and not on_terminal and time.monotonic() - logged >= PROGRESS_LOG_S:
-                        logged = time.monotonic()
-                        of = f" of {total / 1e9:.2f} GB" if total else ""
-                        log.info("downloading %s: %.2f GB%s", dest.name, out.tell() / 1e9, of)
         except (OSError, http.client.HTTPException) as exc:
             if total is None:  # without the length a partial file cannot be resumed safely
                 part.unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from esmfold_lite.alphabet import ESM_ALPHABET
+from esmfold_lite.weights.config_check import check_config, state_shapes
 from esmfold_lite.weights.esm2_format import (
     Config,
     State,
@@ -41,12 +42,27 @@ ESM1V_REGRESSION_HINT = (
 _SWAPPED_ATTENTION = re.compile(r"\b(row|column)_self_attention\b")
 
 
+SIZE_ARGS = {"num_layers": "layers", "embed_dim": "embed_dim", "ffn_embed_dim": "ffn_embed_dim",
+             "attention_heads": "attention_heads"}  # fmt: skip
+"""Config field -> its ``args`` name without the ``encoder_`` prefix (`size_arg`)."""
+
+
 def size_arg(args: Mapping[str, Any], name: str) -> int:
     """``args["encoder_<name>"]`` (as released), else ``args[name]``."""
     for key in (f"encoder_{name}", name):
         if key in args:
             return int(args[key])
     raise CheckpointError(f"checkpoint args have neither encoder_{name} nor {name}")
+
+
+def arg_name(args: Mapping[str, Any], field: str) -> str:
+    """How ``args`` names a config field (``num_layers`` -> ``args.encoder_layers``), for messages."""
+    if field in SIZE_ARGS:
+        name = SIZE_ARGS[field]
+        return f"args.encoder_{name}" if f"encoder_{name}" in args else f"args.{name}"
+    if field == "max_tokens_per_msa" and "max_tokens_per_msa" not in args:
+        return "args.max_tokens"
+    return f"args.{field}"
 
 
 def _encoder_sizes(args: Mapping[str, Any]) -> Config:
@@ -108,7 +124,8 @@ def fair_esm1_config(path: Path, data: Any) -> tuple[str, Config]:
     """``(kind, config)`` of an ESM-1b/1v or MSA Transformer ``.pt`` (``data``: its unpickled content), from its
     ``args`` and the names and shapes of its tensors (no tensor is read).
 
-    Raises ``CheckpointError`` naming ``path`` for the original ESM-1 (not implemented) and anything else.
+    Raises ``CheckpointError`` naming ``path`` for the original ESM-1 (not implemented), a config that does not fit
+    the tensors (``config_check``) and anything else.
     """
     kind = checkpoint_kind(data)
     if kind == "esm1":
@@ -123,7 +140,9 @@ def fair_esm1_config(path: Path, data: Any) -> tuple[str, Config]:
         )
     state = _renamed_state(kind, data["model"])
     config_from_args = esm1_config_from_args if kind == "esm1b" else msa_config_from_args
-    return kind, config_from_args(data["args"], state)
+    config = config_from_args(data["args"], state)
+    check_config(path, kind, config, state_shapes(state), lambda field: arg_name(data["args"], field))
+    return kind, config
 
 
 def read_fair_esm1(path: str | Path, data: Mapping[str, Any] | None = None) -> tuple[str, Config, State]:

@@ -29,10 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
+from esmfold_lite.weights.config_check import (
+    check_config,
+    config_problems,
+    refuse_config,
+    safetensors_shapes,
+    state_shapes,
+)
 from esmfold_lite.weights.own_format import own_format_kind, save_own_format
 from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
 
@@ -65,6 +71,12 @@ _HF_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
 _OUR_LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
 _OURS_TO_HF_LAYER = {ours: hf for hf, ours in HF_LAYER_MODULES.items()}
 _OURS_TO_HF_TOP = {ours: hf for hf, ours in HF_TOP_MODULES.items()}
+FAIR_CONFIG_FIELDS = {"num_layers": "encoder_layers", "embed_dim": "encoder_embed_dim",
+                      "attention_heads": "encoder_attention_heads"}  # fmt: skip
+"""``ESM2Config`` field -> its name in a fair-esm ESM-2 ``cfg["model"]``."""
+HF_CONFIG_FIELDS = {"num_layers": "num_hidden_layers", "embed_dim": "hidden_size",
+                    "attention_heads": "num_attention_heads"}  # fmt: skip
+"""``ESM2Config`` field -> its name in a transformers ``config.json``."""
 
 
 def hf_to_esm2_key(key: str) -> str | None:
@@ -195,12 +207,15 @@ def fair_esm2_config(path: Path, data: Any) -> Config:
     """The ``ESM2Config`` fields of a fair-esm ESM-2 ``.pt`` (``data``: its unpickled content; no tensor is read).
 
     Raises ``CheckpointError`` naming ``path`` when ``data`` is not an ESM-2 checkpoint (an ESMFold one: load it with
-    ``esmfold_lite.load_model``).
+    ``esmfold_lite.load_model``) or its config does not fit its tensors (``config_check``).
     """
     kind = checkpoint_kind(data)
     if kind != "esm2":
         raise CheckpointError(_wrong_kind_message(path, kind, data))
-    return esm2_config_from_fair(data["cfg"]["model"])
+    config = esm2_config_from_fair(data["cfg"]["model"])
+    shapes = state_shapes(strip_fair_prefixes(data["model"]))
+    check_config(path, "esm2", config, shapes, lambda field: f"cfg.model.{FAIR_CONFIG_FIELDS.get(field, field)}")
+    return config
 
 
 def read_fair_esm2(path: str | Path, data: Mapping[str, Any] | None = None) -> tuple[Config, State]:
@@ -289,28 +304,35 @@ def read_transformers_state(folder: str | Path) -> State:
     return state
 
 
-def transformers_state_keys(folder: str | Path) -> list[str]:
-    """The tensor names of a transformers model folder, without reading a tensor (the safetensors headers; a ``.bin``
-    is unpickled memory-mapped)."""
-    keys: list[str] = []
+def transformers_state_shapes(folder: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of a transformers model folder, without reading a tensor (the safetensors headers; a
+    ``.bin`` is unpickled memory-mapped)."""
+    shapes: dict[str, tuple[int, ...]] = {}
     for file in transformers_weight_files(folder):
-        if file.suffix == ".safetensors":
-            with safe_open(str(file), framework="pt") as handle:
-                keys += handle.keys()
-        else:
-            keys += load_checkpoint(file)
-    return keys
+        is_safetensors = file.suffix == ".safetensors"
+        shapes.update(safetensors_shapes(file) if is_safetensors else state_shapes(load_checkpoint(file)))
+    return shapes
+
+
+def transformers_esm2_problems(config: Config, shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """`config_check.config_problems` of the ``ESM2Config`` fields read from a transformers ``config.json`` against
+    the shapes of its tensors (transformers' names), naming the fields as ``config.json`` does."""
+    ours = {name: shape for key, shape in shapes.items() if (name := hf_to_esm2_key(key)) is not None}
+    return config_problems("esm2", config, ours, lambda field: HF_CONFIG_FIELDS.get(field, field))
 
 
 def transformers_esm2_config(folder: str | Path) -> Config:
     """The ``ESM2Config`` fields of a transformers ESM-2 folder, from its ``config.json`` and its tensor names (no
-    tensor is read): ``lm_head`` is whether it holds ``lm_head.*`` (EsmModel folders have no LM head)."""
+    tensor is read): ``lm_head`` is whether it holds ``lm_head.*`` (EsmModel folders have no LM head). Raises
+    ``CheckpointError`` when the config does not fit the tensors (``config_check``)."""
     folder = Path(folder)
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"expected config.json in folder {folder} (a transformers ESM-2 model folder)")
     config = esm2_config_from_hf(json.loads(config_path.read_text()), config_path)
-    config["lm_head"] = any(key.startswith("lm_head.") for key in transformers_state_keys(folder))
+    shapes = transformers_state_shapes(folder)
+    refuse_config(config_path, transformers_esm2_problems(config, shapes))
+    config["lm_head"] = any(key.startswith("lm_head.") for key in shapes)
     return config
 
 

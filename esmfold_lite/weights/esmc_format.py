@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from esmfold_lite.weights.config_check import check_config, state_shapes
 from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
 
 State = dict[str, torch.Tensor]
@@ -121,7 +122,7 @@ def esmc_config_from_state(
     ``attention_heads`` None: ``embed_dim / 64``.
 
     Raises ``CheckpointError`` naming ``source`` when a tensor the shapes come from is missing, or the head count is
-    not given and the width is not a multiple of 64.
+    not given and the width is not a multiple of 64, or it does not divide the width (``config_check``).
     """
     try:
         vocab_size, embed_dim = state["embed_tokens.weight"].shape
@@ -138,13 +139,15 @@ def esmc_config_from_state(
                 "esmfold_lite's own format (save_own_format(out, 'esmc', config, state))"
             )
         attention_heads = int(embed_dim) // ESMC_HEAD_DIM
-    return {
+    config = {
         "num_layers": max(blocks) + 1,
         "embed_dim": int(embed_dim),
         "attention_heads": int(attention_heads),
         "vocab_size": int(vocab_size),
         "ffn_dim": int(ffn_dim),
     }
+    check_config(source, "esmc", config, state_shapes(state))  # the sizes are the shapes; this bounds the heads
+    return config
 
 
 def read_official_esmc(path: str | Path, data: Any = None, attention_heads: int | None = None) -> tuple[Config, State]:

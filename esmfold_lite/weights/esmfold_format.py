@@ -10,7 +10,8 @@ holds the ``ESM2Config`` fields. ``esmfold_lite.fold.load`` checks and builds th
   for the structure module) + weights; trunk keys equal fair-esm's, LM keys are transformers' ``esm.*``.
 * esmfold_lite's own format, kind ``"esmfold"``: config ``{"esmfold": ..., "lm": ...}``, LM under ``esm.*``.
 
-Trunk state dicts come back without ``esm.*`` keys and without the ``af2_to_esm`` buffer (recomputed).
+Trunk state dicts come back without ``esm.*`` keys and without the ``af2_to_esm`` buffer (recomputed). Every reader
+checks the configs against the tensor shapes first (``config_check``), naming each field as its file does.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 
+from esmfold_lite.weights.config_check import check_config, config_problems, refuse_config, state_shapes
 from esmfold_lite.weights.esm2_format import (
     Config,
     checkpoint_kind,
@@ -30,6 +32,7 @@ from esmfold_lite.weights.esm2_format import (
     esm2_config_from_hf,
     hf_to_esm2_state_dict,
     read_transformers_state,
+    transformers_esm2_problems,
 )
 from esmfold_lite.weights.own_format import is_own_format, load_own_format, save_own_format
 from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
@@ -52,6 +55,8 @@ HF_STRUCTURE_FIELDS = {
     "num_resnet_blocks": "no_resnet_blocks",
     "num_angles": "no_angles",
 }
+_OFFICIAL_TO_HF_STRUCTURE = {official: hf for hf, official in HF_STRUCTURE_FIELDS.items()}
+_STRUCTURE = "trunk.structure_module."
 
 
 # What every transformers config writes about itself; transformers 5 writes it into the nested configs of
@@ -85,6 +90,14 @@ def _split(state: Mapping[str, torch.Tensor]) -> tuple[State, State]:
     return trunk, lm
 
 
+def hf_esmfold_field(field: str) -> str:
+    """An ESMFold config field (official names, dotted) → its path in a transformers ``config.json``."""
+    if field.startswith(_STRUCTURE):
+        name = field[len(_STRUCTURE) :]
+        field = _STRUCTURE + _OFFICIAL_TO_HF_STRUCTURE.get(name, name)
+    return f"esmfold_config.{field}"
+
+
 def read_fair_esmfold(path: Path) -> tuple[Config, State]:
     data = load_checkpoint(path)
     kind = checkpoint_kind(data)
@@ -94,7 +107,9 @@ def read_fair_esmfold(path: Path) -> tuple[Config, State]:
             "{'cfg': {'model': {'trunk': ...}}, 'model': state_dict}"
         )
     trunk, _ = _split(data["model"])
-    return dict(data["cfg"]["model"]), trunk
+    config = dict(data["cfg"]["model"])
+    check_config(path, "esmfold", config, state_shapes(trunk), lambda field: f"cfg.model.{field}")
+    return config, trunk
 
 
 def read_transformers_esmfold(folder: Path) -> tuple[Config, State, Config, State]:
@@ -107,6 +122,9 @@ def read_transformers_esmfold(folder: Path) -> tuple[Config, State, Config, Stat
     esmfold_config = official_structure_names(config.get("esmfold_config") or {})
     lm_config = esm2_config_from_hf({**config, "is_folding_model": False}, config_path)
     trunk, hf_lm = _split(read_transformers_state(folder))
+    lm_problems = transformers_esm2_problems(lm_config, state_shapes(hf_lm))
+    trunk_problems = config_problems("esmfold", esmfold_config, state_shapes(trunk), hf_esmfold_field)
+    refuse_config(config_path, lm_problems + trunk_problems)
     lm_state = hf_to_esm2_state_dict({LM_PREFIX + k: v for k, v in hf_lm.items()})
     lm_config["lm_head"] = any(k.startswith("lm_head.") for k in lm_state)
     return esmfold_config, trunk, lm_config, complete_lm_state(lm_state, lm_config, str(folder))
@@ -117,6 +135,9 @@ def read_own_esmfold(path: Path) -> tuple[Config, State, Config, State]:
     if kind != "esmfold":
         raise CheckpointError(f"{path} holds an esmfold_lite {kind!r} checkpoint, not ESMFold; use load_language_model")
     trunk, lm = _split(state)
+    trunk_problems = config_problems("esmfold", config["esmfold"], state_shapes(trunk), "config.esmfold.{}".format)
+    lm_problems = config_problems("esm2", config["lm"], state_shapes(lm), "config.lm.{}".format)
+    refuse_config(path, lm_problems + trunk_problems)
     return config["esmfold"], trunk, config["lm"], lm
 
 

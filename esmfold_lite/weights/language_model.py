@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from esmfold_lite.weights.config_check import check_config
 from esmfold_lite.weights.esm1_format import ESM1V_REGRESSION_HINT, fair_esm1_config, read_fair_esm1
 from esmfold_lite.weights.esm1_format import regression_hint as fair_esm1_regression_hint
 from esmfold_lite.weights.esm2_format import (
@@ -33,7 +34,7 @@ from esmfold_lite.weights.esm2_format import (
     transformers_esm2_config,
 )
 from esmfold_lite.weights.esmc_format import is_official_esmc, read_official_esmc
-from esmfold_lite.weights.own_format import load_own_format, own_format_meta
+from esmfold_lite.weights.own_format import load_own_format, own_format_meta, own_format_shapes
 from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
 
 LANGUAGE_MODEL_KINDS = ("esm2", "esm1b", "msa", "esmc")
@@ -105,7 +106,9 @@ def _open(path: Path) -> _Opened:
         if kind not in LANGUAGE_MODEL_KINDS:
             fix = ": load it with esmfold_lite.load_model" if kind == "esmfold" else ""
             raise CheckpointError(f"{path} holds an esmfold_lite {kind!r} checkpoint, not a language model{fix}")
-        return _Opened(kind, meta.get("config") or {}, lambda: _read_own(path), _converted_regression_hint(kind))
+        config = meta.get("config") or {}
+        check_config(path, kind, config, own_format_shapes(path), lambda field: f"config.{field}")
+        return _Opened(kind, config, lambda: _read_own(path), _converted_regression_hint(kind))
     if path.is_dir():
         config = transformers_esm2_config(path)
         return _Opened("esm2", config, lambda: read_transformers_esm2(path)[1], TRANSFORMERS_REGRESSION_HINT)

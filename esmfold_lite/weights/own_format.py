@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from esmfold_lite.io.atomic import atomic_path, atomic_write_text
+from esmfold_lite.weights.config_check import safetensors_shapes
 from esmfold_lite.weights.safe_pickle import CheckpointError
 
 FORMAT = "esmfold_lite"
@@ -88,9 +89,8 @@ def save_own_format(path: str | Path, kind: str, config: dict[str, Any], state: 
     return stem
 
 
-def load_own_format(path: str | Path) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
-    """``(kind, config dict, state dict)`` of a checkpoint written by :func:`save_own_format`."""
-    stem = own_format_stem(path)
+def _tensor_file(stem: Path) -> Path:
+    """The ``.safetensors`` of the checkpoint at ``stem``; CheckpointError when it is not one in this format."""
     meta_path, tensor_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
     if not is_own_format(stem):
         raise CheckpointError(
@@ -98,7 +98,23 @@ def load_own_format(path: str | Path) -> tuple[str, dict[str, Any], dict[str, to
         )
     if not tensor_path.is_file():
         raise CheckpointError(f"incomplete esmfold_lite checkpoint: {meta_path} exists but {tensor_path} is missing")
-    meta = json.loads(meta_path.read_text())
+    return tensor_path
+
+
+def own_format_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of the checkpoint ``path`` addresses (tied keys included), from the safetensors header:
+    no tensor is read."""
+    stem = own_format_stem(path)
+    shapes = safetensors_shapes(_tensor_file(stem))
+    tied = json.loads(stem.with_suffix(".json").read_text()).get("tied", {})
+    return {**shapes, **{key: shapes[source] for key, source in tied.items() if source in shapes}}
+
+
+def load_own_format(path: str | Path) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+    """``(kind, config dict, state dict)`` of a checkpoint written by :func:`save_own_format`."""
+    stem = own_format_stem(path)
+    tensor_path = _tensor_file(stem)
+    meta = json.loads(stem.with_suffix(".json").read_text())
     state = load_file(str(tensor_path))
     for key, source in meta.get("tied", {}).items():
         state[key] = state[source]

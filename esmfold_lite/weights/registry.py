@@ -15,6 +15,8 @@ REGRESSION_URL = "https://dl.fbaipublicfiles.com/fair-esm/regression/{}-contact-
 ESMC_URL = "https://huggingface.co/EvolutionaryScale/{repo}/resolve/main/data/weights/{stem}.pth"
 
 KINDS = ("esm2", "esmfold", "esm1b", "esm1v", "msa", "esmc")
+HOME_ENV = "ESMFOLD_LITE_HOME"  # the cache folder (``download.cache_dir``): $ESMFOLD_LITE_HOME, else DEFAULT_HOME
+DEFAULT_HOME = "~/.cache/esmfold_lite"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ raises :class:`UnsafePickleError`. The values themselves sit in the config's nod
 from __future__ import annotations
 
 import _compat_pickle
+import codecs
 import pickle
 import types
 import zipfile
@@ -292,5 +293,50 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "ESM/ESMFold checkpoint (or it was modified)."
         ) from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"not a checkpoint: {path} could not be read as a torch .pt file ({exc})") from exc
+        raise CheckpointError(  # the library's own text (an opcode's number, a miniz message) is in the chained error
+            f"not a checkpoint: {path} could not be read as a torch .pt file: {_unreadable_reason(path, exc)}"
+        ) from exc
     return to_plain(data)
+
+
+_TEXT_SAMPLE = 256  # bytes looked at to tell a text file
+
+
+def _unreadable_reason(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load`` could not read ``path`` (it raised ``exc``), in words and with the fix, from what the file
+    starts with: empty, a zip archive that is cut short or that ``torch.save`` did not write, a pickle cut short or
+    damaged, gzip-compressed, a text file (its first line shown), or none of these."""
+    with open(path, "rb") as file:
+        head = file.read(_TEXT_SAMPLE)
+    again = "download or save it again"
+    if not head:
+        return f"the file is empty (0 bytes); {again}"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            return f"it is a zip archive (the form torch.save writes) that is cut short: its end is missing; {again}"
+        if not any(name.endswith("data.pkl") for name in names):
+            return "it is a zip archive, but not one torch.save wrote (it holds no data.pkl); pass the checkpoint file"
+        return f"it is a torch.save zip archive whose contents are damaged; {again}"
+    if head.startswith(b"\x80"):  # a pickle of protocol >= 2, as torch.save's legacy format and pickle.dump write
+        cut = isinstance(exc, EOFError) or any(word in str(exc).lower() for word in ("ran out of input", "truncated"))
+        return f"it is a pickle that is {'cut short' if cut else 'damaged'}; {again}"
+    if head.startswith(b"\x1f\x8b"):
+        return "it is gzip-compressed: unpack it first (gunzip FILE) and pass the unpacked file"
+    text = _as_text(head)
+    if text is not None:
+        start = (text.strip().splitlines() or [""])[0][:40]
+        return f"it is text (it starts with {start!a}); pass the checkpoint file"
+    return "it is neither a zip archive nor a pickle, the two forms of a torch .pt file; pass the checkpoint file"
+
+
+def _as_text(head: bytes) -> str | None:
+    """``head`` as text when it is UTF-8 (a character cut at its end allowed) without control characters other than
+    whitespace, else None."""
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head)
+    except UnicodeDecodeError:
+        return None
+    return text if all(char.isprintable() or char in "\t\n\r\f\v" for char in text) else None

@@ -1,0 +1,14 @@
+"""An OUTDIR's file names, the output formats and the defaults of a run, as plain values: the command line's
+``--help`` shows them without importing torch (the modules that use them import them from here)."""
+
+from esmfold_lite.io.output_names import FORMAT_SUFFIXES
+
+FORMATS: tuple[str, ...] = tuple(FORMAT_SUFFIXES)
+DEFAULT_FORMATS: tuple[str, ...] = ("pdb", "json")
+SUMMARY_NAME = "summary.tsv"
+RUN_REPORT_NAME = "run.json"
+REPORT_NAME = "report.html"  # ``esmfold-lite report`` (viz.report)
+REPORT_PARALLEL_FROM = 32  # proteins: the report reads fewer in its own process (starting workers costs seconds)
+DEFAULT_MAX_TOKENS_PER_BATCH = 1024  # predict: count x longest (linkers included) per batch
+DEFAULT_MAX_ATTEMPTS = 3  # fold-proteome: a protein whose worker died this many times is marked failed
+DEFAULT_STALL_TIMEOUT_S = 300.0  # fold-proteome: after a lost node, stop when no worker could be scheduled this long
