@@ -489,6 +489,14 @@ def test_renamed_duplicates_and_a_merge_into_a_used_outdir_are_logged_and_noted(
     assert list(read_summary(outdir)) == ["x", "y", "X_2", "summary_2", "z"]
     assert sorted(log.read_text().split()) == sorted(["MKTAYIAK", "GSHMLE", "MKVLAAGE", "MKKWLE", "MKTAYIAKQ"])
 
+    third = write_fasta(tmp_path / "third.fasta", {"z": "MKVLAAGEW"})  # z again, with another sequence
+    process = _start_fake_cli(third, outdir, log, 0.0)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    replaced = "replaces an earlier protein of this name (another sequence) in OUTDIR"
+    assert f"record 1 (line 1) z: {replaced}" in stderr
+    assert read_summary(outdir)["z"]["notes"] == replaced
+
 
 def test_a_utf16_fasta_is_decoded_logged_and_folded(tmp_path):
     """A FASTA saved as UTF-16 (a Windows editor's "Unicode") folds like its UTF-8 copy; the log says it was decoded."""

@@ -158,8 +158,9 @@ def plan_record(
 ) -> ProteinResult | FoldJob:
     """What to do with record ``index`` (0-based, for messages) named ``name``: a ``ProteinResult`` for a complete
     one (``reused``; also when it is now longer than ``max_length``: it was folded) or an invalid one (``error``,
-    logged), else a ``FoldJob``. A record renamed (``rename_note``) is logged, and its notes say so; a job's notes
-    name the residues folded as unknown (``unknown_residues_note``)."""
+    logged), else a ``FoldJob``. A record renamed (``rename_note``), or one replacing an earlier protein of its name
+    with another sequence, is logged, and its notes say so; a job's notes name the residues folded as unknown
+    (``unknown_residues_note``)."""
     seq_hash = sequence_hash(record.sequence)
     header = f"{record.id} {record.description}".strip()
     renamed = rename_note(record.id, name)
@@ -170,6 +171,11 @@ def plan_record(
         reason = None
     except ValueError as exc:
         paths, reason = None, str(exc)
+    earlier = state.row(name)
+    if earlier is not None and earlier["sequence_hash"] not in (None, "", seq_hash):
+        replaced = "replaces an earlier protein of this name (another sequence) in OUTDIR"
+        logger.warning("record %d (line %d) %s: %s", index + 1, record.line, name, replaced)
+        renamed = f"{renamed}; {replaced}" if renamed else replaced
     if paths is not None and not overwrite:
         row = state.complete_row(name, seq_hash, settings.digest, paths)
         if row is not None:
