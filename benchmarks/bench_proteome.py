@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from esmfold_lite.pipeline import predict_fasta
-    from esmfold_lite.proteome import fold_proteome
+    from esmfold_lite.pipeline.proteome import fold_proteome
 
     cores = os.cpu_count() or 1
     torch.set_num_threads(args.threads)

@@ -19,6 +19,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 
 from esmfold_lite.pipeline.errors import PipelineError, interruption_of
+from esmfold_lite.version import __version__
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func(args) -> int``.
 COMMANDS: tuple[str, ...] = ("embed", "evaluate", "weights", "predict", "score_variants", "report", "fold_proteome")
@@ -117,8 +118,8 @@ def at_least(kind: Callable[[str], float], minimum: float, inclusive: bool = Tru
 
 
 def torch_device(text: str) -> str:
-    """An argparse ``type`` for ``--device``: a device this machine has (``lm.load.as_device``), kept as written."""
-    from esmfold_lite.lm.load import as_device
+    """An argparse ``type`` for ``--device``: a device this machine has (``devices.as_device``), kept as written."""
+    from esmfold_lite.devices import as_device
 
     try:
         as_device(text)
@@ -145,7 +146,7 @@ def choice_of(module: str, name: str, metavar: str) -> Callable[[str], str]:
 def dtype_name(text: str) -> str:
     """An argparse ``type`` for the dtype flags: a short name (bf16, fp16, half, fp32) as its full one, so that the
     command line takes what ``load_model(dtype=...)`` takes."""
-    from esmfold_lite.lm.load import DTYPE_ALIASES
+    from esmfold_lite.devices import DTYPE_ALIASES
 
     return DTYPE_ALIASES.get(text.lower(), text.lower())
 
@@ -183,8 +184,6 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from esmfold_lite import __version__
-
     parser = argparse.ArgumentParser(
         prog="esmfold-lite",
         description="Fold proteins with ESMFold and embed them with the ESM language models (pure PyTorch).",

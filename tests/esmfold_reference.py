@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from fair_esm_files import save_fair_lm
 from randomize import randomize_
 from transformers import EsmConfig, EsmForProteinFolding
 
@@ -102,25 +103,14 @@ def write_fair_esmfold(model: EsmForProteinFolding, folder: Path, structured: bo
         torch.save({"cfg": {"model": OmegaConf.create(_fair_cfg(model))}, "model": trunk}, esmfold_path)
 
     lm = hf_to_esm2_state_dict({k: v for k, v in state.items() if k.startswith("esm.")})
-    lm_state = {}
-    for key, value in lm.items():
-        if key.startswith("contact_head."):
-            continue
-        prefix = "encoder." if key.startswith("lm_head.") else "encoder.sentence_encoder."
-        lm_state[prefix + key] = value
     c = model.config
     # transformers' ESMFold has no masked-LM head; the official LM file does (unused by folding): random values
     head = randomize_(torch.nn.ModuleDict({"dense": torch.nn.Linear(c.hidden_size, c.hidden_size),
                                            "layer_norm": torch.nn.LayerNorm(c.hidden_size)}), seed=1)  # fmt: skip
-    lm_state.update({f"encoder.lm_head.{k}": v for k, v in head.state_dict().items()})
-    lm_state["encoder.lm_head.weight"] = lm["embed_tokens.weight"]
-    lm_state["encoder.lm_head.bias"] = torch.zeros(c.vocab_size)
+    lm.update({f"lm_head.{k}": v for k, v in head.state_dict().items()})
+    lm["lm_head.weight"] = lm["embed_tokens.weight"]
+    lm["lm_head.bias"] = torch.zeros(c.vocab_size)
     lm_cfg = {"encoder_layers": c.num_hidden_layers, "encoder_embed_dim": c.hidden_size,
               "encoder_attention_heads": c.num_attention_heads, "token_dropout": True}  # fmt: skip
-    lm_path = folder / "esm2_t36_3B_UR50D.pt"
-    torch.save({"cfg": {"model": OmegaConf.create(lm_cfg)}, "model": lm_state}, lm_path)
-    regression = {
-        f"contact_head.regression.{leaf}": lm[f"contact_head.regression.{leaf}"] for leaf in ("weight", "bias")
-    }
-    torch.save({"model": regression}, folder / "esm2_t36_3B_UR50D-contact-regression.pt")
+    lm_path = save_fair_lm(folder / "esm2_t36_3B_UR50D.pt", lm, {"cfg": {"model": OmegaConf.create(lm_cfg)}})
     return esmfold_path, lm_path

@@ -5,7 +5,8 @@ residues on a line 3.8 Å apart, pLDDT and PAE from simple formulas. It records 
 out of memory or fail. Run as a script, it is ``esmfold-lite`` with ``load_model`` returning a ``FakeFolder``
 (``FAKE_ESMFOLD_DELAY`` seconds per call, folded sequences appended to the file ``FAKE_ESMFOLD_LOG``, calls after
 the first waiting until the file ``FAKE_ESMFOLD_GATE`` exists), for tests that run the CLI in a subprocess; in
-``fold-proteome`` on a local Ray its workers fold with it too.
+``fold-proteome`` on a local Ray its workers fold with it too. ``patch_load_model`` puts a loader where the pipeline
+loads its model. ``FakeEngine`` is a second engine beside ESMFold's, folding with a ``FakeFolder``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,17 @@ import torch
 from esmfold_lite.fold.chains import encode_batch
 from esmfold_lite.geometry.residue_constants import restype_atom37_mask
 from esmfold_lite.prediction import Prediction
+
+
+def patch_load_model(monkeypatch, loader: Callable[..., torch.nn.Module]) -> None:
+    """Make the pipeline load its model with ``loader`` (``load_model``'s arguments) for the rest of the test; with
+    ``monkeypatch`` None, for the rest of the process."""
+    from esmfold_lite.pipeline import esmfold_engine
+
+    if monkeypatch is None:
+        esmfold_engine.load_model = loader
+    else:
+        monkeypatch.setattr(esmfold_engine, "load_model", loader)
 
 
 def fake_plddt(aatype: torch.Tensor) -> torch.Tensor:
@@ -97,6 +109,28 @@ class FakeFolder(torch.nn.Module):
         return fake_prediction(sequences)
 
 
+class FakeEngine:
+    """A folding engine that is not ESMFold, for tests of the pipeline's engine interface
+    (``pipeline.engine.FoldingEngine``): ``load`` makes a ``FakeFolder`` (``**fake_options``), ``fold`` folds with it
+    (its own recycles: none asked), ``settings`` names the engine and its ``version`` (another version: other
+    settings). Picklable until loaded, as ``fold_proteome``'s workers need."""
+
+    def __init__(self, version: int = 1, **fake_options) -> None:
+        self.version, self.fake_options = version, fake_options
+        self.model: FakeFolder | None = None
+        self.devices: list[str | None] = []  # one per load
+
+    def settings(self) -> dict[str, object]:
+        return {"engine": "fake", "version": self.version}
+
+    def load(self, device: str | None = None) -> None:
+        self.devices.append(device)
+        self.model = FakeFolder(**self.fake_options)
+
+    def fold(self, sequences: list[str], chunk_size: int | str | None = None) -> Prediction:
+        return self.model.fold(sequences, chunk_size=chunk_size)
+
+
 def fake_prediction(sequences: list[str]) -> Prediction:
     batch = encode_batch(sequences)
     B, L = batch.aatype.shape
@@ -126,9 +160,8 @@ def fake_prediction(sequences: list[str]) -> Prediction:
 
 
 if __name__ == "__main__":
-    import esmfold_lite
-    from esmfold_lite import proteome, proteome_workers
     from esmfold_lite.cli import main
+    from esmfold_lite.pipeline import proteome, ray_workers
 
     def _load_fake(*args, **kwargs) -> FakeFolder:
         return FakeFolder(
@@ -137,14 +170,14 @@ if __name__ == "__main__":
             gate=os.environ.get("FAKE_ESMFOLD_GATE"),
         )
 
-    class _FakeFoldWorker(proteome_workers.FoldWorker):
+    class _FakeFoldWorker(ray_workers.FoldWorker):
         """fold-proteome's worker with the fake model: defined in ``__main__``, so Ray ships it (and the fake) to its
         worker processes by value; they inherit the ``FAKE_ESMFOLD_*`` variables from the Ray this driver starts."""
 
         def __init__(self, *args) -> None:
-            esmfold_lite.load_model = _load_fake
+            patch_load_model(None, _load_fake)
             super().__init__(*args)
 
-    esmfold_lite.load_model = _load_fake
+    patch_load_model(None, _load_fake)
     proteome.FoldWorker = _FakeFoldWorker
     sys.exit(main(sys.argv[1:]))

@@ -19,15 +19,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fake_esmfold import FakeFolder
+from fake_esmfold import FakeFolder, patch_load_model
 from test_predict_cli import _start_fake_cli, check_outputs, read_summary, temp_files, write_fasta
 
 import esmfold_lite
-from esmfold_lite.batch_folding import FoldJob
 from esmfold_lite.cli import main
 from esmfold_lite.io import atomic
-from esmfold_lite.io.run_state import DAMAGED_STATE_FIX, OutdirError, open_run_state
-from esmfold_lite.io.work_queue import WorkQueue
+from esmfold_lite.pipeline.batching import FoldJob
+from esmfold_lite.pipeline.run_state import DAMAGED_STATE_FIX, OutdirError, open_run_state
+from esmfold_lite.pipeline.work_queue import WorkQueue
 
 RECORDS = {"p0": "MKVLAA", "p1": "GSHMKTAYIAKQ", "p2": "MKTAYIAKQRQISFVKSHFS"}  # folded in this order, one at a time
 FORMATS = ("pdb", "json")
@@ -39,14 +39,14 @@ REASONS = {
 
 @pytest.fixture
 def models(monkeypatch) -> list[FakeFolder]:
-    """``esmfold_lite.load_model`` gives a new ``FakeFolder``; the list holds every one loaded."""
+    """the pipeline's ``load_model`` gives a new ``FakeFolder``; the list holds every one loaded."""
     loaded: list[FakeFolder] = []
 
     def load_model(source, **kwargs):
         loaded.append(FakeFolder())
         return loaded[-1]
 
-    monkeypatch.setattr(esmfold_lite, "load_model", load_model, raising=False)
+    patch_load_model(monkeypatch, load_model)
     return loaded
 
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_esmfold import FakeFolder
+from fake_esmfold import FakeFolder, patch_load_model
 
-import esmfold_lite
 from esmfold_lite.cli import main
 from esmfold_lite.lm.esm2 import ESM2, ESM2Config
 from esmfold_lite.weights.esm2_format import save_esm2
@@ -100,7 +99,7 @@ def test_bad_inputs_are_told_in_cli_words(inputs, argv, status, words, capsys, c
     monkeypatch.chdir(inputs)  # paths in messages are as the user typed them
     argv = [str(tmp_path / "out") if arg == "out" else arg for arg in argv]  # a new OUTDIR for each case
     if "fake" in argv:
-        monkeypatch.setattr(esmfold_lite, "load_model", lambda *args, **kwargs: FakeFolder(), raising=False)
+        patch_load_model(monkeypatch, lambda *args, **kwargs: FakeFolder())
     if status == 2:
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
@@ -114,7 +113,7 @@ def test_bad_inputs_are_told_in_cli_words(inputs, argv, status, words, capsys, c
 
 
 def test_a_rejected_record_is_not_said_to_fold_as_unknown(inputs, monkeypatch, caplog, tmp_path):
-    monkeypatch.setattr(esmfold_lite, "load_model", lambda *args, **kwargs: FakeFolder(), raising=False)
+    patch_load_model(monkeypatch, lambda *args, **kwargs: FakeFolder())
     out = tmp_path / "out"
     assert main(["predict", str(inputs / "bad_letters.fasta"), "-o", str(out), "--model", "fake", "-q"]) == 3
     (line,) = [message for message in caplog.messages if "'J' at 3" in message]
@@ -124,7 +123,7 @@ def test_a_rejected_record_is_not_said_to_fold_as_unknown(inputs, monkeypatch, c
 
 
 def test_other_settings_in_outdir_are_named_without_python_values(inputs, monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(esmfold_lite, "load_model", lambda *args, **kwargs: FakeFolder(), raising=False)
+    patch_load_model(monkeypatch, lambda *args, **kwargs: FakeFolder())
     argv = ["predict", str(inputs / "ok.fasta"), "-o", str(tmp_path / "out"), "--model", "fake"]
     assert main(argv) == 0
     assert main([*argv, "--num-recycles", "1"]) == 1

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from esmfold_reference import tiny_hf_esmfold, write_fair_esmfold
+from fair_esm_files import save_fair_lm
 from transformers import EsmConfig, EsmForMaskedLM
 
 import esmfold_lite
@@ -144,13 +145,10 @@ def test_fair_esm2_pt(fair_pair, tmp_path, field, value, says):
 
 
 def fair_args_pt(model: torch.nn.Module, path: Path, args: Namespace, swap: bool = False) -> Path:
-    """A model in the released ESM-1b / MSA Transformer layout: ``args`` + keys prefixed as fairseq's."""
-    state = {}
-    for key, value in model.state_dict().items():
-        key = swap_axial_attention_names(key) if swap else key
-        state[f"encoder.{key}" if key.startswith("lm_head.") else f"encoder.sentence_encoder.{key}"] = value
-    torch.save({"args": args, "model": state}, path)
-    return path
+    """A model in the released ESM-1b / MSA Transformer layout (``args`` + keys prefixed as fairseq's), its contact
+    regression kept in the file, where the config checks see its shape."""
+    state = {swap_axial_attention_names(key) if swap else key: value for key, value in model.state_dict().items()}
+    return save_fair_lm(path, state, {"args": args}, regression="inside")
 
 
 ESM1_ARGS = dict(arch="roberta_large", encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=48,

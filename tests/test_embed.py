@@ -1,5 +1,7 @@
 """The embeddings API (esmfold_lite.lm.embed) and the ``esmfold-lite embed`` command."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -170,6 +172,39 @@ def test_cli_npz_format_and_skipped_records(model, saved_model, tmp_path, caplog
     assert [r[3].split(":")[0] for r in rows] == ["ok", "skipped", "skipped", "ok"]
     assert "each a token of its own" in rows[1][3] and "folded" not in rows[1][3], "worded for a language model"
     assert not (tmp_path / "bad.npz").exists() and not (tmp_path / "two.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "cli, python",
+    [
+        (["--layers", "-1", "0", "--contacts"], dict(layers=[-1, 0], contacts=True)),
+        (["--format", "npz", "--include", "mean", "bos"], dict(format="npz", include=["mean", "bos"])),
+        (["--format", "safetensors", "--logits"], dict(format="safetensors", logits=True)),
+    ],
+)
+def test_python_embed_fasta_writes_what_the_cli_writes(saved_model, tmp_path, cli, python):
+    from esmfold_lite.pipeline import embed_fasta
+
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">a\nmktayiak\n>bad\nMK1L\n>c\nMLVW\n>b\nACDEFGHIKLMNPQRSTVWY\n")
+    argv = ["embed", str(fasta), "-o", str(tmp_path / "cli"), "--model", saved_model, "--max-tokens-per-batch", "30"]
+    assert main([*argv, *cli]) == 3
+    counts = embed_fasta(fasta, tmp_path / "python", model=saved_model, max_tokens_per_batch=30, **python)
+    assert (counts.embedded, counts.residues, counts.done, counts.skipped) == (3, 32, 0, 1)
+    assert counts.first_problem.startswith(f"{fasta} line 3: ")
+
+    def files(root):  # but the lock's owner record, which names the process
+        return {str(p.relative_to(root)): contents(p) for p in root.rglob("*") if p.is_file() and p.stem != "owner"}
+
+    def contents(path):  # a shard's header as a dict: safetensors writes its metadata keys in a random order
+        data = path.read_bytes()
+        if path.suffix != ".safetensors":
+            return data
+        size = int.from_bytes(data[:8], "little")
+        return json.loads(data[8 : 8 + size]), data[8 + size :]
+
+    written = files(tmp_path / "python")
+    assert "manifest.tsv" in written and written == files(tmp_path / "cli")
 
 
 def test_cli_user_errors(saved_model, tmp_path, capsys):

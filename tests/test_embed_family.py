@@ -189,7 +189,7 @@ def test_cli_refuses_contacts_without_regression_and_logits_without_head(tmp_pat
 
 
 def test_contact_map_png_renders():
-    from esmfold_lite.io.outputs import contact_map_png
+    from esmfold_lite.viz.plots import contact_map_png
 
     png = contact_map_png(torch.rand(7, 7), "x")
     assert png.startswith(PNG_MAGIC) and len(png) > 1000

@@ -133,7 +133,7 @@ def test_rerun_resumes_and_refuses_other_settings(model, saved_model, tmp_path, 
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_writes_what_waits_for_a_shard(signum, status, saved_model, tmp_path, monkeypatch, caplog):
-    command = importlib.import_module("esmfold_lite.lm.embed")  # where the embed command takes embed() from
+    command = importlib.import_module("esmfold_lite.pipeline.embedding")  # where embed_fasta takes embed() from
 
     seqs = sequences(30, seed=4)
     fasta = write_fasta(tmp_path / "in.fasta", [(f"p{i}", s) for i, s in enumerate(seqs)])
@@ -201,8 +201,8 @@ def kill_in_the_middle_of_a_commit(index):
 
 
 def test_reader_recovers_an_index_left_by_a_killed_commit(saved_model, tmp_path, monkeypatch):
-    from esmfold_lite.io import embedding_shards
-    from esmfold_lite.io.outdir_lock import OutdirError
+    from esmfold_lite.pipeline import embedding_shards
+    from esmfold_lite.pipeline.outdir_lock import OutdirError
 
     seqs = sequences(3, seed=6)
     fasta = write_fasta(tmp_path / "in.fasta", [(f"p{i}", s) for i, s in enumerate(seqs)])
@@ -296,9 +296,9 @@ def test_the_manifest_escapes_control_characters_of_an_id(saved_model, tmp_path)
 
 @pytest.mark.parametrize("fails", ["index", "embedding"])
 def test_a_run_that_writes_nothing_leaves_no_outdir_it_created(saved_model, tmp_path, monkeypatch, fails):
-    import esmfold_lite.io.embedding_shards as shards
+    import esmfold_lite.pipeline.embedding_shards as shards
 
-    command = importlib.import_module("esmfold_lite.lm.embed")  # where the embed command takes embed() from
+    command = importlib.import_module("esmfold_lite.pipeline.embedding")  # where embed_fasta takes embed() from
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -8,6 +8,7 @@ from argparse import Namespace
 import esm
 import pytest
 import torch
+from fair_esm_files import save_fair_lm
 from randomize import randomize_
 
 import esmfold_lite
@@ -51,17 +52,8 @@ def save_official(fair, path, with_regression: bool = True) -> None:
         dropout=0.1,
         task="masked_lm",
     )
-    state, regression = {}, {}
-    for key, value in fair.state_dict().items():  # lm_head.weight shares the embedding's storage, as released
-        if key.startswith("contact_head."):
-            regression[key] = value
-        elif key.startswith("lm_head."):
-            state[f"encoder.{key}"] = value
-        else:
-            state[f"encoder.sentence_encoder.{key}"] = value
-    torch.save({"args": args, "model": state}, path)
-    if with_regression:
-        torch.save({"model": regression}, contact_regression_path(path))
+    # lm_head.weight shares the embedding's storage, as released
+    save_fair_lm(path, fair.state_dict(), {"args": args}, regression="beside" if with_regression else "none")
 
 
 def fair_load(path, with_regression: bool = True):

@@ -8,6 +8,7 @@ import warnings
 import esm
 import pytest
 import torch
+from fair_esm_files import save_fair_lm
 from omegaconf import OmegaConf
 from randomize import randomize_
 from transformers import EsmConfig, EsmForMaskedLM, EsmModel
@@ -63,17 +64,9 @@ def save_official(fair: esm.model.esm2.ESM2, path, with_regression: bool = True)
             "dropout": 0.0,
         }
     )
-    state, regression = {}, {}
-    for key, value in fair.state_dict().items():
-        if key.startswith("contact_head."):
-            regression[key] = value
-        elif key.startswith("lm_head."):
-            state[f"encoder.{key}"] = value
-        else:
-            state[f"encoder.sentence_encoder.{key}"] = value  # rot_emb.inv_freq buffers included, as released
-    torch.save({"cfg": {"model": cfg, "task": OmegaConf.create({"_name": "mlm"})}, "model": state}, path)
-    if with_regression:
-        torch.save({"model": regression}, esm2_format.contact_regression_path(path))
+    header = {"cfg": {"model": cfg, "task": OmegaConf.create({"_name": "mlm"})}}
+    # rot_emb.inv_freq buffers included, as released
+    save_fair_lm(path, fair.state_dict(), header, regression="beside" if with_regression else "none")
 
 
 def fair_state(fair: esm.model.esm2.ESM2) -> dict:

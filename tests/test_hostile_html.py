@@ -21,8 +21,8 @@ from fake_esmfold import FakeFolder, fake_prediction
 from test_report_browser import THREEDMOL_JS, _chromium, run_chromium
 
 from esmfold_lite import predict_fasta, viz
-from esmfold_lite.io.outputs import read_summary, write_summary
 from esmfold_lite.io.structure import load_structure, to_mmcif_string
+from esmfold_lite.io.summary_tsv import read_summary, write_summary
 from esmfold_lite.pipeline import SUMMARY_NAME
 from esmfold_lite.viz.escaping import BIDI_CONTROLS, escape_script, show_bidi_controls
 from esmfold_lite.viz.report import threedmol_cdn_url, threedmol_script, write_report

@@ -7,6 +7,7 @@ from argparse import Namespace
 import esm
 import pytest
 import torch
+from fair_esm_files import save_fair_lm
 from randomize import randomize_
 
 import esmfold_lite
@@ -91,17 +92,8 @@ def save_official(fair, path, with_regression: bool = True) -> None:
         max_positions=a.max_positions,
         embed_positions_msa=a.embed_positions_msa,
     )
-    state, regression = {}, {}
-    for key, value in fair.state_dict().items():
-        if key.startswith("contact_head."):
-            regression[key] = value
-        elif key.startswith("lm_head."):
-            state[f"encoder.{key}"] = value
-        else:
-            state[f"encoder.sentence_encoder.{swap_axial_attention_names(key)}"] = value
-    torch.save({"args": args, "model": state}, path)
-    if with_regression:
-        torch.save({"model": regression}, contact_regression_path(path))
+    state = {swap_axial_attention_names(key): value for key, value in fair.state_dict().items()}
+    save_fair_lm(path, state, {"args": args}, regression="beside" if with_regression else "none")
 
 
 def test_tokens_equal_fair_esm_batch_converter():

@@ -15,17 +15,12 @@ from fake_esmfold import FakeFolder, fake_prediction
 
 import esmfold_lite
 from esmfold_lite.fold.heads import aligned_error_bin_centres
+from esmfold_lite.io.confidence import read_afdb_pae
 from esmfold_lite.io.modelcif import PLDDT_GLOBAL_ID
-from esmfold_lite.io.outputs import (
-    confidence_json,
-    max_predicted_aligned_error,
-    read_afdb_pae,
-    render_protein,
-    write_files,
-    write_summary,
-)
 from esmfold_lite.io.structure import parse_structure
+from esmfold_lite.io.summary_tsv import write_summary
 from esmfold_lite.pipeline import predict_fasta
+from esmfold_lite.pipeline.outputs import confidence_text, max_predicted_aligned_error, render_protein, write_files
 
 
 def strict_json(text: str) -> dict | list:
@@ -37,14 +32,14 @@ def strict_json(text: str) -> dict | list:
 
 def test_json_is_strict_and_non_finite_numbers_are_null():
     one = fake_prediction(["MKTAYIAK"]).select(0)
-    text = confidence_json(one, "p", "p header")
+    text = confidence_text(one, "p", "p header")
     data = strict_json(text)
     assert data["plddt"] == pytest.approx(one.plddt[0].tolist(), abs=0.005)
     assert not re.search(r"\.\d{5}", text), "rounded numbers are written short, not as float32 artefacts"
     one.plddt[0, 1] = float("nan")
     one.pae[0, 0, 2] = float("inf")
     one.mean_plddt[0] = float("nan")
-    text = confidence_json(one, "p", "")
+    text = confidence_text(one, "p", "")
     assert "NaN" not in text and "Infinity" not in text
     data = strict_json(text)
     assert data["plddt"][1] is None and data["pae"][0][2] is None and data["mean_plddt"] is None
@@ -149,7 +144,7 @@ def test_plddt_is_on_the_0_to_100_scale_and_equal_in_every_format(official_check
 
 
 def test_no_record_id_makes_a_file_that_is_another_records_pae_file():
-    from esmfold_lite.io.outputs import FORMAT_SUFFIXES
+    from esmfold_lite.io.output_names import FORMAT_SUFFIXES
     from esmfold_lite.pipeline import output_names
 
     ids = ["foo", "foo_predicted_aligned_error_v1", "FOO_Predicted_Aligned_Error_V1", "foo_predicted_aligned_error_v1_"]

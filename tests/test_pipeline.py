@@ -16,10 +16,9 @@ import torch
 from biotite.structure.io import pdb
 from fake_esmfold import FakeFolder, fake_prediction
 
-from esmfold_lite import batch_folding
 from esmfold_lite.io import atomic
-from esmfold_lite.io.outputs import read_afdb_pae
-from esmfold_lite.pipeline import PipelineError, predict_fasta
+from esmfold_lite.io.confidence import read_afdb_pae
+from esmfold_lite.pipeline import PipelineError, batching, predict_fasta
 
 ALL_FORMATS = ("pdb", "cif", "json", "pae", "npz", "png")
 FILE_FORMATS = ("pdb", "cif", "json", "npz")  # without the slow PNG rendering
@@ -300,7 +299,7 @@ def test_a_protein_that_never_fits_is_reported_and_the_run_goes_on(tmp_path, cap
 
 def test_cpu_fallback_moves_the_model_to_the_cpu_and_back(tmp_path, monkeypatch):
     # The fake "is on the GPU" while its parameter is float64; the fallback makes it float32 on the CPU.
-    monkeypatch.setattr(batch_folding, "_uses_accelerator", lambda model: True)
+    monkeypatch.setattr(batching, "_uses_accelerator", lambda model: True)
     fasta = write_fasta(tmp_path / "in.fasta", [("small", "A" * 10), ("huge", "W" * 90), ("huge2", "W" * 95)])
 
     def oom_on_gpu(sequences, chunk_size, on_cpu):
@@ -407,8 +406,8 @@ def test_stale_temporary_files_of_a_killed_run_are_removed(tmp_path):
 
 
 def test_summary_round_trip_keeps_zeros_and_escapes_tabs_and_line_breaks(tmp_path):
-    from esmfold_lite.io import outputs
-    from esmfold_lite.io.outputs import write_summary
+    from esmfold_lite.io import summary_tsv
+    from esmfold_lite.io.summary_tsv import write_summary
     from esmfold_lite.pipeline import ProteinResult
 
     results = [
@@ -421,7 +420,7 @@ def test_summary_round_trip_keeps_zeros_and_escapes_tabs_and_line_breaks(tmp_pat
         "id", "length", "mean_plddt", "ptm", "status", "seconds", "error",
     ]  # fmt: skip
     assert read_summary(tmp_path)["b"]["error"] == "line one\\nline\\ttwo", "one line, escaped (io.tsv)"
-    back = [ProteinResult.from_row(row) for row in outputs.read_summary(path)]
+    back = [ProteinResult.from_row(row) for row in summary_tsv.read_summary(path)]
     assert back == results and back[1].mean_plddt is None
 
 
@@ -520,8 +519,10 @@ def test_changed_settings_stop_the_run_unless_overwrite(tmp_path):
 def test_run_settings_identify_checkpoints_cheaply(tmp_path, monkeypatch):
     import shutil
 
-    import esmfold_lite
-    from esmfold_lite.pipeline import run_settings
+    from esmfold_lite.pipeline import ESMFoldEngine, FoldingOptions, settings
+
+    def run_settings(**options):
+        return settings.run_settings(ESMFoldEngine(FoldingOptions(**options)))
 
     weights = tmp_path / "weights"
     weights.mkdir()
@@ -547,12 +548,12 @@ def test_run_settings_identify_checkpoints_cheaply(tmp_path, monkeypatch):
     assert run_settings(model_source="esmfold_v1").values["model"] == {"name": "esmfold_v1"}
     official = run_settings(model_source="esmfold_v1")
     assert run_settings(model_source="esmfold_v1", num_recycles=0).digest != official.digest
-    monkeypatch.setattr(esmfold_lite, "__version__", "9.9.9")
+    monkeypatch.setattr(settings, "__version__", "9.9.9")
     assert run_settings(model_source=weights / "b.pt").digest != b.digest
 
 
 def test_a_busy_outdir_stops_a_second_run_at_once_and_its_files_are_left_alone(tmp_path):
-    from esmfold_lite.io.run_state import open_run_state
+    from esmfold_lite.pipeline.run_state import open_run_state
 
     fasta, outdir = write_fasta(tmp_path / "in.fasta", [("p0", "MKVL")]), tmp_path / "out"
     outdir.mkdir()
@@ -612,7 +613,7 @@ def test_a_complete_protein_stays_complete_when_a_resumed_run_lowers_max_length(
 
 
 def test_changed_checkpoints_are_named_by_their_files_in_the_conflict_message():
-    from esmfold_lite.io.run_state import settings_differences
+    from esmfold_lite.pipeline.run_state import settings_differences
 
     def checkpoint(name: str, size: int, digest: str) -> dict:
         return {"files": [{"file": name, "size": size, "zip_crc": digest}]}

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from biotite.structure.io import pdb, pdbx
-from fake_esmfold import FakeFolder
+from fake_esmfold import FakeFolder, patch_load_model
 
 import esmfold_lite
 import esmfold_lite.fold.precision
@@ -30,7 +30,7 @@ import esmfold_lite.pipeline.progress
 from esmfold_lite import cli
 from esmfold_lite.cli import build_parser, main
 from esmfold_lite.commands import predict as predict_command
-from esmfold_lite.io.outputs import read_afdb_pae
+from esmfold_lite.io.confidence import read_afdb_pae
 
 FAKE_CLI = Path(__file__).with_name("fake_esmfold.py")
 ALL_FORMATS = ("pdb", "cif", "json", "pae", "npz", "png")
@@ -99,14 +99,14 @@ def check_outputs(outdir: Path, records: dict[str, str], formats=ALL_FORMATS) ->
 
 @pytest.fixture
 def fake_models(monkeypatch) -> list[tuple[dict, FakeFolder]]:
-    """``esmfold_lite.load_model`` returns a new ``FakeFolder``; the list holds (loader arguments, model) per load."""
+    """the pipeline's ``load_model`` returns a new ``FakeFolder``; the list holds (loader arguments, model) per load."""
     loaded = []
 
     def load_model(source, lm=None, device=None, dtype=None, **kwargs):
         loaded.append(({"source": source, "lm": lm, "device": device, "dtype": dtype, **kwargs}, FakeFolder()))
         return loaded[-1][1]
 
-    monkeypatch.setattr(esmfold_lite, "load_model", load_model, raising=False)
+    patch_load_model(monkeypatch, load_model)
     return loaded
 
 

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from biotite.structure.io import pdb
+from fake_esmfold import FakeEngine
 
-from esmfold_lite import proteome_driver, proteome_workers
-from esmfold_lite.batch_folding import FoldJob
 from esmfold_lite.cli import build_parser
 from esmfold_lite.io.fasta import unique_ids
-from esmfold_lite.io.work_queue import WorkQueue
-from esmfold_lite.pipeline import output_names, predict_fasta
-from esmfold_lite.proteome import fold_proteome
+from esmfold_lite.pipeline import FoldingOptions, output_names, predict_fasta, ray_driver, ray_workers
+from esmfold_lite.pipeline.batching import FoldJob
+from esmfold_lite.pipeline.proteome import fold_proteome
+from esmfold_lite.pipeline.work_queue import WorkQueue
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 HOSTILE = (
@@ -128,14 +128,14 @@ OPTIONS = dict(num_recycles=0, workers=2, cpus_per_worker=1, max_tokens_per_batc
 def count_writes(monkeypatch) -> dict[str, int]:
     """How often the driver wrote each protein."""
     writes: dict[str, int] = {}
-    real = proteome_driver.save_folded
+    real = ray_driver.save_folded
 
     def counting(state, settings, folded):
         for item in folded:
             writes[item.job.name] = writes.get(item.job.name, 0) + 1
         return real(state, settings, folded)
 
-    monkeypatch.setattr(proteome_driver, "save_folded", counting)
+    monkeypatch.setattr(ray_driver, "save_folded", counting)
     return writes
 
 
@@ -182,13 +182,39 @@ def test_proteome_on_two_workers_equals_predict_and_reports_hostile_records(
 
 
 @pytest.mark.slow
+def test_a_second_engine_drives_fold_proteome_as_it_drives_predict(ray_cluster, tmp_path):
+    import fake_esmfold
+    import ray
+
+    fasta = tmp_path / "proteome.fasta"
+    write_proteome(fasta, 12, seed=2, hostile=False)  # no renames: the queue keeps no notes (a known difference)
+    options = FoldingOptions(formats=("pdb", "json"), max_tokens_per_batch=80, progress=False)
+    ray.cloudpickle.register_pickle_by_value(fake_esmfold)  # Ray's workers cannot import the tests' modules
+    try:
+        report = fold_proteome(fasta, tmp_path / "ray", options=options, engine=FakeEngine(), workers=2,
+                               cpus_per_worker=1)  # fmt: skip
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(fake_esmfold)
+    predict_fasta(fasta, tmp_path / "local", options=options, engine=FakeEngine())
+
+    def protein_files(outdir: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in outdir.iterdir() if p.suffix in (".pdb", ".json") and p.is_file()}
+
+    ray_files, local_files = protein_files(tmp_path / "ray"), protein_files(tmp_path / "local")
+    assert ray_files.pop("run.json") != local_files.pop("run.json")  # its rates and counts
+    assert ray_files == local_files and len(ray_files) == 2 * report["proteins"]["ok"] == 2 * 12
+    assert report["settings"] == json.loads((tmp_path / "local" / "run.json").read_text())["settings"]
+    assert report["settings"]["engine"] == "fake"
+
+
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_loses_nothing_and_writes_nothing_twice(
     ray_cluster, checkpoint, tmp_path, count_writes, monkeypatch
 ):
     fasta = tmp_path / "proteome.fasta"
     records = write_proteome(fasta, 30, seed=1, hostile=False)
     killed = []
-    real_returned = proteome_driver.Driver._returned
+    real_returned = ray_driver.Driver._returned
 
     def kill_a_busy_worker_after_the_first_result(self, ref, unit, worker):
         real_returned(self, ref, unit, worker)
@@ -197,7 +223,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_writes_nothing_twice(
             os.kill(busy.info["pid"], signal.SIGKILL)
             killed.append(busy.info["pid"])
 
-    monkeypatch.setattr(proteome_driver.Driver, "_returned", kill_a_busy_worker_after_the_first_result)
+    monkeypatch.setattr(ray_driver.Driver, "_returned", kill_a_busy_worker_after_the_first_result)
     options = {**OPTIONS, "max_tokens_per_batch": 40}
     report = fold_proteome(fasta, tmp_path / "out", model_source=checkpoint, **options)
 
@@ -211,11 +237,11 @@ def test_a_worker_killed_mid_run_loses_nothing_and_writes_nothing_twice(
 
 SLOW_DRIVER = """
 import os, sys, time
-from esmfold_lite import proteome_driver
+from esmfold_lite.pipeline import ray_driver
 from esmfold_lite.cli import main
 
-write, delay = proteome_driver.save_folded, float(os.environ.get("WRITE_DELAY", "0.3"))
-proteome_driver.save_folded = lambda *args: time.sleep(delay) or write(*args)
+write, delay = ray_driver.save_folded, float(os.environ.get("WRITE_DELAY", "0.3"))
+ray_driver.save_folded = lambda *args: time.sleep(delay) or write(*args)
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -393,19 +419,19 @@ def test_a_stall_after_a_lost_node_stops_the_run_naming_the_node():
                     {"NodeID": "b" * 40, "NodeManagerAddress": "10.0.0.2", "Alive": self.alive}]  # fmt: skip
 
     ray = FakeRay()
-    pool = proteome_workers.Pool.__new__(proteome_workers.Pool)
-    pool.workers = [proteome_workers.Worker(handle=None, number=1, starting=object())]  # pending creation
-    driver = proteome_driver.Driver(ray, pool, None, None, None, attempts=3, stall_timeout=60)
+    pool = ray_workers.Pool.__new__(ray_workers.Pool)
+    pool.workers = [ray_workers.Worker(handle=None, number=1, starting=object())]  # pending creation
+    driver = ray_driver.Driver(ray, pool, None, None, None, attempts=3, stall_timeout=60)
     driver._watch(time.monotonic())
     ray.alive = False
     driver._watch(time.monotonic())  # a loss alone is not a stall
     assert driver.lost == {"b" * 40: "10.0.0.2"}
     with pytest.raises(
-        proteome_driver.PipelineError, match=r"no worker could be scheduled for 60 s .*bbbbbbbbbbbb at 10\.0\.0\.2"
+        ray_driver.PipelineError, match=r"no worker could be scheduled for 60 s .*bbbbbbbbbbbb at 10\.0\.0\.2"
     ):
         driver._watch(time.monotonic() + 61)
     ray.nodes = lambda: []
-    with pytest.raises(proteome_driver.RayLost, match="last node"):
+    with pytest.raises(ray_driver.RayLost, match="last node"):
         driver._watch(time.monotonic())
 
 
@@ -426,21 +452,21 @@ def test_a_worker_death_on_a_local_ray_whose_raylet_exited_is_the_ray_lost_and_c
         exceptions=SimpleNamespace(RayTaskError=type("RayTaskError", (RayError,), {}), RayActorError=RayError),
         kill=lambda handle, no_restart: None,
     )
-    assert proteome_workers.local_ray_lost(ray) is None, "a dead log monitor leaves the node working"
+    assert ray_workers.local_ray_lost(ray) is None, "a dead log monitor leaves the node working"
     processes.append(("raylet", SimpleNamespace(pid=7, returncode=-signal.SIGKILL)))
-    assert proteome_workers.local_ray_lost(ray) == "the local Ray is lost: its raylet (pid 7) was killed by SIGKILL"
+    assert ray_workers.local_ray_lost(ray) == "the local Ray is lost: its raylet (pid 7) was killed by SIGKILL"
     ray._private.worker._global_node = None  # joined, not started here
-    assert proteome_workers.local_ray_lost(ray) is None
+    assert ray_workers.local_ray_lost(ray) is None
     ray._private.worker._global_node = node
 
     for local in (True, False):
-        pool = proteome_workers.Pool.__new__(proteome_workers.Pool)
-        worker = proteome_workers.Worker(handle=None, number=1)
+        pool = ray_workers.Pool.__new__(ray_workers.Pool)
+        worker = ray_workers.Worker(handle=None, number=1)
         pool.ray, pool.workers, pool.deaths, pool.start = ray, [worker], 0, lambda: None
-        driver = proteome_driver.Driver(ray, pool, None, None, None, attempts=3, stall_timeout=60, local=local)
-        unit = proteome_driver.Unit([FoldJob(0, "p0", "p0", "MKV", 3, 3)])
+        driver = ray_driver.Driver(ray, pool, None, None, None, attempts=3, stall_timeout=60, local=local)
+        unit = ray_driver.Unit([FoldJob(0, "p0", "p0", "MKV", 3, 3)])
         if local:
-            with pytest.raises(proteome_driver.RayLost, match=r"its raylet \(pid 7\) was killed by SIGKILL"):
+            with pytest.raises(ray_driver.RayLost, match=r"its raylet \(pid 7\) was killed by SIGKILL"):
                 driver._failed(unit, worker, RayError("The actor died unexpectedly"))
             assert list(driver.retry) == [unit] and unit.attempts == 0 and pool.deaths == 0
         else:
@@ -464,18 +490,18 @@ def test_the_summary_lists_every_protein_once_the_first_worker_is_ready():
         def get(self, ref):
             return {"pid": 1, "node": "127.0.0.1", "device": "cpu", "error": ""}
 
-    pool = proteome_workers.Pool.__new__(proteome_workers.Pool)
+    pool = ray_workers.Pool.__new__(ray_workers.Pool)
     pool.ever_ready = False
-    workers = [proteome_workers.Worker(handle=None, number=n, starting=object()) for n in (1, 2)]
+    workers = [ray_workers.Worker(handle=None, number=n, starting=object()) for n in (1, 2)]
     report = Report()
-    driver = proteome_driver.Driver(FakeRay(), pool, None, None, report, attempts=3, stall_timeout=60)
+    driver = ray_driver.Driver(FakeRay(), pool, None, None, report, attempts=3, stall_timeout=60)
     for worker in workers:
         driver._started(worker, worker.starting)
     assert (report.started, report.summaries) == (1, 1)
 
 
 def test_a_directory_or_a_missing_file_as_fasta_is_named_as_such(tmp_path):
-    for fasta, why in ((tmp_path, "is a directory"), (tmp_path / "missing.fasta", "no such file")):
-        with pytest.raises(proteome_driver.PipelineError, match=f"cannot read FASTA file .*: {why}"):
+    for fasta, why in ((tmp_path, "Is a directory"), (tmp_path / "missing.fasta", "No such file or directory")):
+        with pytest.raises(ray_driver.PipelineError, match=f"cannot read FASTA file .*: {why}"):
             fold_proteome(fasta, tmp_path / "out", model_source="m", progress=False)
     assert not (tmp_path / "out").exists()

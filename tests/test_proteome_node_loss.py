@@ -12,8 +12,7 @@ import time
 import pytest
 from test_proteome import complete_names, read_summary, write_proteome
 
-from esmfold_lite import proteome, proteome_driver
-from esmfold_lite.pipeline import PipelineError
+from esmfold_lite.pipeline import PipelineError, proteome, ray_driver
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +34,8 @@ def test_a_lost_node_stops_the_run_after_the_stall_timeout_and_the_rerun_complet
     try:
         fasta, outdir = tmp_path / "proteome.fasta", tmp_path / "out"
         records = write_proteome(fasta, 30, seed=4, hostile=False)
-        write = proteome_driver.save_folded
-        monkeypatch.setattr(proteome_driver, "save_folded", lambda *args: time.sleep(1.0) or write(*args))
+        write = ray_driver.save_folded
+        monkeypatch.setattr(ray_driver, "save_folded", lambda *args: time.sleep(1.0) or write(*args))
         options = dict(model_source=checkpoint, num_recycles=0, workers=2, cpus_per_worker=1, max_tokens_per_batch=30,
                        progress=False, ray_address=cluster.address, stall_timeout=10)  # fmt: skip
 
@@ -62,7 +61,7 @@ def test_a_lost_node_stops_the_run_after_the_stall_timeout_and_the_rerun_complet
         stamps = {p.name: p.stat().st_mtime_ns for p in outdir.iterdir() if p.is_file() and p.stem in done}
 
         cluster.add_node(num_cpus=2)  # repaired: the same run folds the rest
-        monkeypatch.setattr(proteome_driver, "save_folded", write)
+        monkeypatch.setattr(ray_driver, "save_folded", write)
         report = proteome.fold_proteome(fasta, outdir, **options)
         assert report["status"] == "finished" and complete_names(outdir) == set(records)
         assert all(row["status"] == "ok" for row in read_summary(outdir).values())

@@ -17,10 +17,10 @@ import json, os, sys, psutil
 import_ray_first, dashboard = sys.argv[1] == "1", sys.argv[2] == "1"
 if import_ray_first:  # a process that imported Ray before fold_proteome set its switch
     import ray
-from esmfold_lite import proteome_workers
-os.environ.update(proteome_workers.LOCAL_ONLY_ENV)  # what fold_proteome does before importing Ray
+from esmfold_lite.pipeline import ray_workers
+os.environ.update(ray_workers.LOCAL_ONLY_ENV)  # what fold_proteome does before importing Ray
 import ray
-proteome_workers.connect(ray, None, dashboard)
+ray_workers.connect(ray, None, dashboard)
 me = psutil.Process()
 listening = []
 for process in [me, *me.children(recursive=True)]:

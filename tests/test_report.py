@@ -18,7 +18,7 @@ from test_predict_cli import write_fasta
 
 from esmfold_lite import predict_fasta
 from esmfold_lite.cli import build_parser, main
-from esmfold_lite.io.outputs import read_afdb_pae
+from esmfold_lite.io.confidence import read_afdb_pae
 from esmfold_lite.io.structure import load_structure
 from esmfold_lite.viz import report
 from esmfold_lite.viz.report import _confidence_from_json, protein_page, write_report

@@ -29,8 +29,8 @@ from test_predict_cli import write_fasta
 
 from esmfold_lite import predict_fasta
 from esmfold_lite.cli import main
-from esmfold_lite.io.outputs import read_summary
 from esmfold_lite.io.structure import load_structure
+from esmfold_lite.io.summary_tsv import read_summary
 from esmfold_lite.viz.colors import PLDDT_BANDS, plddt_band_index
 from esmfold_lite.viz.report import write_report
 from esmfold_lite.viz.view import residue_plddt

@@ -9,7 +9,7 @@ from fake_esmfold import FakeFolder
 from hypothesis import given
 from hypothesis import strategies as st
 
-from esmfold_lite.io.outputs import SUMMARY_COLUMNS, read_summary, write_summary
+from esmfold_lite.io.summary_tsv import SUMMARY_COLUMNS, read_summary, write_summary
 from esmfold_lite.io.tsv import escape_field, unescape_field
 from esmfold_lite.pipeline import predict_fasta
 

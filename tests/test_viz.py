@@ -12,8 +12,9 @@ from fake_esmfold import fake_prediction
 from matplotlib.figure import Figure
 
 from esmfold_lite import viz
-from esmfold_lite.io.outputs import read_afdb_pae, render_protein, write_files
+from esmfold_lite.io.confidence import read_afdb_pae
 from esmfold_lite.io.structure import load_structure
+from esmfold_lite.pipeline.outputs import render_protein, write_files
 from esmfold_lite.viz.colors import PLDDT_BANDS, chain_color, plddt_band_index
 from esmfold_lite.viz.escaping import escape_script
 from esmfold_lite.viz.view import load_view_structure, residue_ranges, view_commands

@@ -1,24 +1,15 @@
-"""``esmfold-lite embed``: language-model embeddings of FASTA records (or MSAs), streamed: one file per input
-(``pt``/``npz``, fair-esm's layout) or resumable safetensors shards with an index (``io.embedding_shards``), plus a
-manifest. This module holds the command, its loop and the reading of its inputs; the outputs, and how a failed write
-stops the command, are ``commands.embed_outputs``.
-
-The FASTA is read as it is embedded, chunk by chunk, so a million records never sit in memory at once.
+"""``esmfold-lite embed``: the command line of ``pipeline.embedding.embed_fasta`` (language-model embeddings of FASTA
+records or MSAs, one file per input or resumable safetensors shards, plus a manifest): its flags, and their values
+handed to that function.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from esmfold_lite.alphabet import ALL_TOKENS
 from esmfold_lite.cli import (
-    CliError,
     add_logging_options,
     add_nogpu_option,
     device_after_nogpu,
@@ -27,21 +18,11 @@ from esmfold_lite.cli import (
     records_exit_code,
     torch_device,
 )
-from esmfold_lite.io.fasta import FastaRecord, count_records, read_fasta, validate_record
-from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH, SELECTIONS, read_msa, select_rows
+from esmfold_lite.io.msa import DEFAULT_MAX_DEPTH, SELECTIONS
 from esmfold_lite.io.output_names import CONTACTS_PNG_SUFFIX, DEFAULT_INCLUDE, INCLUDES
-from esmfold_lite.progress_display import Progress
-from esmfold_lite.sequences import LANGUAGE_MODEL
-
-log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:  # torch and the models are imported when the command runs, not for --help
-    from esmfold_lite.commands.embed_outputs import EmbedInput
-    from esmfold_lite.lm.embed import Embeddings
+from esmfold_lite.pipeline.names import DEFAULT_EMBED_TOKENS_PER_BATCH, DEFAULT_SHARD_MIB, EMBED_FORMATS
 
 DTYPE_CHOICES = ("float32", "float16", "bfloat16")
-CHUNK_BATCHES = 8  # results are written and freed after every chunk of this many --max-tokens-per-batch budgets
-DEFAULT_SHARD_MIB = 256
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -119,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=("pt", "npz", "safetensors"),
+        choices=EMBED_FORMATS,
         default="pt",
         help="pt: one torch.save dict per input (fair-esm extract.py's layout); npz: the same as numpy .npz; "
         "safetensors: shards OUTDIR/shards/shard-NNNNNN.safetensors with an index OUTDIR/index.sqlite (id -> shard, "
@@ -165,10 +146,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--toks_per_batch",
         metavar="N",
         type=int,
-        default=4096,
+        default=DEFAULT_EMBED_TOKENS_PER_BATCH,
         help="token budget of one forward pass: sequences are sorted by length and packed while "
         "count x (longest + 2) <= N; a longer sequence runs alone; MSAs always run one at a time; --toks_per_batch "
-        "is fair-esm extract.py's name for it (default: 4096)",
+        f"is fair-esm extract.py's name for it (default: {DEFAULT_EMBED_TOKENS_PER_BATCH})",
     )
     parser.add_argument(
         "--max-depth",
@@ -200,222 +181,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from esmfold_lite.commands.embed_outputs import FileSink, ShardSink
-    from esmfold_lite.lm.contact_head import check_contact_regression
-    from esmfold_lite.lm.embed import resolve_layer
-    from esmfold_lite.lm.load import load_language_model
+    from esmfold_lite.pipeline import embed_fasta
 
-    args.device = device_after_nogpu(args)
-    given = {
-        "--contacts": args.contacts,
-        "--contacts-png": args.contacts_png,
-        "--include contacts": "contacts" in (args.include or ()),
-    }
-    contact_flags = [flag for flag, on in given.items() if on]  # named in errors: the flags the user gave
-    include = set(args.include or DEFAULT_INCLUDE) | ({"contacts"} if args.contacts else set())
-    args.include = [name for name in INCLUDES if name in include]  # what is saved, in a fixed order
-    args.contacts = "contacts" in include
     args.interrupted = (
         "interrupted; the committed shards are kept, run the same command again to resume"
         if args.format == "safetensors"
         else "interrupted; the files written are kept (a run with --format safetensors resumes; this one starts over)"
     )
-
-    for path in args.input:
-        if not path.is_file():
-            what = "is a directory" if path.is_dir() else "does not exist" if not path.exists() else "is not a file"
-            raise CliError(f"input {path} {what}; give a FASTA or MSA file")
-    if args.max_tokens_per_batch < 1:
-        raise CliError("--max-tokens-per-batch must be a positive number of tokens")
-    if args.max_depth < 0:
-        raise CliError("--max-depth must be a number of rows (0 keeps all)")
-    if args.shard_size <= 0:
-        raise CliError("--shard-size must be a positive number of MiB")
-    if args.format == "safetensors" and args.contacts_png:
-        raise CliError(
-            "--contacts-png draws one PNG per input, for --format pt or npz; with safetensors save the maps with "
-            "--contacts and draw them from esmfold_lite.open_embeddings(OUTDIR)[id]['contacts']"
-        )
-
-    try:
-        model = load_language_model(args.model, device=args.device, dtype=args.dtype)
-        saved_layers = {layer: resolve_layer(layer, model.num_layers) for layer in dict.fromkeys(args.layers)}
-    except (OSError, ValueError) as exc:  # checkpoint and download errors name the source and the fix
-        raise CliError(str(exc)) from exc
-    if args.logits and getattr(model, "lm_head", None) is None:
-        raise CliError(f"{args.model} was saved without its masked-LM head, so it gives no logits; drop --logits")
-    flags = " and ".join(contact_flags)
-    if contact_flags and getattr(model, "contact_head", None) is None:
-        raise CliError(f"{args.model} ({type(model).__name__}) has no contact head, so it predicts no contacts; drop "
-                       f"{flags}, or use an ESM-2 model for contacts")  # fmt: skip
-    if contact_flags:
-        try:
-            check_contact_regression(model)
-        except ValueError as exc:  # names the model and where its regression comes from
-            raise CliError(f"{args.model} has no contact regression weights; drop {flags}. {exc}") from None
-
-    if getattr(model, "takes_msa", False):
-        inputs: Iterable[EmbedInput] = read_msas(args, model)
-        total: int | None = len(inputs)
-    else:
-        inputs = stream_records(args, model)
-        counts = [count_records(path) for path in args.input]
-        total = None if None in counts else sum(counts)
-    sink = ShardSink(args, model, saved_layers) if args.format == "safetensors" else FileSink(args)
-    with sink:
-        counted = embed_all(model, sink.classify(inputs), args, saved_layers, sink, total)
-    if counted.embedded + counted.done == 0:
-        raise CliError(
-            f"nothing to embed in {' '.join(map(str, args.input))}; first problem: {counted.first_problem}"
-        )
-    return records_exit_code(counted.skipped)
-
-
-@dataclass
-class Counts:
-    embedded: int = 0
-    residues: int = 0
-    done: int = 0
-    skipped: int = 0
-    first_problem: str = ""
-
-
-def embed_all(
-    model, inputs: Iterable[EmbedInput], args: argparse.Namespace, saved_layers: dict[int, int], sink, total: int | None
-) -> Counts:
-    """Embed the inputs chunk by chunk (``CHUNK_BATCHES`` token budgets each, sorted into batches by length within
-    a chunk), handing each result to ``sink`` as it comes; progress with rates and an ETA on stderr (a bar on a
-    terminal, else a log line every 30 s, ``progress_display``; nothing with -q)."""
-    from esmfold_lite.lm.embed import embed
-
-    counts = Counts()
-    started = time.monotonic()
-    with Progress(total, "embed", "seq", not getattr(args, "quiet", False), log) as bar:
-        for chunk in _chunks(inputs, CHUNK_BATCHES * args.max_tokens_per_batch):
-            todo = [item for item in chunk if not (item.problem or item.done)]
-            out = None
-            if todo:
-                out = embed(
-                    model,
-                    [item.msa or item.sequence for item in todo],
-                    layers=list(saved_layers),
-                    contacts=args.contacts or args.contacts_png,
-                    logits=args.logits,
-                    max_tokens_per_batch=args.max_tokens_per_batch,
-                    max_depth=None,  # MSAs: their rows were selected by read_msas, by --max-depth and --selection
-                )
-            rows = iter(range(len(todo)))
-            for item in chunk:
-                if item.problem:
-                    counts.skipped += 1
-                    counts.first_problem = counts.first_problem or f"{item.where}: {item.problem}"
-                    log.warning("skipping record %r (%s): %s", item.id, item.where, item.problem)
-                    sink.skipped(item)
-                elif item.done:
-                    counts.done += 1
-                    sink.done(item)
-                else:
-                    counts.embedded += 1
-                    counts.residues += item.length
-                    sink.write(item, sequence_result(out, next(rows), saved_layers, args.include))
-            elapsed = max(time.monotonic() - started, 1e-9)
-            bar.set_postfix(f"{counts.residues / elapsed:.0f} res/s")
-            bar.update(len(chunk))
-    elapsed = time.monotonic() - started
-    log.info(
-        "embedded %d sequences (%d residues) in %.1f s: %.2f seq/s, %.0f residues/s; %d embedded before, %d skipped",
-        counts.embedded, counts.residues, elapsed, counts.embedded / max(elapsed, 1e-9),
-        counts.residues / max(elapsed, 1e-9), counts.done, counts.skipped,
-    )  # fmt: skip
-    return counts
-
-
-def _chunks(inputs: Iterable[EmbedInput], max_tokens: int) -> Iterator[list[EmbedInput]]:
-    """Consecutive inputs, cut once the tokens of those to be embedded reach ``max_tokens`` (so results are
-    written, and memory freed, every few batches even on a million records; a chunk of several batches lets the
-    length sort pack batches with little padding)."""
-    chunk: list[EmbedInput] = []
-    tokens = 0
-    for item in inputs:
-        chunk.append(item)
-        if not (item.problem or item.done):
-            tokens += item.length + 2
-        if tokens >= max_tokens:
-            yield chunk
-            chunk, tokens = [], 0
-    if chunk:
-        yield chunk
-
-
-def stream_records(args: argparse.Namespace, model) -> Iterator[EmbedInput]:
-    """Every record of the FASTA inputs, read as it is needed, with why it cannot be embedded (``record_problem``)."""
-    from esmfold_lite.commands.embed_outputs import EmbedInput
-
-    limit = getattr(model, "max_residues", None)
-    any_record = False
-    for path in args.input:
-        try:
-            for record in read_fasta(path):
-                any_record = True
-                where = f"{path} line {record.line}"
-                problem = record_problem(record, limit)
-                yield EmbedInput(record.id, record.sequence, record.num_residues, where, problem)
-        except OSError as exc:
-            raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if not any_record:
-        inputs = ", ".join(map(str, args.input))
-        raise CliError(f"no FASTA records in {inputs} (a record starts with a '>' header line)")
-
-
-def read_msas(args: argparse.Namespace, model) -> list[EmbedInput]:
-    """One input per MSA file, its rows selected by ``--max-depth``/``--selection``; a bad file, or one wider or
-    deeper than the model takes (``msa_problem``), becomes a problem."""
-    from esmfold_lite.commands.embed_outputs import EmbedInput
-    from esmfold_lite.lm.embed import msa_problem
-
-    inputs = []
-    for path in args.input:
-        try:
-            msa = select_rows(read_msa(path), args.max_depth or None, args.selection)
-        except (OSError, ValueError) as exc:
-            inputs.append(EmbedInput(path.stem, "", 0, str(path), str(exc)))
-            continue
-        problem = msa_problem(model, msa)
-        inputs.append(EmbedInput(msa.ids[0], msa.query, msa.width, str(path), problem, msa))
-    return inputs
-
-
-def record_problem(record: FastaRecord, max_length: int | None = None) -> str | None:
-    """Why a record cannot be embedded, or None: FASTA validation (with the model's length limit), one chain."""
-    return validate_record(record, max_length, LANGUAGE_MODEL)
-
-
-def sequence_result(
-    out: Embeddings, i: int, saved_layers: dict[int, int], include: Iterable[str] = DEFAULT_INCLUDE
-) -> dict:
-    """Input ``i``'s tensors (float32, CPU) in fair-esm ``extract.py`` naming, keyed by absolute layer; of the
-    representations only those ``include`` names (``mean``, ``per_tok``, ``bos``), as ``extract.py --include`` does.
-
-    Every tensor is a copy that owns its memory: a row of the batch's stacked means is a view of the whole batch,
-    and ``torch.save`` writes a view's whole storage (fair-esm's ``extract.py`` clones for the same reason)."""
-    import torch
-
-    def own(t: torch.Tensor) -> torch.Tensor:
-        return t.to(device="cpu", dtype=torch.float32, copy=True)
-
-    result = {
-        name: {absolute: own(rows[layer][i]) for layer, absolute in saved_layers.items()}
-        for name, rows, kind in (
-            ("representations", out.representations, "per_tok"),
-            ("mean_representations", out.mean, "mean"),
-            ("bos_representations", out.cls, "bos"),
-        )
-        if kind in include
-    }
-    if out.contacts is not None:
-        result["contacts"] = own(out.contacts[i])
-    if out.logits is not None:
-        result["logits"] = own(out.logits[i])
-    if out.msas is not None:
-        result["msa_depth"] = torch.tensor(out.msas[i].depth)
-    return result
+    counts = embed_fasta(
+        args.input,
+        args.output_dir,
+        model=args.model,
+        layers=args.layers,
+        format=args.format,
+        include=args.include,
+        contacts=args.contacts,
+        contacts_png=args.contacts_png,
+        logits=args.logits,
+        max_tokens_per_batch=args.max_tokens_per_batch,
+        max_depth=args.max_depth,
+        selection=args.selection,
+        shard_size=args.shard_size,
+        overwrite=args.overwrite,
+        device=device_after_nogpu(args),
+        dtype=args.dtype,
+        progress=not getattr(args, "quiet", False),
+    )
+    return records_exit_code(counts.skipped)

@@ -95,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from esmfold_lite.proteome import fold_proteome
+    from esmfold_lite.pipeline.proteome import fold_proteome
 
     report = fold_proteome(
         args.fasta,
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         dashboard=args.dashboard,
         stall_timeout=args.stall_timeout,
-        **folding_options(args),
+        options=folding_options(args),
     )
     proteins = report["proteins"]
     return exit_status(proteins["failed"], proteins["total"], args.outdir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from esmfold_lite.pipeline.names import (
     RUN_REPORT_NAME,
     SUMMARY_NAME,
 )
+from esmfold_lite.pipeline.options import FoldingOptions, checked_formats
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +79,10 @@ def _chunk_size(text: str) -> int | str:
 
 def _formats(text: str) -> tuple[str, ...]:
     names = [{"mmcif": "cif"}.get(name, name) for name in text.lower().replace(" ", "").split(",") if name]
-    unknown = [name for name in names if name not in FORMATS]
-    if unknown or not names:
-        choices = ", ".join(FORMATS)
-        raise argparse.ArgumentTypeError(f"unknown format {', '.join(unknown) or text!r}; choose from {choices}")
-    return tuple(dict.fromkeys(names))
+    try:
+        return checked_formats(dict.fromkeys(names))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_folding_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +93,7 @@ def add_folding_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--model",
+        dest="model_source",
         metavar="SOURCE",
         required=True,
         help="ESMFold weights: a registry name (esmfold_v1), a fair-esm checkpoint (esmfold_3B_v1.pt), a "
@@ -175,27 +177,15 @@ def add_folding_arguments(parser: argparse.ArgumentParser) -> None:
         "whose results were made with other settings (model, LM, --num-recycles, --dtype, --lm-dtype, version) or "
         "whose run state (.esmfold-lite/state.sqlite) is damaged, which it replaces",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar (it shows only on a terminal)"
+    )
     add_logging_options(parser)
 
 
-def folding_options(args: argparse.Namespace) -> dict[str, object]:
-    """The keyword arguments of ``predict_fasta`` / ``fold_proteome`` that ``add_folding_arguments`` gives."""
-    return dict(
-        model_source=args.model,
-        lm=args.lm,
-        dtype=args.dtype,
-        lm_dtype=args.lm_dtype,
-        cpu_offload=args.cpu_offload,
-        formats=args.formats,
-        num_recycles=args.num_recycles,
-        chunk_size=args.chunk_size,
-        max_tokens_per_batch=args.max_tokens_per_batch,
-        max_length=args.max_length,
-        cpu_fallback=args.cpu_fallback,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+def folding_options(args: argparse.Namespace) -> FoldingOptions:
+    """The ``FoldingOptions`` that ``add_folding_arguments`` gives: each flag's destination is the option's name."""
+    return FoldingOptions(**{option.name: getattr(args, option.name) for option in dataclasses.fields(FoldingOptions)})
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -246,5 +236,5 @@ def run(args: argparse.Namespace) -> int:
     from esmfold_lite.pipeline import predict_fasta
 
     fasta, device = input_and_device(args)
-    results = predict_fasta(fasta, args.outdir, device=device, **folding_options(args))
+    results = predict_fasta(fasta, args.outdir, options=folding_options(args), device=device)
     return exit_status(sum(r.status != "ok" for r in results), len(results), args.outdir)

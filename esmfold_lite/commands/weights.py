@@ -148,8 +148,9 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from esmfold_lite.devices import as_dtype
     from esmfold_lite.fold.load import load_model
-    from esmfold_lite.lm.load import as_dtype, build_language_model
+    from esmfold_lite.lm.load import build_language_model
     from esmfold_lite.weights.download import DownloadError, locate
     from esmfold_lite.weights.esm2_format import checkpoint_kind_at
     from esmfold_lite.weights.esmfold_format import save_esmfold

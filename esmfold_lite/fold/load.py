@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 
+from esmfold_lite.devices import as_device
 from esmfold_lite.fold.config import esmfold_config_from_dict
 from esmfold_lite.fold.esmfold import ESMFold
 from esmfold_lite.fold.precision import resolve_precision
 from esmfold_lite.lm.esm2 import ESM2, ESM2Config
-from esmfold_lite.lm.load import as_device, build_from_state, load_language_model
+from esmfold_lite.lm.load import build_from_state, load_language_model
 from esmfold_lite.weights import registry
 from esmfold_lite.weights.cast import cast_state_
 from esmfold_lite.weights.download import DownloadError, is_cached, locate, url_cache_path
@@ -136,7 +137,7 @@ def load_model(
         CheckpointError: the source or its LM is not a readable checkpoint (the message names the file and the fix).
         DownloadError: a needed file could not be downloaded; the message names every file still needed (the LM
             too) and every place each may go.
-        ValueError: ``device`` or ``lm_device`` is not one this machine has (``lm.load.as_device``).
+        ValueError: ``device`` or ``lm_device`` is not one this machine has (``devices.as_device``).
     """
     device = as_device(device) or torch.device("cpu")
     lm_device = as_device(lm_device) or device

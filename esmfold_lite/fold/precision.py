@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from esmfold_lite.cpu_dtypes import cpu_has_avx512, warn_if_emulated
-from esmfold_lite.lm.load import as_dtype
+from esmfold_lite.devices import as_dtype
 
 AUTO = "auto"
 

@@ -131,7 +131,7 @@ def remove_stale_temp_files(directory: str | os.PathLike, min_age_s: float = 0.0
     """Delete temporary files that `atomic_path` left in `directory` (not recursive) when a process was killed.
 
     Only names of the form ``.<name>.<12 hex>.tmp<suffix>`` untouched for at least `min_age_s` seconds are removed;
-    call it only when no other process can be writing there (``io.outdir_lock`` holds the output directory's lock
+    call it only when no other process can be writing there (``pipeline.outdir_lock`` holds the output directory's lock
     while it does). Returns the removed paths.
     """
     removed = []

@@ -43,6 +43,7 @@ import numpy as np
 from biotite.structure.io import pdbx
 
 from esmfold_lite.geometry.residue_constants import restype_1to3
+from esmfold_lite.version import __version__
 
 MODELCIF_DICTIONARY = {  # _audit_conform: the ModelCIF release whose categories and vocabularies this file follows
     "dict_name": "mmcif_ma.dic",
@@ -246,8 +247,6 @@ def add_polymer_categories(block: pdbx.CIFBlock, name: str, chains: Sequence[Pol
 
 def _metadata(model_id: int, name: str, chains: Sequence[PolymerChain]) -> dict[str, pdbx.CIFCategory]:
     """The dictionary, software, data, protocol, model and metric declarations the score rows refer to."""
-    from esmfold_lite import __version__  # late: the package's __init__ imports this module
-
     entities = list(_entities(chains).values())
     target_data = [MODEL_DATA_ID + k for k in range(1, len(entities) + 1)]
     metric_ids = list(METRICS)

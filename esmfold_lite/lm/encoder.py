@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from esmfold_lite.alphabet import Alphabet
-from esmfold_lite.fold_progress import LM_LAYER, step_done
 from esmfold_lite.lm.contact_head import ContactPredictionHead, check_contact_regression
 from esmfold_lite.lm.embed import Embeddings, embed, requested_layers
+from esmfold_lite.lm.layer_stack import run_layers, zero_padded
 from esmfold_lite.lm.self_attention import SelfAttention
 
 MASK_RATIO_TRAIN = 0.15 * 0.8
@@ -150,29 +150,22 @@ class EncoderLanguageModel(nn.Module):
         x = self.embed_input(tokens, padding_mask)
         attn_padding = padding_mask if padding_mask.any() else None
 
-        hidden = {0: x} if 0 in wanted else {}
-        attentions = []
-        for index, layer in enumerate(self.layers, start=1):
-            x, weights = layer(x, attn_padding, need_head_weights)
-            if index in wanted and index < self.num_layers:
-                hidden[index] = x
-            if need_head_weights:
-                attentions.append(weights)
-            step_done(LM_LAYER, index, self.num_layers)  # a progress listener, if any (``fold_progress``)
-        x = self.emb_layer_norm_after(x)
-        hidden[self.num_layers] = x
-
-        result: dict = {"representations": {key: hidden[index] for index, keys in wanted.items() for key in keys}}
+        out = run_layers(
+            self.layers,
+            x,
+            self.emb_layer_norm_after,
+            wanted,
+            attn_padding,
+            need_head_weights,
+            keep_maps=need_head_weights,
+        )
+        result: dict = {"representations": out.representations}
         if self.lm_head is not None:
-            result["logits"] = self.lm_head(x)
+            result["logits"] = self.lm_head(out.last)
         if need_head_weights:
-            stacked = torch.stack(attentions, dim=1)  # (B, layers, H, T, T)
-            if attn_padding is not None:
-                keep = (~attn_padding).to(stacked.dtype)
-                stacked = stacked * (keep[:, :, None] * keep[:, None, :])[:, None, None]
-            result["attentions"] = stacked
+            result["attentions"] = zero_padded(out.maps[0], attn_padding)  # (B, layers, H, T, T)
             if return_contacts:
-                result["contacts"] = self.contact_head(tokens, stacked)
+                result["contacts"] = self.contact_head(tokens, result["attentions"])
         return result
 
     def predict_contacts(self, tokens: torch.Tensor) -> torch.Tensor:

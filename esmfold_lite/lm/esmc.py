@@ -30,6 +30,7 @@ from torch import nn
 
 from esmfold_lite.alphabet import ESMC_ALPHABET, Alphabet
 from esmfold_lite.lm.embed import Embeddings, embed, requested_layers
+from esmfold_lite.lm.layer_stack import run_layers, zero_padded
 from esmfold_lite.lm.rotary import RotaryEmbedding
 
 ESMC_HEAD_DIM = 64
@@ -223,27 +224,13 @@ class ESMC(nn.Module):
         attend = None if keep.all() else (keep[:, :, None] == keep[:, None, :])[:, None]  # (B, 1, T, T)
 
         x = self.embed_tokens(tokens)
-        hidden = {0: x} if 0 in wanted else {}
-        attentions = []
-        for index, layer in enumerate(self.layers, start=1):
-            x, weights = layer(x, attend, need_head_weights)
-            if index in wanted and index < self.num_layers:
-                hidden[index] = x
-            if need_head_weights:
-                attentions.append(weights)
-        x = self.final_norm(x)
-        hidden[self.num_layers] = x
-
-        result: dict = {
-            "logits": self.lm_head(x),
-            "representations": {key: hidden[index] for index, keys in wanted.items() for key in keys},
-        }
+        out = run_layers(
+            self.layers, x, self.final_norm, wanted, attend, need_head_weights, keep_maps=need_head_weights
+        )
+        result: dict = {"logits": self.lm_head(out.last), "representations": out.representations}
         if need_head_weights:
-            stacked = torch.stack(attentions, dim=1)  # (B, layers, H, T, T)
-            if attend is not None:
-                pair = (keep[:, :, None] & keep[:, None, :]).to(stacked.dtype)
-                stacked = stacked * pair[:, None, None]
-            result["attentions"] = stacked
+            padding_mask = None if attend is None else ~keep
+            result["attentions"] = zero_padded(out.maps[0], padding_mask)  # (B, layers, H, T, T)
         return result
 
     def predict_contacts(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from esmfold_lite.cpu_dtypes import warn_if_emulated
+from esmfold_lite.devices import as_device, as_dtype
 from esmfold_lite.lm.esm1 import ESM1, ESM1Config
 from esmfold_lite.lm.esm2 import ESM2, ESM2Config
 from esmfold_lite.lm.esmc import ESMC, ESMCConfig
@@ -33,47 +34,7 @@ LANGUAGE_MODELS: dict[str, tuple[type[nn.Module], type]] = {
 }
 """Checkpoint kind (``weights.language_model``) -> (model class, its config dataclass)."""
 
-DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "float": "float32"}
 _SHOWN_KEYS = 5
-
-
-def as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """``torch.float16``, ``"float16"``, ``"fp16"``, ``"bf16"``, ... -> a floating ``torch.dtype`` (None stays None)."""
-    if dtype is None:
-        return None
-    if isinstance(dtype, torch.dtype):
-        resolved = dtype
-    else:
-        name = DTYPE_ALIASES.get(dtype.lower(), dtype.lower())
-        resolved = getattr(torch, name, None)
-    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
-        raise ValueError(f"unknown floating dtype {dtype!r}; use float32, float16 or bfloat16")
-    return resolved
-
-
-def as_device(device: torch.device | str | None) -> torch.device | None:
-    """``"cuda:1"``, ``torch.device("cpu")``, ... -> a ``torch.device`` this machine has (None stays None).
-
-    Raises ValueError naming what is wrong and what to use instead: a name torch does not know, CUDA or MPS not
-    available here, a CUDA index beyond the GPUs present.
-    """
-    if device is None:
-        return None
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "this PyTorch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise ValueError(f"device {device!r}: CUDA is not available ({why}); use cpu")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0"
-            )
-    elif resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r}: MPS is not available here; use cpu")
-    return resolved
 
 
 def _key_list(keys: set[str]) -> str:
@@ -194,7 +155,7 @@ def load_language_model(
     Raises:
         CheckpointError: ``source`` is not a readable language-model checkpoint (the message names it and the fix).
         DownloadError: a registry name or URL that could not be downloaded (the message says where to put the file).
-        ValueError: ``device`` is not one this machine has (``as_device``), or ``dtype`` is unknown.
+        ValueError: ``device`` is not one this machine has (``devices.as_device``), or ``dtype`` is unknown.
     """
     device = as_device(device)
     info = None if Path(source).expanduser().exists() else registry.lookup(str(source))

@@ -27,6 +27,7 @@ from esmfold_lite.lm.axial_attention import ColumnSelfAttention, RowSelfAttentio
 from esmfold_lite.lm.contact_head import ContactPredictionHead, check_contact_regression
 from esmfold_lite.lm.embed import Embeddings, embed, requested_layers
 from esmfold_lite.lm.encoder import LMHead
+from esmfold_lite.lm.layer_stack import run_layers
 from esmfold_lite.lm.learned_positions import LearnedPositionalEmbedding
 
 MSA_ALPHABET = Alphabet(tokens=ESM_ALPHABET.tokens, prepend_bos=True, append_eos=False)
@@ -190,25 +191,10 @@ class MSATransformer(nn.Module):
         x = self.embed_input(tokens, padding_mask)
         attn_padding = padding_mask if padding_mask.any() else None
 
-        hidden = {0: x} if 0 in wanted else {}
-        row_attentions, column_attentions = [], []
-        for index, layer in enumerate(self.layers, start=1):
-            x, row_attention, column_attention = layer(x, attn_padding)
-            if index in wanted and index < self.num_layers:
-                hidden[index] = x
-            if need_head_weights:
-                row_attentions.append(row_attention)
-                column_attentions.append(column_attention)
-        x = self.emb_layer_norm_after(x)
-        hidden[self.num_layers] = x
-
-        result: dict = {
-            "logits": self.lm_head(x),
-            "representations": {key: hidden[index] for index, keys in wanted.items() for key in keys},
-        }
+        out = run_layers(self.layers, x, self.emb_layer_norm_after, wanted, attn_padding, keep_maps=need_head_weights)
+        result: dict = {"logits": self.lm_head(out.last), "representations": out.representations}
         if need_head_weights:
-            result["row_attentions"] = torch.stack(row_attentions, dim=1)
-            result["col_attentions"] = torch.stack(column_attentions, dim=1)
+            result["row_attentions"], result["col_attentions"] = out.maps
             if return_contacts:
                 result["contacts"] = self.contact_head(tokens, result["row_attentions"])
         return result

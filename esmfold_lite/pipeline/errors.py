@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from esmfold_lite.io.atomic import is_disk_error, write_failure
-from esmfold_lite.io.sqlite_errors import RESUME_HINT
+from esmfold_lite.pipeline.sqlite_errors import RESUME_HINT
 
 
 class PipelineError(Exception):

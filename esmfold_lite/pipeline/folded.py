@@ -8,12 +8,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from esmfold_lite.batch_folding import FoldJob, FoldOutcome
 from esmfold_lite.io.atomic import is_disk_error, write_failure
-from esmfold_lite.io.outputs import render_protein, write_files
-from esmfold_lite.io.run_state import RunState, file_record
+from esmfold_lite.pipeline.batching import FoldJob, FoldOutcome
 from esmfold_lite.pipeline.errors import write_error
+from esmfold_lite.pipeline.outputs import render_protein, write_files
 from esmfold_lite.pipeline.records import ProteinResult, sequence_hash
+from esmfold_lite.pipeline.run_state import RunState, file_record
 from esmfold_lite.pipeline.settings import RunSettings
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class FoldedProtein:
 
 
 def render_outcome(outcome: FoldOutcome, formats: Sequence[str]) -> FoldedProtein:
-    """Render a folded job's files (``io.outputs.render_protein``); a rendering error fails only this protein."""
+    """Render a folded job's files (``pipeline.outputs.render_protein``); a rendering error fails only this protein."""
     job = outcome.job
     folded = FoldedProtein(job, seconds=outcome.seconds, error=outcome.error)
     if outcome.prediction is not None:

@@ -12,3 +12,6 @@ REPORT_PARALLEL_FROM = 32  # proteins: the report reads fewer in its own process
 DEFAULT_MAX_TOKENS_PER_BATCH = 1024  # predict: count x longest (linkers included) per batch
 DEFAULT_MAX_ATTEMPTS = 3  # fold-proteome: a protein whose worker died this many times is marked failed
 DEFAULT_STALL_TIMEOUT_S = 300.0  # fold-proteome: after a lost node, stop when no worker could be scheduled this long
+EMBED_FORMATS = ("pt", "npz", "safetensors")  # embed: one file per input (fair-esm's .pt, or .npz), or shards + index
+DEFAULT_EMBED_TOKENS_PER_BATCH = 4096  # embed: count x (longest + 2) per forward pass (fair-esm extract.py's)
+DEFAULT_SHARD_MIB = 256  # embed --format safetensors: MiB of arrays waiting for a shard before it is written

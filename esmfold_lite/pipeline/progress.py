@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -10,13 +11,13 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from esmfold_lite.batch_folding import FoldJob
 from esmfold_lite.fold_progress import LM_LAYER, FoldStep, StepListener
 from esmfold_lite.io.atomic import atomic_write_text
-from esmfold_lite.io.outputs import write_summary
-from esmfold_lite.io.run_state import RunState
-from esmfold_lite.pipeline.errors import write_error
+from esmfold_lite.io.summary_tsv import write_summary
+from esmfold_lite.pipeline.batching import FoldJob
+from esmfold_lite.pipeline.errors import interruption_of, write_error
 from esmfold_lite.pipeline.records import RUN_REPORT_NAME, SUMMARY_NAME, ProteinResult
+from esmfold_lite.pipeline.run_state import RunState
 from esmfold_lite.pipeline.settings import RunSettings
 from esmfold_lite.progress_display import duration, interval, show_bar
 
@@ -195,6 +196,12 @@ class RunProgress:
             s["residues_per_s"], self.state.outdir / SUMMARY_NAME,
         )  # fmt: skip
         return s
+
+    def stopped(self, exc: BaseException) -> None:
+        """``finish`` a run that ``exc`` stopped: ``interrupted`` (Ctrl-C, a signal) or ``failed``. An error on the
+        way is dropped: ``exc`` is the one to report."""
+        with contextlib.suppress(Exception):
+            self.finish("interrupted" if interruption_of(exc) else "failed")
 
 
 class FoldSteps:

@@ -10,17 +10,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, MutableSet, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableSet
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from esmfold_lite.batch_folding import FoldJob
 from esmfold_lite.fold.chains import CHAIN_SEPARATOR, DEFAULT_LINKER
 from esmfold_lite.io.fasta import FastaRecord, iter_unique_ids, read_fasta, safe_filename, validate_record
-from esmfold_lite.io.outputs import FORMAT_SUFFIXES, output_paths
-from esmfold_lite.io.run_state import RunState
+from esmfold_lite.io.output_names import FORMAT_SUFFIXES, output_paths
+from esmfold_lite.pipeline.batching import FoldJob
 from esmfold_lite.pipeline.errors import PipelineError
 from esmfold_lite.pipeline.names import RUN_REPORT_NAME, SUMMARY_NAME
+from esmfold_lite.pipeline.options import FoldingOptions
+from esmfold_lite.pipeline.run_state import RunState
 from esmfold_lite.pipeline.settings import RunSettings
 from esmfold_lite.sequences import UNKNOWN_AMINO_ACIDS
 
@@ -78,15 +79,18 @@ def sequence_hash(sequence: str) -> str:
     return hashlib.sha256(sequence.encode()).hexdigest()[:16]
 
 
-def read_records(fasta: Path) -> list[FastaRecord]:
-    """All records of ``fasta``; PipelineError if it cannot be read or holds none."""
+def fasta_records(fasta: Path) -> Iterator[FastaRecord]:
+    """The records of ``fasta``, read as a stream; PipelineError naming the file when it cannot be read (raised by
+    the first ``next``, before any record, when it is missing or a directory) or holds no record."""
+    empty = True
     try:
-        records = list(read_fasta(fasta))
+        for record in read_fasta(fasta):
+            empty = False
+            yield record
     except OSError as exc:
         raise PipelineError(f"cannot read FASTA file {fasta}: {exc.strerror or exc}") from exc
-    if not records:
+    if empty:
         raise PipelineError(f"no FASTA records in {fasta} (a record starts with a '>' header line)")
-    return records
 
 
 def output_names(ids: Iterable[str], taken: MutableSet[str] | None = None) -> Iterator[str]:
@@ -152,22 +156,20 @@ def plan_record(
     index: int,
     record: FastaRecord,
     name: str,
-    formats: Sequence[str],
-    max_length: int | None,
-    overwrite: bool,
+    options: FoldingOptions,
 ) -> ProteinResult | FoldJob:
-    """What to do with record ``index`` (0-based, for messages) named ``name``: a ``ProteinResult`` for a complete
-    one (``reused``; also when it is now longer than ``max_length``: it was folded) or an invalid one (``error``,
-    logged), else a ``FoldJob``. A record renamed (``rename_note``), or one replacing an earlier protein of its name
-    with another sequence, is logged, and its notes say so; a job's notes name the residues folded as unknown
-    (``unknown_residues_note``)."""
+    """What to do with record ``index`` (0-based, for messages) named ``name``, given the run's ``formats``,
+    ``max_length`` and ``overwrite`` (``options``): a ``ProteinResult`` for a complete one (``reused``; also when it
+    is now longer than ``max_length``: it was folded) or an invalid one (``error``, logged), else a ``FoldJob``. A
+    record renamed (``rename_note``), or one replacing an earlier protein of its name with another sequence, is
+    logged, and its notes say so; a job's notes name the residues folded as unknown (``unknown_residues_note``)."""
     seq_hash = sequence_hash(record.sequence)
     header = f"{record.id} {record.description}".strip()
     renamed = rename_note(record.id, name)
     if renamed is not None:
         logger.warning("record %d (line %d) %r: %s", index + 1, record.line, record.id, renamed)
     try:
-        paths = output_paths(state.outdir, name, formats)
+        paths = output_paths(state.outdir, name, options.formats)
         reason = None
     except ValueError as exc:
         paths, reason = None, str(exc)
@@ -176,7 +178,7 @@ def plan_record(
         replaced = "replaces an earlier protein of this name (another sequence) in OUTDIR"
         logger.warning("record %d (line %d) %s: %s", index + 1, record.line, name, replaced)
         renamed = f"{renamed}; {replaced}" if renamed else replaced
-    if paths is not None and not overwrite:
+    if paths is not None and not options.overwrite:
         row = state.complete_row(name, seq_hash, settings.digest, paths)
         if row is not None:
             complete = ProteinResult.from_row(row)
@@ -185,7 +187,7 @@ def plan_record(
                 complete.header = header
                 state.set_header(name, header)
             return complete
-    reason = reason or validate_record(record, max_length)
+    reason = reason or validate_record(record, options.max_length)
     if reason is not None:
         logger.error("record %d (line %d) %s: %s", index + 1, record.line, name, reason)
         return ProteinResult(

@@ -10,15 +10,14 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from esmfold_lite.batch_folding import Folder
-from esmfold_lite.fold.precision import AUTO
-from esmfold_lite.io.run_state import OutdirError, RunState, open_run_state
-from esmfold_lite.lm.load import as_dtype
 from esmfold_lite.pipeline.errors import PipelineError
-from esmfold_lite.weights.fingerprint import checkpoint_fingerprint, language_model_fingerprint
+from esmfold_lite.pipeline.run_state import OutdirError, RunState, open_run_state
+from esmfold_lite.version import __version__
+
+if TYPE_CHECKING:
+    from esmfold_lite.pipeline.engine import FoldingEngine
 
 logger = logging.getLogger(__name__)
 
@@ -31,51 +30,10 @@ class RunSettings:
     digest: str
 
 
-def _model_fingerprint(model: object) -> dict[str, object]:
-    """A model object's identity without hashing all its weights: class, tensor names/shapes/dtypes and up to 64
-    evenly spaced values of each tensor."""
-    digest = hashlib.sha256()
-    if isinstance(model, torch.nn.Module):
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            flat = tensor.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // 64)][:64].cpu()
-            digest.update(f"{name}\0{tuple(tensor.shape)}\0{tensor.dtype}\0".encode())
-            digest.update(sample.float().numpy().tobytes() if sample.is_floating_point() else sample.numpy().tobytes())
-    return {"object": type(model).__qualname__, "tensors": digest.hexdigest()[:32]}
-
-
-def _dtype_name(dtype: torch.dtype | str | None) -> str | None:
-    """``torch.bfloat16``, ``"bf16"``, ``"bfloat16"`` -> ``"bfloat16"``; ``"auto"`` and None stay."""
-    if dtype is None or (isinstance(dtype, str) and dtype.lower() == AUTO):
-        return None if dtype is None else AUTO
-    return str(as_dtype(dtype)).removeprefix("torch.")
-
-
-def run_settings(
-    model: Folder | None = None,
-    model_source: str | os.PathLike | None = None,
-    lm: str | os.PathLike | None = None,
-    num_recycles: int | None = None,
-    dtype: torch.dtype | str | None = None,
-    lm_dtype: torch.dtype | str | None = None,
-) -> RunSettings:
-    """The settings that make a run's numbers: the model (a checkpoint's fingerprint, cheap even for gigabytes, or a
-    model object's), its LM, ``num_recycles``, ``dtype`` and ``lm_dtype`` as asked (``"auto"`` stays ``"auto"``)
-    and the esmfold_lite version.
-
-    Device, chunk size, LM offloading and batching change results only at the level of floating-point rounding and
-    are not part of them.
-    """
-    from esmfold_lite import __version__  # late: the package's __init__ imports this module
-
-    values = {
-        "esmfold_lite": __version__,
-        "model": _model_fingerprint(model) if model is not None else checkpoint_fingerprint(model_source),
-        "lm": None if model is not None else language_model_fingerprint(model_source, lm),
-        "num_recycles": num_recycles,
-        "dtype": _dtype_name(dtype),
-        "lm_dtype": _dtype_name(lm_dtype),
-    }
+def run_settings(engine: FoldingEngine) -> RunSettings:
+    """The settings that make a run's numbers: the esmfold_lite version and the engine's (``FoldingEngine.settings``;
+    ESMFold's: the checkpoint and LM fingerprints, ``num_recycles`` and the dtypes as asked)."""
+    values = {"esmfold_lite": __version__, **engine.settings()}
     digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
     return RunSettings(values, digest)
 
@@ -96,7 +54,7 @@ def check_settings(state: RunState, settings: RunSettings, overwrite: bool) -> N
 
 @contextlib.contextmanager
 def open_outdir(outdir: str | os.PathLike, overwrite: bool = False) -> Iterator[RunState]:
-    """``io.run_state.open_run_state`` with its errors as ``PipelineError``; ``overwrite`` (every protein is folded
+    """``run_state.open_run_state`` with its errors as ``PipelineError``; ``overwrite`` (every protein is folded
     again) replaces a damaged run state."""
     try:
         with open_run_state(outdir, replace_damaged=overwrite) as state:

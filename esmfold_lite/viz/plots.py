@@ -13,15 +13,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from esmfold_lite.io.outputs import read_afdb_pae
+from esmfold_lite.io.confidence import read_afdb_pae
 from esmfold_lite.io.structure import CHAIN_IDS, load_structure
-from esmfold_lite.prediction import Prediction
 from esmfold_lite.viz.colors import PLDDT_BANDS
-from esmfold_lite.viz.view import chain_numbers, residue_plddt
+from esmfold_lite.viz.view import chain_numbers, is_prediction, residue_plddt
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is made, not with the package (the CLI starts faster)
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from esmfold_lite.prediction import Prediction  # annotations only: prediction imports viz (its notebook display)
 
 PAE_MAX = 30.0  # Å, top of the PAE colour scale (larger values get the top colour)
 PAE_CMAP = "Greens_r"
@@ -125,6 +126,40 @@ def figure_png(fig: Figure, colors: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
+def confidence_png(one: Prediction, title: str) -> bytes:
+    """Two panels as PNG bytes of a single-sequence prediction (``Prediction.select`` output): pLDDT per residue
+    (left) and the PAE matrix (right); chain boundaries are marked. Drawn with the Agg canvas (no pyplot state, no
+    display needed): ``predict --formats png`` writes it."""
+    data = _arrays(one)
+    figure = confidence_figure(
+        data["plddt"], data["pae"], data["chain_index"], mean_plddt=data["mean_plddt"], ptm=data["ptm"], title=title
+    )
+    return figure_png(figure)
+
+
+def contact_map_png(contacts, title: str) -> bytes:
+    """A predicted contact map ``(L, L)`` (probabilities, tensor or array) as PNG bytes, residues numbered from 1.
+
+    Same rendering as ``confidence_png``: matplotlib's object API on the Agg canvas.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if hasattr(contacts, "detach"):
+        contacts = contacts.detach().float().cpu().numpy()
+    probabilities = np.asarray(contacts, dtype=np.float32)
+    length = probabilities.shape[0]
+    fig = Figure(figsize=(6, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots()
+    extent = (0.5, length + 0.5, length + 0.5, 0.5)
+    image = axes.imshow(probabilities, cmap="Blues", vmin=0, vmax=1, extent=extent, interpolation="nearest")
+    axes.set(xlabel="residue", ylabel="residue", title=title)
+    fig.colorbar(image, ax=axes, label="contact probability")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
 def _notebook_figure(size: tuple[float, float]) -> Figure:
     """A pyplot figure that Jupyter shows once, as the value of a cell (closed, so the inline backend does not show
     it a second time at the end of the cell); ``savefig`` works as usual."""
@@ -135,8 +170,8 @@ def _notebook_figure(size: tuple[float, float]) -> Figure:
     return fig
 
 
-def _arrays(pred: Prediction, i: int) -> dict:
-    one = pred.select(i)
+def _arrays(one: Prediction) -> dict:
+    """The confidence arrays of a single-sequence prediction (``Prediction.select`` output) as numpy."""
     return {
         "plddt": one.plddt[0].detach().float().cpu().numpy(),
         "pae": one.pae[0].detach().float().cpu().numpy(),
@@ -150,8 +185,8 @@ def plot_plddt(pred: Prediction | str | os.PathLike, i: int = 0, size: tuple[flo
     """pLDDT per residue over the AlphaFold DB confidence bands, chain boundaries dashed: of sequence ``i`` of a
     Prediction (its mean pLDDT in the title), or read from a structure file ``predict`` wrote (PDB or mmCIF, pLDDT
     in the B-factors; ``i`` is not used)."""
-    if isinstance(pred, Prediction):
-        data = _arrays(pred, i)
+    if is_prediction(pred):
+        data = _arrays(pred.select(i))
         plddt, chain_index, mean = data["plddt"], data["chain_index"], data["mean_plddt"]
     else:
         chains, _, plddt = residue_plddt(load_structure(pred, extra_fields=("b_factor",)))
@@ -166,8 +201,8 @@ def plot_pae(pred: Prediction | str | os.PathLike, i: int = 0, size: tuple[float
     """PAE matrix (Å) on a 0–30 Å scale with a colour bar: of sequence ``i`` of a Prediction (chain boundaries as
     lines, pTM in the title), or read from an AlphaFold DB PAE JSON file (``predict --formats pae`` writes
     ``<id>_predicted_aligned_error_v1.json``; it holds no chains, and ``i`` is not used)."""
-    if isinstance(pred, Prediction):
-        data = _arrays(pred, i)
+    if is_prediction(pred):
+        data = _arrays(pred.select(i))
         pae, chain_index, ptm = data["pae"], data["chain_index"], data["ptm"]
     else:
         pae, chain_index, ptm = read_afdb_pae(pred), None, None

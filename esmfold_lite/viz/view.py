@@ -3,6 +3,9 @@
 The colouring is computed here, in Python, as a list of 3Dmol viewer calls (``view_commands``): ``show`` replays it
 on a py3Dmol view and the HTML report replays the same list in the browser, so both draw a structure alike.
 pLDDT is read from the B-factor column (where ESMFold and AlphaFold write it), one value per residue (its Cα).
+
+A ``Prediction`` is recognised by what it does (``is_prediction``), not imported: ``Prediction``'s notebook display
+calls this module, so it cannot import ``prediction`` back.
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ import functools
 import os
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import biotite.structure as struc
 import numpy as np
 
 from esmfold_lite.io.structure import parse_structure, read_structure_bytes
-from esmfold_lite.prediction import Prediction
 from esmfold_lite.viz.colors import PLDDT_BANDS, chain_color, plddt_band_index
 from esmfold_lite.viz.escaping import escape_html, escape_script, show_bidi_controls
+
+if TYPE_CHECKING:  # for annotations only: prediction imports this module (its notebook display)
+    from esmfold_lite.prediction import Prediction
 
 COLOR_MODES: tuple[str, ...] = ("plddt", "chain", "rainbow")
 BACKBONE_ATOMS = ["N", "C", "O"]  # left out of side-chain sticks (the Cα joins the stick to the cartoon)
@@ -39,13 +45,18 @@ def _text_format(text: str) -> str:
     return "cif" if re.search(r"^\s*(data_|_atom_site\.|loop_)", text, flags=re.M) else "pdb"
 
 
+def is_prediction(obj: object) -> bool:
+    """Whether ``obj`` is a ``Prediction`` (it writes its sequences as structures), not a path or structure text."""
+    return hasattr(obj, "to_atom_array") and hasattr(obj, "select")
+
+
 def load_view_structure(pred_or_path, i: int = 0) -> ViewStructure:
     """A ``Prediction`` (sequence ``i``), a path to a PDB/mmCIF file (optionally .gz), or PDB/mmCIF text.
 
     Raises FileNotFoundError for a missing file, ValueError for anything that is not a readable PDB/mmCIF structure,
     IndexError for ``i`` out of range.
     """
-    if isinstance(pred_or_path, Prediction):
+    if is_prediction(pred_or_path):
         if not -len(pred_or_path) <= i < len(pred_or_path):
             raise IndexError(f"sequence {i} requested from a prediction of {len(pred_or_path)} sequence(s)")
         return ViewStructure(pred_or_path.to_pdb(i), "pdb", pred_or_path.to_atom_array(i))

@@ -21,7 +21,6 @@ tied to.
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -40,6 +39,7 @@ from esmfold_lite.weights.config_check import (
     state_shapes,
 )
 from esmfold_lite.weights.own_format import own_format_kind, save_own_format
+from esmfold_lite.weights.renames import RenameTable
 from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
 
 State = dict[str, torch.Tensor]
@@ -50,27 +50,24 @@ CONTACT_KEYS = ("contact_head.regression.weight", "contact_head.regression.bias"
 DROPPED_SUFFIXES = ("rot_emb.inv_freq", "rotary_embeddings.inv_freq", "embeddings.position_ids")
 """Buffers some formats store that are recomputed here (rotary frequencies, position ids)."""
 
-# transformers module path <-> ESM2 module path, inside one layer and at the top level (without "esm.").
-HF_LAYER_MODULES = {
-    "attention.self.query": "self_attn.q_proj",
-    "attention.self.key": "self_attn.k_proj",
-    "attention.self.value": "self_attn.v_proj",
-    "attention.output.dense": "self_attn.out_proj",
-    "attention.LayerNorm": "self_attn_layer_norm",
-    "intermediate.dense": "fc1",
-    "output.dense": "fc2",
-    "LayerNorm": "final_layer_norm",
-}
-HF_TOP_MODULES = {
-    "embeddings.word_embeddings": "embed_tokens",
-    "encoder.emb_layer_norm_after": "emb_layer_norm_after",
-    "contact_head.regression": "contact_head.regression",
-}
+HF_MODULES = RenameTable(
+    (
+        ("layers.{n}.self_attn.q_proj", "encoder.layer.{n}.attention.self.query"),
+        ("layers.{n}.self_attn.k_proj", "encoder.layer.{n}.attention.self.key"),
+        ("layers.{n}.self_attn.v_proj", "encoder.layer.{n}.attention.self.value"),
+        ("layers.{n}.self_attn.out_proj", "encoder.layer.{n}.attention.output.dense"),
+        ("layers.{n}.self_attn_layer_norm", "encoder.layer.{n}.attention.LayerNorm"),
+        ("layers.{n}.fc1", "encoder.layer.{n}.intermediate.dense"),
+        ("layers.{n}.fc2", "encoder.layer.{n}.output.dense"),
+        ("layers.{n}.final_layer_norm", "encoder.layer.{n}.LayerNorm"),
+        ("embed_tokens", "embeddings.word_embeddings"),
+        ("emb_layer_norm_after", "encoder.emb_layer_norm_after"),
+        ("contact_head.regression", "contact_head.regression"),
+    )
+)
+"""ESM2 module path <-> transformers' (without its optional ``esm.``); the LM head is named alike but for its tied
+projection (``lm_head.weight`` <-> ``lm_head.decoder.weight``)."""
 _HF_LEAVES = {"gamma": "weight", "beta": "bias"}  # old transformers LayerNorm names
-_HF_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
-_OUR_LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
-_OURS_TO_HF_LAYER = {ours: hf for hf, ours in HF_LAYER_MODULES.items()}
-_OURS_TO_HF_TOP = {ours: hf for hf, ours in HF_TOP_MODULES.items()}
 FAIR_CONFIG_FIELDS = {"num_layers": "encoder_layers", "embed_dim": "encoder_embed_dim",
                       "attention_heads": "encoder_attention_heads"}  # fmt: skip
 """``ESM2Config`` field -> its name in a fair-esm ESM-2 ``cfg["model"]``."""
@@ -91,15 +88,9 @@ def hf_to_esm2_key(key: str) -> str | None:
     if key.startswith("lm_head."):
         module, _, leaf = key.rpartition(".")
         return "lm_head.weight" if module == "lm_head.decoder" else f"{module}.{_HF_LEAVES.get(leaf, leaf)}"
-    inner = key.removeprefix("esm.")
-    module, _, leaf = inner.rpartition(".")
-    leaf = _HF_LEAVES.get(leaf, leaf)
-    layer = _HF_LAYER.match(module)
-    if layer and layer.group(2) in HF_LAYER_MODULES:
-        return f"layers.{layer.group(1)}.{HF_LAYER_MODULES[layer.group(2)]}.{leaf}"
-    if module in HF_TOP_MODULES:
-        return f"{HF_TOP_MODULES[module]}.{leaf}"
-    return key
+    module, _, leaf = key.removeprefix("esm.").rpartition(".")
+    ours = HF_MODULES.to_ours(module)
+    return key if ours is None else f"{ours}.{_HF_LEAVES.get(leaf, leaf)}"
 
 
 def esm2_to_hf_key(key: str, prefix: str = "esm.") -> str:
@@ -112,12 +103,10 @@ def esm2_to_hf_key(key: str, prefix: str = "esm.") -> str:
     if key.startswith("lm_head."):
         return key
     module, _, leaf = key.rpartition(".")
-    layer = _OUR_LAYER.match(module)
-    if layer and layer.group(2) in _OURS_TO_HF_LAYER:
-        return f"{prefix}encoder.layer.{layer.group(1)}.{_OURS_TO_HF_LAYER[layer.group(2)]}.{leaf}"
-    if module in _OURS_TO_HF_TOP:
-        return f"{prefix}{_OURS_TO_HF_TOP[module]}.{leaf}"
-    raise KeyError(f"{key!r} is not an ESM-2 parameter name")
+    theirs = HF_MODULES.to_theirs(module)
+    if theirs is None:
+        raise KeyError(f"{key!r} is not an ESM-2 parameter name")
+    return f"{prefix}{theirs}.{leaf}"
 
 
 def hf_to_esm2_state_dict(state: Mapping[str, torch.Tensor]) -> State:

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from esmfold_lite.weights.config_check import check_config, state_shapes
+from esmfold_lite.weights.renames import RenameTable
 from esmfold_lite.weights.safe_pickle import CheckpointError, load_checkpoint
 
 State = dict[str, torch.Tensor]
@@ -44,31 +45,29 @@ Config = dict[str, Any]
 ESMC_HEAD_DIM = 64
 """Head width of every released ESM C: ``attention_heads = embed_dim / ESMC_HEAD_DIM``."""
 
-# official module path <-> ours, inside one block and at the top level
-BLOCK_MODULES = {
-    "attn.layernorm_qkv.0": "attention.norm",
-    "attn.layernorm_qkv.1": "attention.qkv",
-    "attn.q_ln": "attention.q_norm",
-    "attn.k_ln": "attention.k_norm",
-    "attn.out_proj": "attention.out_proj",
-    "ffn.0": "ffn.norm",
-    "ffn.1": "ffn.w_in",
-    "ffn.3": "ffn.w_out",
-}
-TOP_MODULES = {
-    "embed": "embed_tokens",
-    "transformer.norm": "final_norm",
-    "sequence_head.0": "lm_head.dense",
-    "sequence_head.2": "lm_head.layer_norm",
-    "sequence_head.3": "lm_head.output",
-}
+OFFICIAL_MODULES = RenameTable(
+    (
+        ("layers.{n}.attention.norm", "transformer.blocks.{n}.attn.layernorm_qkv.0"),
+        ("layers.{n}.attention.qkv", "transformer.blocks.{n}.attn.layernorm_qkv.1"),
+        ("layers.{n}.attention.q_norm", "transformer.blocks.{n}.attn.q_ln"),
+        ("layers.{n}.attention.k_norm", "transformer.blocks.{n}.attn.k_ln"),
+        ("layers.{n}.attention.out_proj", "transformer.blocks.{n}.attn.out_proj"),
+        ("layers.{n}.ffn.norm", "transformer.blocks.{n}.ffn.0"),
+        ("layers.{n}.ffn.w_in", "transformer.blocks.{n}.ffn.1"),
+        ("layers.{n}.ffn.w_out", "transformer.blocks.{n}.ffn.3"),
+        ("embed_tokens", "embed"),
+        ("final_norm", "transformer.norm"),
+        ("lm_head.dense", "sequence_head.0"),
+        ("lm_head.layer_norm", "sequence_head.2"),
+        ("lm_head.output", "sequence_head.3"),
+    )
+)
+"""Our ESMC module path <-> the official file's."""
 DROPPED_SUFFIXES = ("rotary.inv_freq",)
 """Buffers a state dict may hold that are recomputed here."""
 
 _OFFICIAL_BLOCK = re.compile(r"^transformer\.blocks\.(\d+)\.(.+)$")
 _OUR_BLOCK = re.compile(r"^layers\.(\d+)\.(.+)$")
-_OURS_TO_OFFICIAL_BLOCK = {ours: official for official, ours in BLOCK_MODULES.items()}
-_OURS_TO_OFFICIAL_TOP = {ours: official for official, ours in TOP_MODULES.items()}
 
 
 def official_to_esmc_key(key: str) -> str | None:
@@ -77,23 +76,17 @@ def official_to_esmc_key(key: str) -> str | None:
     if key.endswith(DROPPED_SUFFIXES):
         return None
     module, _, leaf = key.rpartition(".")
-    block = _OFFICIAL_BLOCK.match(module)
-    if block and block.group(2) in BLOCK_MODULES:
-        return f"layers.{block.group(1)}.{BLOCK_MODULES[block.group(2)]}.{leaf}"
-    if module in TOP_MODULES:
-        return f"{TOP_MODULES[module]}.{leaf}"
-    return key
+    ours = OFFICIAL_MODULES.to_ours(module)
+    return key if ours is None else f"{ours}.{leaf}"
 
 
 def esmc_to_official_key(key: str) -> str:
     """Our ESMC key -> the official one; ``KeyError`` for a key that is not an ESMC parameter."""
     module, _, leaf = key.rpartition(".")
-    block = _OUR_BLOCK.match(module)
-    if block and block.group(2) in _OURS_TO_OFFICIAL_BLOCK:
-        return f"transformer.blocks.{block.group(1)}.{_OURS_TO_OFFICIAL_BLOCK[block.group(2)]}.{leaf}"
-    if module in _OURS_TO_OFFICIAL_TOP:
-        return f"{_OURS_TO_OFFICIAL_TOP[module]}.{leaf}"
-    raise KeyError(f"{key!r} is not an ESM C parameter name")
+    theirs = OFFICIAL_MODULES.to_theirs(module)
+    if theirs is None:
+        raise KeyError(f"{key!r} is not an ESM C parameter name")
+    return f"{theirs}.{leaf}"
 
 
 def official_to_esmc_state_dict(state: Mapping[str, torch.Tensor]) -> State:

@@ -1,5 +1,5 @@
 """An output directory's run state: the settings its results came from, a record per protein. It is opened with
-OUTDIR's lock (``io.outdir_lock``: one run at a time); its SQLite errors become OutdirError (``io.sqlite_errors``).
+OUTDIR's lock (``outdir_lock``: one run at a time); its SQLite errors become OutdirError (``sqlite_errors``).
 
 It lives in ``OUTDIR/.esmfold-lite/state.sqlite``: table ``settings`` (digest → what produced results: checkpoint
 fingerprints, recycles, version) and table ``proteins``, one row per protein: its ``summary.tsv`` fields plus the
@@ -15,7 +15,7 @@ damaged one (truncated, overwritten, not esmfold-lite's) has lost the completion
 files could count a half-written protein as done, so the run is refused with a message naming the file and the fix:
 ``overwrite`` (``--overwrite``), which recomputes every protein anyway, replaces it by an empty state; or a new
 OUTDIR. An empty one (0 bytes, or no tables) is damaged too: a run state is created with its tables in one atomic
-step (``io.sqlite_errors.create_database``), so only something else can have emptied it, and taking it for a new one
+step (``sqlite_errors.create_database``), so only something else can have emptied it, and taking it for a new one
 would accept other settings and leave the old results beside the new. An SQLite error later (a full or failing disk)
 raises OutdirError naming the file; nothing is recorded as complete by a transaction that did not commit.
 """
@@ -32,9 +32,9 @@ import stat
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from esmfold_lite.io.outdir_lock import STATE_DIR, OutdirError, outdir_lock
-from esmfold_lite.io.outputs import SUMMARY_COLUMNS
-from esmfold_lite.io.sqlite_errors import (
+from esmfold_lite.io.summary_tsv import SUMMARY_COLUMNS
+from esmfold_lite.pipeline.outdir_lock import STATE_DIR, OutdirError, outdir_lock
+from esmfold_lite.pipeline.sqlite_errors import (
     checked_connection,
     database_errors,
     database_failure,
@@ -237,7 +237,7 @@ def open_run_state(outdir: str | os.PathLike, replace_damaged: bool = False) -> 
     Raises OutdirError when OUTDIR is busy with another run or unusable, or its ``state.sqlite`` is damaged (unless
     ``replace_damaged``: then it is replaced by an empty state; see the module docstring). If this call created
     OUTDIR (and parents) and the run ends before ``produced`` was set, it removes what it created, leaving nothing
-    (``io.outdir_lock``).
+    (``pipeline.outdir_lock``).
     """
     with outdir_lock(outdir) as locked:
         state = RunState(locked.path, _open_database(locked.path / STATE_DIR / STATE_NAME, replace_damaged))

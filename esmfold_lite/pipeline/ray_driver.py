@@ -1,4 +1,4 @@
-"""fold-proteome's dispatch loop (``Driver``): units of jobs handed to the Ray workers (``proteome_workers``), each
+"""fold-proteome's dispatch loop (``Driver``): units of jobs handed to the Ray workers (``ray_workers``), each
 result written by the driver alone (``save_folded``, as ``predict``), a unit whose worker died split in halves and
 retried, and the cluster watched: a lost node is logged, a run that cannot progress stops, and ``RayLost`` tells
 ``fold_proteome`` that Ray itself is gone (a Ray it started is started again once)."""
@@ -11,11 +11,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from esmfold_lite.batch_folding import FoldJob
-from esmfold_lite.io.run_state import RunState
-from esmfold_lite.pipeline import FoldedProtein, PipelineError, RunProgress, RunSettings, save_folded
+from esmfold_lite.pipeline.batching import FoldJob
+from esmfold_lite.pipeline.errors import PipelineError
+from esmfold_lite.pipeline.folded import FoldedProtein, save_folded
 from esmfold_lite.pipeline.names import DEFAULT_STALL_TIMEOUT_S
-from esmfold_lite.proteome_workers import Pool, Worker, describe_error, local_ray_lost
+from esmfold_lite.pipeline.progress import RunProgress
+from esmfold_lite.pipeline.ray_workers import Pool, Worker, describe_error, local_ray_lost
+from esmfold_lite.pipeline.run_state import RunState
+from esmfold_lite.pipeline.settings import RunSettings
 
 logger = logging.getLogger(__name__)
 

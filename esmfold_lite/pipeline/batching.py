@@ -1,10 +1,11 @@
-"""Folding many proteins in batches packed by a token budget, recovering from out-of-memory errors.
+"""Folding many proteins with a ``FoldingEngine`` in batches packed by a token budget, recovering from
+out-of-memory errors.
 
 Jobs come sorted by length (shortest first), so a setting that one protein needed is kept for the rest of the run:
 
 1. A batch that runs out of memory is split in halves, and the token budget is halved for the batches after it.
 2. A single protein that still does not fit is retried with smaller trunk chunks (``CHUNK_SIZES``).
-3. Then, if allowed, the model moves to the CPU (fp32) and stays there.
+3. Then, if allowed, the engine's model moves to the CPU (fp32) and stays there.
 
 Any other error in a batch is retried protein by protein, so one bad protein cannot fail its neighbours. What was
 needed is written into each job's ``notes``; a protein that fits nowhere comes back with an ``error``.
@@ -17,23 +18,15 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 
+from esmfold_lite.pipeline.engine import FoldingEngine
 from esmfold_lite.prediction import Prediction
 
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZES: tuple[int, ...] = (512, 128, 32, 8)  # tried in turn, below the current one, when a protein runs OOM
-
-
-class Folder(Protocol):
-    """What batch folding needs from a model (``esmfold_lite.load_model`` returns one)."""
-
-    def fold(
-        self, sequences: list[str], num_recycles: int | None = None, chunk_size: int | None = None
-    ) -> Prediction: ...
 
 
 @dataclass
@@ -84,18 +77,16 @@ def _uses_accelerator(model: object) -> bool:
 
 
 class BatchFolder:
-    """Folds batches of jobs with ``model.fold``, adapting token budget, chunk size and device to the memory."""
+    """Folds batches of jobs with a loaded ``engine``, adapting token budget, chunk size and device to the memory."""
 
     def __init__(
         self,
-        model: Folder,
-        num_recycles: int | None = None,
-        chunk_size: int | None = None,
+        engine: FoldingEngine,
+        chunk_size: int | str | None = None,
         max_tokens: int = 1024,
         cpu_fallback: bool = False,
     ) -> None:
-        self.model = model
-        self.num_recycles = num_recycles
+        self.engine = engine
         self.chunk_size = self.first_chunk_size = chunk_size
         self.max_tokens = max_tokens
         self.cpu_fallback = cpu_fallback
@@ -110,9 +101,9 @@ class BatchFolder:
         return list(queue[start:end])
 
     def planned_peak_bytes(self, jobs: Sequence[FoldJob]) -> int | None:
-        """The chunk planner's estimate of the trunk memory that folding ``jobs`` as one batch needs now, for a model
-        that has one (``ESMFold.planned_peak_bytes``), else None."""
-        planned = getattr(self.model, "planned_peak_bytes", None)
+        """The engine's estimate of the memory that folding ``jobs`` as one batch needs now, for an engine that has
+        one (``FoldingEngine``), else None."""
+        planned = getattr(self.engine, "planned_peak_bytes", None)
         return None if planned is None else planned(max(job.tokens for job in jobs), len(jobs), self.chunk_size)
 
     def fold(self, jobs: list[FoldJob]) -> list[FoldOutcome]:
@@ -146,7 +137,7 @@ class BatchFolder:
         try:
             with torch.no_grad():
                 sequences = [job.sequence for job in group]
-                return self.model.fold(sequences, num_recycles=self.num_recycles, chunk_size=self.chunk_size), None
+                return self.engine.fold(sequences, chunk_size=self.chunk_size), None
         except Exception as exc:  # any failure is reported per protein; nothing stops the run
             logger.debug("folding %d protein(s) failed", len(group), exc_info=True)
             return None, (is_out_of_memory(exc), f"{type(exc).__name__}: {exc}")
@@ -187,13 +178,13 @@ class BatchFolder:
         return True
 
     def _move_to_cpu(self, job: FoldJob) -> bool:
-        if not self.cpu_fallback or self.on_cpu or not _uses_accelerator(self.model):
+        if not self.cpu_fallback or self.on_cpu or not _uses_accelerator(self.engine.model):
             return False
         logger.warning("%s (%d positions) does not fit in GPU memory: folding it and longer ones on the CPU",
                        job.name, job.tokens)  # fmt: skip
         # Tensor by tensor, so that restore() brings back mixed placements (an fp16 LM beside an fp32 trunk).
         # fp32 on the CPU: half-precision kernels are missing or slow there.
-        self.placement = [(t, t.device, t.dtype) for t in _tensors(self.model)]
+        self.placement = [(t, t.device, t.dtype) for t in _tensors(self.engine.model)]
         for t, _, dtype in self.placement:
             t.data = t.data.to(device="cpu", dtype=torch.float32 if dtype.is_floating_point else dtype)
         _release_memory()

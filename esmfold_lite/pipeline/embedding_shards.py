@@ -45,10 +45,10 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from esmfold_lite.io.atomic import atomic_write_bytes
-from esmfold_lite.io.outdir_lock import OutdirError
 from esmfold_lite.io.output_names import DEFAULT_INCLUDE
-from esmfold_lite.io.run_state import settings_differences
-from esmfold_lite.io.sqlite_errors import checked_connection, database_errors, hot_journal, remove_database
+from esmfold_lite.pipeline.outdir_lock import OutdirError
+from esmfold_lite.pipeline.run_state import settings_differences
+from esmfold_lite.pipeline.sqlite_errors import checked_connection, database_errors, hot_journal, remove_database
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +131,9 @@ class ShardWriter:
             return self.db.execute("SELECT sequence, shard FROM embeddings WHERE id = ?", (id,)).fetchone()
 
     def add(self, id: str, sequence: str, arrays: dict, length: int) -> list[tuple[str, str, int]]:
-        """Buffer one sequence's arrays (``commands.embed.sequence_result``'s dict; ``length``: its residues, the rows
-        of its per-residue arrays, if any are saved); returns ``flush``'s rows when this call filled a shard, else
-        nothing."""
+        """Buffer one sequence's arrays (``pipeline.embedding.sequence_result``'s dict; ``length``: its residues, the
+        rows of its per-residue arrays, if any are saved); returns ``flush``'s rows when this call filled a shard,
+        else nothing."""
         self._pending.append((id, sequence, length, arrays))
         self._pending_bytes += sum(t.nbytes for t in _tensors(arrays))
         return self.flush() if self._pending_bytes >= self.shard_bytes else []

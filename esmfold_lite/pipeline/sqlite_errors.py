@@ -1,5 +1,5 @@
-"""esmfold-lite's SQLite databases in OUTDIR (the run state ``io.run_state``, fold-proteome's work queue
-``io.work_queue``, the embedding index ``io.embedding_shards``): opened checked (``checked_connection``), and their
+"""esmfold-lite's SQLite databases in OUTDIR (the run state ``run_state``, fold-proteome's work queue
+``work_queue``, the embedding index ``embedding_shards``): opened checked (``checked_connection``), and their
 errors as OutdirError with one line naming the file and what to do: a full disk, a failing disk (both keep what is
 done: run the same command again) or a damaged file (the fix each database gives). A transaction that raised did not
 commit, so nothing is recorded by it.
@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from esmfold_lite.io.atomic import atomic_path
-from esmfold_lite.io.outdir_lock import OutdirError
+from esmfold_lite.pipeline.outdir_lock import OutdirError
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The workers of ``fold_proteome`` (``proteome.py``): the Ray side of a run, all but the driver's dispatch loop.
 
-- ``FoldWorker``: the Ray actor holding the model, loaded once; it folds units with ``predict``'s ``BatchFolder`` (a
-  unit that runs out of GPU memory is split, chunk sizes lowered, ...) and returns each protein's files rendered in
-  memory, so the workers need no shared file system and never write.
+- ``FoldWorker``: the Ray actor holding the engine (``FoldingEngine``: the model), loaded once; it folds units with
+  ``predict``'s ``BatchFolder`` (a unit that runs out of GPU memory is split, chunk sizes lowered, ...) and returns
+  each protein's files rendered in memory, so the workers need no shared file system and never write.
 - ``Pool`` of ``Worker`` records: the actors started, replaced when one dies, killed at the end; ``default_workers``
   sizes it from the cluster's resources.
 - ``connect``: joins or starts Ray; a Ray started here listens on 127.0.0.1 only (``LOCAL_ONLY_ENV``, set before
@@ -21,13 +21,15 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from esmfold_lite.batch_folding import BatchFolder, FoldJob
-from esmfold_lite.pipeline import FoldedProtein, PipelineError, load_folder, render_outcome
+from esmfold_lite.pipeline.batching import BatchFolder, FoldJob
+from esmfold_lite.pipeline.engine import FoldingEngine
+from esmfold_lite.pipeline.errors import PipelineError
+from esmfold_lite.pipeline.folded import FoldedProtein, render_outcome
+from esmfold_lite.pipeline.options import FoldingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -36,31 +38,18 @@ LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 class FoldWorker:
-    """A Ray actor holding the model: loads it once and folds units with ``BatchFolder``, returning each protein's
-    files rendered (``FoldedProtein``). A model that cannot load is reported by ``info`` rather than raised."""
+    """A Ray actor holding ``engine``: loads it once (on the GPU with ``use_gpu``, ``threads`` torch threads) and folds
+    units with ``BatchFolder`` as ``options`` say, returning each protein's files rendered (``FoldedProtein``). A
+    model that cannot load is reported by ``info`` rather than raised."""
 
-    def __init__(
-        self,
-        model_source: str,
-        lm: str | None,
-        use_gpu: bool,
-        dtype: torch.dtype | str | None,
-        lm_dtype: torch.dtype | str | None,
-        cpu_offload: bool,
-        num_recycles: int | None,
-        chunk_size: int | str | None,
-        max_tokens: int,
-        cpu_fallback: bool,
-        formats: Sequence[str],
-        threads: int,
-    ) -> None:
+    def __init__(self, engine: FoldingEngine, options: FoldingOptions, use_gpu: bool, threads: int) -> None:
         torch.set_num_threads(max(1, threads))
-        self.formats = tuple(formats)
+        self.formats = options.formats
         self.device = "cuda" if use_gpu else "cpu"
         self.error = ""
         try:
-            model = load_folder(model_source, lm, self.device, dtype, lm_dtype, cpu_offload)
-            self.folding = BatchFolder(model, num_recycles, chunk_size, max_tokens, cpu_fallback)
+            engine.load(self.device)
+            self.folding = BatchFolder(engine, options.chunk_size, options.max_tokens_per_batch, options.cpu_fallback)
         except PipelineError as exc:
             self.error = str(exc)
 

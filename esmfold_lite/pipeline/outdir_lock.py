@@ -1,6 +1,6 @@
 """An output directory's lock: one esmfold-lite run per OUTDIR at a time, shared by the folding runs (taken with
-their run state, ``io.run_state``) and ``embed`` (its sinks). ``outdir_lock`` creates OUTDIR if needed, holds its lock
-for the run and, when the run produced nothing, removes what it created.
+their run state, ``run_state``) and ``embed`` (its sinks). ``outdir_lock`` creates OUTDIR if needed, holds its lock for
+the run and, when the run produced nothing, removes what it created.
 
 It lives in ``OUTDIR/.esmfold-lite/``:
 

@@ -1,23 +1,22 @@
-"""Where ``esmfold-lite embed`` puts its results: the two sinks that ``commands.embed``'s loop hands every input
-(``EmbedInput``) to, embedded, skipped or done before, and the helpers that write their files.
+"""Where an embedding run (``pipeline.embedding``, ``esmfold-lite embed``) puts its results: the two sinks that its
+loop hands every input (``EmbedInput``) to, embedded, skipped or done before, and the helpers that write their files.
 
 - ``FileSink``: one file per input (``pt``/``npz``, fair-esm's layout) and ``manifest.tsv``, written at the end.
-- ``ShardSink``: resumable safetensors shards with an index (``io.embedding_shards``) and ``manifest.tsv``, written
-  as inputs are settled, in input order.
+- ``ShardSink``: resumable safetensors shards with an index (``pipeline.embedding_shards``) and ``manifest.tsv``,
+  written as inputs are settled, in input order.
 
-Both hold OUTDIR's lock (``io.outdir_lock``) for the run, which also deletes the temporary files a killed run left;
-a run that wrote nothing leaves no OUTDIR it created.
+Both hold OUTDIR's lock (``pipeline.outdir_lock``) for the run, which also deletes the temporary files a killed run
+left; a run that wrote nothing leaves no OUTDIR it created.
 
 Every file is written atomically; a file that cannot be written (a full or failing disk, an unwritable OUTDIR) stops
-the command with one line naming it (exit status 1), leaving no partial file, and no manifest is written for that run
-(an earlier run's manifest stays as it was). Sharded runs keep every shard committed before the stop, and the same
-command resumes from there; an interrupted sharded run (Ctrl-C, SIGTERM) writes the shard in progress and the
-manifest of what was settled.
+the run with a one-line PipelineError naming it (the command's exit status 1), leaving no partial file, and no
+manifest is written for that run (an earlier run's manifest stays as it was). Sharded runs keep every shard committed
+before the stop, and the same run resumes from there; an interrupted sharded run (Ctrl-C, SIGTERM) writes the shard
+in progress and the manifest of what was settled.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
@@ -30,17 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from esmfold_lite.cli import CliError
 from esmfold_lite.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text, is_disk_error, write_failure
-from esmfold_lite.io.embedding_shards import INDEX_NAME, SHARD_DIR, ShardWriter
 from esmfold_lite.io.fasta import iter_unique_ids, resolve_inside
 from esmfold_lite.io.msa import MSA
-from esmfold_lite.io.outdir_lock import LockedOutdir, OutdirError, outdir_lock
 from esmfold_lite.io.output_names import CONTACTS_PNG_SUFFIX
-from esmfold_lite.io.outputs import contact_map_png
-from esmfold_lite.io.sqlite_errors import remove_database
 from esmfold_lite.io.tsv import tsv_line
-from esmfold_lite.weights.fingerprint import checkpoint_fingerprint
+from esmfold_lite.pipeline.embedding_shards import INDEX_NAME, SHARD_DIR, ShardWriter
+from esmfold_lite.pipeline.errors import PipelineError
+from esmfold_lite.pipeline.outdir_lock import LockedOutdir, OutdirError, outdir_lock
+from esmfold_lite.pipeline.sqlite_errors import remove_database
+from esmfold_lite.viz.plots import contact_map_png
 
 log = logging.getLogger(__name__)
 
@@ -62,23 +60,24 @@ class EmbedInput:
 
 
 def _locked_outdir(stack: contextlib.ExitStack, outdir: Path) -> LockedOutdir:
-    """Create ``outdir`` if needed and take its lock (``io.outdir_lock``, which deletes the temporary files of killed
-    runs and, if the run produced nothing, removes what it created) until ``stack`` closes; CliError if it cannot be
-    used."""
+    """Create ``outdir`` if needed and take its lock (``pipeline.outdir_lock``, which deletes the temporary files of
+    killed runs and, if the run produced nothing, removes what it created) until ``stack`` closes; PipelineError if it
+    cannot be used."""
     try:
         return stack.enter_context(outdir_lock(outdir))
     except OutdirError as exc:
-        raise CliError(str(exc)) from exc
+        raise PipelineError(str(exc)) from exc
 
 
 class FileSink:
     """One ``.pt``/``.npz`` file per input (fair-esm ``extract.py``'s layout), named by its id made safe
     (duplicates get ``_2``, ``_3``), plus ``manifest.tsv`` in input order, written at the end. A run that writes
-    nothing leaves no OUTDIR it created."""
+    nothing leaves no OUTDIR it created. ``contacts_png``: also draw each contact map (``result["contacts"]``) as
+    ``<name>.contacts.png``; ``contacts``: keep the map in the file."""
 
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.outdir: Path = args.output_dir
+    def __init__(self, outdir: Path, file_format: str, contacts: bool, contacts_png: bool):
+        self.outdir = outdir
+        self.file_format, self.contacts, self.contacts_png = file_format, contacts, contacts_png
         self.manifest: list[tuple[str, str, int, str]] = []
         self.stack = contextlib.ExitStack()
 
@@ -113,41 +112,43 @@ class FileSink:
         raise AssertionError(item)
 
     def write(self, item: EmbedInput, result: dict) -> None:
-        filename = f"{item.name}.{self.args.format}"
+        filename = f"{item.name}.{self.file_format}"
         with _writing(self.outdir / filename):
-            if self.args.contacts_png:
+            if self.contacts_png:
                 png = resolve_inside(self.outdir, item.name + CONTACTS_PNG_SUFFIX)
                 atomic_write_bytes(png, contact_map_png(result["contacts"], item.id))
-            if not self.args.contacts:
+            if not self.contacts:
                 result.pop("contacts", None)
-            write_result(self.outdir / filename, item, result, self.args.format)
+            write_result(self.outdir / filename, item, result, self.file_format)
         self.manifest.append((item.id, filename, item.length, "ok"))
         self.locked.produced = True
 
 
 class ShardSink:
-    """safetensors shards and their index (``io.embedding_shards``), resumable: inputs the index holds with the same
-    sequence are not embedded again; a repeated id is skipped (ids name the embeddings), as is a known id with
+    """safetensors shards and their index (``pipeline.embedding_shards``), resumable: inputs the index holds with the
+    same sequence are not embedded again; a repeated id is skipped (ids name the embeddings), as is a known id with
     another sequence. ``manifest.tsv`` lists every input in input order, each once it is settled (written at the end,
-    atomically)."""
+    atomically). ``settings``: what makes the numbers (``pipeline.embedding.embed_settings``), kept in the index; a
+    shard is written once ``shard_bytes`` of arrays wait for it; ``overwrite``: start a new index; ``contacts``: keep
+    the contact maps."""
 
-    def __init__(self, args: argparse.Namespace, model, saved_layers: dict[int, int]):
-        self.args = args
-        self.settings = embed_settings(args, model, saved_layers)
+    def __init__(self, outdir: Path, settings: dict[str, object], shard_bytes: int, overwrite: bool, contacts: bool):
+        self.outdir, self.settings, self.shard_bytes, self.overwrite = outdir, settings, shard_bytes, overwrite
+        self.contacts = contacts
         self.stack = contextlib.ExitStack()
 
     def __enter__(self) -> ShardSink:
-        self.locked = _locked_outdir(self.stack, self.args.output_dir)
+        self.locked = _locked_outdir(self.stack, self.outdir)
         outdir = self.locked.path
         self.stack.callback(self._remove_index_if_unused)  # runs after the index is closed, before the lock is let go
         try:
-            self.writer = ShardWriter(outdir, self.settings, int(self.args.shard_size * 2**20), self.args.overwrite)
+            self.writer = ShardWriter(outdir, self.settings, self.shard_bytes, self.overwrite)
         except OutdirError as exc:
             self.stack.close()
-            raise CliError(str(exc)) from exc
+            raise PipelineError(str(exc)) from exc
         except OSError as exc:
             self.stack.close()
-            raise CliError(f"cannot use the output directory {outdir}: {exc.strerror or exc}") from exc
+            raise PipelineError(f"cannot use the output directory {outdir}: {exc.strerror or exc}") from exc
         self.stack.callback(self.writer.close)
         with _writing(outdir / "manifest.tsv"):
             temp = self.stack.enter_context(atomic_path(outdir / "manifest.tsv"))
@@ -179,7 +180,7 @@ class ShardSink:
         except BaseException:
             self.stack.__exit__(*sys.exc_info())
             raise
-        with _writing(self.args.output_dir / "manifest.tsv"):
+        with _writing(self.outdir / "manifest.tsv"):
             self.stack.__exit__(kind, exc, traceback)
 
     def classify(self, inputs: Iterable[EmbedInput]) -> Iterator[EmbedInput]:
@@ -208,7 +209,7 @@ class ShardSink:
         self._add_row([item.id, item.name, item.length, "ok"])
 
     def write(self, item: EmbedInput, result: dict) -> None:
-        if not self.args.contacts:
+        if not self.contacts:
             result.pop("contacts", None)
         self._waiting[item.id] = row = [item.id, "", item.length, None]  # ids are unique here (classify)
         self._add_row(row)
@@ -227,11 +228,11 @@ class ShardSink:
         try:
             return step()
         except OutdirError as exc:
-            raise CliError(f"{exc}; the sequences embedded before are kept: run the same command again") from exc
+            raise PipelineError(f"{exc}; the sequences embedded before are kept: run the same command again") from exc
         except OSError as exc:
             log.debug("writing a shard failed", exc_info=True)
             hint = "; no partial file was left: make room (or fix the disk) and run it again to resume"
-            raise CliError(write_failure(exc.filename, exc) + (hint if is_disk_error(exc) else "")) from exc
+            raise PipelineError(write_failure(exc.filename, exc) + (hint if is_disk_error(exc) else "")) from exc
 
     def _committed(self, rows: list[tuple[str, str, int]]) -> None:
         for id, shard, _ in rows:
@@ -241,36 +242,16 @@ class ShardSink:
         self._write_settled_rows()
 
 
-def embed_settings(args: argparse.Namespace, model, saved_layers: dict[int, int]) -> dict[str, object]:
-    """What makes a sharded run's numbers (kept in its index; a resumed run must match): the package version, the
-    model's fingerprint and dtype, the saved layers (absolute), the arrays saved (``--include``, contacts, logits)
-    and, for MSAs, the row selection."""
-    from esmfold_lite import __version__
-
-    settings = {
-        "esmfold_lite": __version__,
-        "model": checkpoint_fingerprint(args.model),
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "layers": sorted(set(saved_layers.values())),
-        "include": list(args.include),
-        "contacts": bool(args.contacts),
-        "logits": bool(args.logits),
-    }
-    if getattr(model, "takes_msa", False):
-        settings.update(max_depth=args.max_depth, selection=args.selection)
-    return settings
-
-
 @contextlib.contextmanager
 def _writing(path: Path) -> Iterator[None]:
-    """A block that writes ``path``: an OSError stops the command with one line naming the file (the error's own
-    file if it names one) and what happened."""
+    """A block that writes ``path``: an OSError stops the run (PipelineError) with one line naming the file (the
+    error's own file if it names one) and what happened."""
     try:
         yield
     except OSError as exc:
         log.debug("writing %s failed", path, exc_info=True)
         hint = "; no partial file was left: make room (or fix the disk) and run it again" if is_disk_error(exc) else ""
-        raise CliError(write_failure(exc.filename or path, exc) + hint) from exc
+        raise PipelineError(write_failure(exc.filename or path, exc) + hint) from exc
 
 
 def write_result(path: Path, item: EmbedInput, arrays: dict, file_format: str) -> None:

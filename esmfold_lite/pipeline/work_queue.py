@@ -1,6 +1,6 @@
 """The work queue of ``fold-proteome`` on disk: every job of a run in SQLite (``OUTDIR/.esmfold-lite/queue.sqlite``),
 added while the FASTA is streamed in and handed out as token-budget units longest first, so a FASTA of millions of
-records is never held in memory. Every run builds it anew; the run state (``io.run_state``) says what is done."""
+records is never held in memory. Every run builds it anew; the run state (``pipeline.run_state``) says what is done."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sqlite3
 from collections.abc import Iterator, MutableSet
 from pathlib import Path
 
-from esmfold_lite.batch_folding import FoldJob
-from esmfold_lite.io.sqlite_errors import database_errors, remove_database
+from esmfold_lite.pipeline.batching import FoldJob
+from esmfold_lite.pipeline.sqlite_errors import database_errors, remove_database
 
 QUEUE_FIX = "run the same command again: every run builds its queue anew"
 
