@@ -39,6 +39,7 @@ HOSTILE = (
     b">run\nACDEFGH\n"
     b">\xff\xfebad_utf8\nMKVA\n"
     b">half_empty_chain\nMKV:\n"
+    b">unknown_residues\nMKUAXW\n"
 )
 HOSTILE_ERRORS = {"bad_letters", "empty", "half_empty_chain"}  # the ids of the records that must fail
 
@@ -155,9 +156,9 @@ def test_proteome_on_two_workers_equals_predict_and_reports_hostile_records(
     assert list(ray_rows) == list(local_rows), "the same summary rows, in FASTA order"
     for name, row in ray_rows.items():
         other = local_rows[name]
-        assert {k: row[k] for k in ("length", "status", "error", "sequence_hash")} == {
-            k: other[k] for k in ("length", "status", "error", "sequence_hash")
-        }
+        assert {k: row[k] for k in ("length", "status", "error", "notes", "sequence_hash")} == {
+            k: other[k] for k in ("length", "status", "error", "notes", "sequence_hash")
+        }  # notes too: the plan's (renames, residues folded as unknown) reach the workers through the queue
         if row["status"] == "ok":
             a, b = np.load(ray_out / f"{name}.npz"), np.load(local_out / f"{name}.npz")
             np.testing.assert_allclose(a["positions"], b["positions"], atol=1e-3)
@@ -187,7 +188,8 @@ def test_a_second_engine_drives_fold_proteome_as_it_drives_predict(ray_cluster, 
     import ray
 
     fasta = tmp_path / "proteome.fasta"
-    write_proteome(fasta, 12, seed=2, hostile=False)  # no renames: the queue keeps no notes (a known difference)
+    valid = write_proteome(fasta, 12, seed=2)  # renamed and unknown-residue records: their notes go through the queue
+    folded = len(valid) + 6  # the hostile records that fold: the traversal, dup, dup_2, run_2, bad UTF-8, unknown
     options = FoldingOptions(formats=("pdb", "json"), max_tokens_per_batch=80, progress=False)
     ray.cloudpickle.register_pickle_by_value(fake_esmfold)  # Ray's workers cannot import the tests' modules
     try:
@@ -202,7 +204,7 @@ def test_a_second_engine_drives_fold_proteome_as_it_drives_predict(ray_cluster, 
 
     ray_files, local_files = protein_files(tmp_path / "ray"), protein_files(tmp_path / "local")
     assert ray_files.pop("run.json") != local_files.pop("run.json")  # its rates and counts
-    assert ray_files == local_files and len(ray_files) == 2 * report["proteins"]["ok"] == 2 * 12
+    assert ray_files == local_files and len(ray_files) == 2 * report["proteins"]["ok"] == 2 * folded
     assert report["settings"] == json.loads((tmp_path / "local" / "run.json").read_text())["settings"]
     assert report["settings"]["engine"] == "fake"
 

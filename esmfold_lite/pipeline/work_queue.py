@@ -5,6 +5,7 @@ records is never held in memory. Every run builds it anew; the run state (``pipe
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Iterator, MutableSet
 from pathlib import Path
@@ -64,15 +65,15 @@ class WorkQueue:
             self.db = sqlite3.connect(path)
             self.db.execute(
                 "CREATE TABLE jobs (position INTEGER PRIMARY KEY, name TEXT, header TEXT, sequence TEXT, "
-                "length INTEGER, tokens INTEGER)"
+                "length INTEGER, tokens INTEGER, notes TEXT)"
             )
         self.names = _TableSet(self.db, "names", path)
 
     def add(self, job: FoldJob) -> None:
         with _queue_errors(self.path):
             self.db.execute(
-                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
-                (job.index, job.name, job.header, job.sequence, job.length, job.tokens),
+                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job.index, job.name, job.header, job.sequence, job.length, job.tokens, json.dumps(job.notes)),
             )
 
     def commit(self) -> None:
@@ -84,9 +85,10 @@ class WorkQueue:
         with _queue_errors(self.path):
             self.db.execute("CREATE INDEX IF NOT EXISTS by_tokens ON jobs (tokens DESC, position)")
             unit: list[FoldJob] = []
-            query = "SELECT position, name, header, sequence, length, tokens FROM jobs ORDER BY tokens DESC, position"
-            for values in self.db.execute(query):
-                job = FoldJob(*values)
+            columns = "position, name, header, sequence, length, tokens, notes"
+            query = f"SELECT {columns} FROM jobs ORDER BY tokens DESC, position"
+            for *values, notes in self.db.execute(query):
+                job = FoldJob(*values, notes=json.loads(notes))  # the plan's notes (a rename, unknown residues)
                 if unit and (len(unit) + 1) * unit[0].tokens > max_tokens:
                     yield unit
                     unit = []
