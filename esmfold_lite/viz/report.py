@@ -33,10 +33,9 @@ import numpy as np
 from esmfold_lite.io.atomic import atomic_write_text, write_failure
 from esmfold_lite.io.confidence import read_afdb_pae
 from esmfold_lite.io.modelcif import RANDOM_WEIGHTS_REMARK
-from esmfold_lite.io.output_names import output_paths
+from esmfold_lite.io.output_names import FORMATS, REPORT_NAME, REPORT_PARALLEL_FROM, SUMMARY_NAME, output_paths
 from esmfold_lite.io.structure import parse_structure, read_structure_bytes
 from esmfold_lite.io.summary_tsv import read_summary
-from esmfold_lite.pipeline.names import FORMATS, REPORT_NAME, REPORT_PARALLEL_FROM, SUMMARY_NAME
 from esmfold_lite.viz.colors import PLDDT_BANDS
 from esmfold_lite.viz.escaping import escape_html, escape_script
 from esmfold_lite.viz.plots import confidence_figure, figure_png
