@@ -36,6 +36,7 @@ FORBIDDEN = {  # direct imports
     "weights": ("lm", "fold", "commands", "cli", "pipeline"),
     "lm": ("fold", "commands", "cli", "pipeline"),
     "fold": ("io", "commands", "cli", "pipeline"),
+    "esmfold2": ("io", "commands", "cli", "pipeline", "viz"),
     "viz": ("commands", "cli", "pipeline"),  # drawing only: the report reads an OUTDIR through io/, not the pipeline
 }
 REACHES = {  # transitive

@@ -12,7 +12,8 @@ into numbers, following the original ESMFold:
   ``linspace(0, max_bin, no_bins - 1)`` Å. PAE is the expected error; pTM is the best over alignment frames i of the
   mean TM-score term over residues j.
 
-All functions compute in at least fp32 and return fp32 for half-precision inputs.
+All functions compute in at least fp32 and return fp32 for half-precision inputs. ``categorical_mean`` and
+``expected_tm_term`` are also ESMFold2's (``esmfold2/confidence_scores.py``), whose bins are equal bins of [0, 32].
 """
 
 from __future__ import annotations
@@ -34,11 +35,25 @@ def plddt_from_logits(logits: torch.Tensor) -> torch.Tensor:
     Returns:
         (...,) pLDDT, 0–100.
     """
+    return 100 * categorical_mean(logits, 0.0, 1.0)
+
+
+def equal_bin_centres(start: float, end: float, n_bins: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Centres of ``n_bins`` equal bins spanning [start, end] → (n_bins,)."""
+    edges = torch.linspace(start, end, n_bins + 1, device=device, dtype=dtype)
+    return (edges[:-1] + edges[1:]) / 2
+
+
+def categorical_mean(logits: torch.Tensor, start: float, end: float) -> torch.Tensor:
+    """Expected value of a categorical distribution over equal bins of [start, end].
+
+    Args:
+        logits: (..., n_bins).
+    Returns:
+        (...,), at least fp32.
+    """
     logits = _as_float(logits)
-    n_bins = logits.shape[-1]
-    edges = torch.linspace(0.0, 1.0, n_bins + 1, device=logits.device, dtype=logits.dtype)
-    centres = (edges[:-1] + edges[1:]) / 2
-    return 100 * (logits.softmax(-1) @ centres)
+    return logits.softmax(-1) @ equal_bin_centres(start, end, logits.shape[-1], logits.device, logits.dtype)
 
 
 def residue_plddt(atom_plddt: torch.Tensor) -> torch.Tensor:
@@ -127,10 +142,23 @@ def ptm_per_frame(
     mask = mask.to(probs.dtype)
     centres = aligned_error_bin_centres(max_bin, no_bins, device=probs.device, dtype=probs.dtype)
     n = mask.sum(-1)  # (B,)
-    d0 = 1.24 * (n.clamp(min=19) - 15) ** (1.0 / 3) - 1.8
-    tm_per_bin = 1.0 / (1 + centres**2 / d0[:, None] ** 2)  # (B, no_bins)
-    tm_term = (probs * tm_per_bin[:, None, None, :]).sum(-1)  # (B, I, L)
+    tm_term = expected_tm_term(probs, centres, n)  # (B, I, L)
     return (tm_term * (mask / (eps + n[:, None]))[:, None, :]).sum(-1)
+
+
+def expected_tm_term(probs: torch.Tensor, centres: torch.Tensor, num_residues: torch.Tensor) -> torch.Tensor:
+    """The TM-score term E_bins[1 / (1 + (e_ij / d0)^2)] of each pair, d0 = 1.24 * (max(N, 19) - 15)^(1/3) - 1.8.
+
+    Args:
+        probs: (B, I, L, no_bins) aligned-error distributions.
+        centres: (no_bins,) bin centres in Å.
+        num_residues: (B,) N, the residue count of each sequence.
+    Returns:
+        (B, I, L).
+    """
+    d0 = 1.24 * (num_residues.clamp(min=19) - 15) ** (1.0 / 3) - 1.8
+    tm_per_bin = 1.0 / (1 + centres**2 / d0[:, None] ** 2)  # (B, no_bins)
+    return (probs * tm_per_bin[:, None, None, :]).sum(-1)
 
 
 def best_frame_ptm(per_frame: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
