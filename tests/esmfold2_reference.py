@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+from randomize import randomize_
+from transformers.models.esmfold2 import modeling_esmfold2 as reference
+from transformers.models.esmfold2 import protein_utils
 from transformers.models.esmfold2.configuration_esmfold2 import EsmFold2Config as ReferenceConfig
+
+from esmfold_lite.esmfold2.atom_transformer import AtomInputs
 
 NUM_RES_TYPES = 33
 
@@ -65,3 +72,45 @@ def tiny_reference_config(**overrides: Any) -> ReferenceConfig:
     )
     settings.update(overrides)
     return ReferenceConfig(**settings)
+
+
+SEQUENCES = ["MKTAYIAKQRW", "GSCLPH"]
+# the real featurisation's atomic numbers (S = 16) and name characters need the full one-hot widths; a window of
+# 16 atoms (radius 8) against ~90 atoms a protein
+FEATURE_OVERRIDES = dict(max_atomic_number=128, char_vocab_size=64, sliding_window=16)
+
+
+def randomized(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every parameter randomized, and every floating buffer (the Fourier frequencies and phases) redrawn."""
+    generator = torch.Generator().manual_seed(seed)
+    randomize_(module, generator)
+    with torch.no_grad():
+        for buffer in module.buffers():
+            if buffer.is_floating_point():
+                buffer.copy_(torch.randn(buffer.shape, generator=generator))
+    return module.eval()
+
+
+def featurised(config, sequences: list[str] = SEQUENCES) -> tuple[object, AtomInputs, torch.Tensor]:
+    """The reference's ``EsmFold2AtomInputs`` and ours for ``sequences`` padded into one batch, and the token mask."""
+    features = [protein_utils.prepare_protein_features(s) for s in sequences]
+    num_atoms = max(f["ref_pos"].shape[1] for f in features)
+    num_tokens = max(len(s) for s in sequences)
+
+    def stack(name: str, length: int) -> torch.Tensor:
+        return torch.cat([F.pad(f[name], (0, 0) * (f[name].dim() - 2) + (0, length - f[name].shape[1])) for f in
+                          features])  # fmt: skip
+
+    atom_mask = stack("atom_attention_mask", num_atoms)
+    element = F.one_hot(stack("ref_element", num_atoms), config.max_atomic_number).float()
+    chars = F.one_hot(stack("ref_atom_name_chars", num_atoms), config.char_vocab_size).float()
+    fields = dict(
+        ref_pos=stack("ref_pos", num_atoms),
+        ref_charge=stack("ref_charge", num_atoms),
+        atom_attention_mask=atom_mask,
+        ref_element=element * atom_mask[..., None],
+        ref_atom_name_chars=chars * atom_mask[..., None, None],
+        ref_space_uid=stack("ref_space_uid", num_atoms),
+        atom_to_token=stack("atom_to_token", num_atoms) * atom_mask.long(),
+    )
+    return reference.EsmFold2AtomInputs(**fields), AtomInputs(**fields), stack("attention_mask", num_tokens)

@@ -8,7 +8,10 @@ A pre-LayerNorm transformer encoder with rotary positions, like ESM-2, but:
   width is ``8/3 * embed_dim`` rounded up to a multiple of 256;
 * residual updates divided by ``sqrt(num_layers / 36)``;
 * a final LayerNorm (scale only), then a sequence head ``Linear -> GELU -> LayerNorm -> Linear`` to 64 logits
-  (the tokenizer uses the first 33; see ``esmfold_lite.alphabet.ESMC_ALPHABET``);
+  (the tokenizer uses the first 33; see ``esmfold_lite.alphabet.ESMC_ALPHABET``); the ESM C inside ESMFold2
+  (transformers' ``EsmcModel``) has none (``ESMCConfig.lm_head`` False);
+* chain-aware attention when asked (``forward(sequence_id=...)``, as transformers' ``EsmcModel``): a token attends
+  only to the tokens of its own chain, while the rotary positions keep running across chains;
 * no token dropout, no learned positions (no length limit) and no contact head.
 
 ``forward`` and ``embed`` follow ESM-2's interface (``EncoderLanguageModel``), so ``esmfold_lite.lm.embed`` and
@@ -59,6 +62,8 @@ class ESMCConfig:
         num_layers, embed_dim, attention_heads: the transformer's depth, width and heads.
         vocab_size: rows of the token embedding and outputs of the sequence head (64 in the released models).
         ffn_dim: the SwiGLU width; None: ``swiglu_width(embed_dim)``.
+        lm_head: whether the model has its sequence head; False for the ESM C inside a transformers ESMFold2
+            checkpoint (``EsmcModel``, saved without one: the folding model reads hidden states only).
     """
 
     num_layers: int
@@ -66,6 +71,7 @@ class ESMCConfig:
     attention_heads: int
     vocab_size: int = 64
     ffn_dim: int | None = None
+    lm_head: bool = True
 
     def __post_init__(self) -> None:
         if self.ffn_dim is None:
@@ -191,7 +197,7 @@ class ESMC(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.embed_dim)
         self.layers = nn.ModuleList(ESMCBlock(config) for _ in range(config.num_layers))
         self.final_norm = nn.LayerNorm(config.embed_dim, bias=False)
-        self.lm_head = SequenceHead(config.embed_dim, config.vocab_size)
+        self.lm_head = SequenceHead(config.embed_dim, config.vocab_size) if config.lm_head else None
 
     def forward(
         self,
@@ -199,6 +205,7 @@ class ESMC(nn.Module):
         repr_layers: Sequence[int] = (),
         need_head_weights: bool = False,
         return_contacts: bool = False,
+        sequence_id: torch.Tensor | None = None,
     ) -> dict:
         """Run the model on a token batch.
 
@@ -210,26 +217,38 @@ class ESMC(nn.Module):
                 ``esm`` package calls ``embeddings``); negative values count from the end. Keys as given.
             need_head_weights: also return every head's attention probabilities.
             return_contacts: not supported: ESM C has no contact head (raises ``ValueError``).
+            sequence_id: ``(B, T)`` long chain ids for chain-aware attention (transformers' ``EsmcModel``
+                ``sequence_id``): a token attends to the tokens of the same id only; padding gets -1 (pads attend to
+                pads). None: by padding, as above. The rotary positions are those of the whole row either way.
 
         Returns:
-            ``"logits"``: ``(B, T, vocab_size)``; ``"representations"``: ``{layer: (B, T, D)}``; with head weights
+            ``"logits"``: ``(B, T, vocab_size)`` (absent without a sequence head, ``config.lm_head`` False);
+            ``"representations"``: ``{layer: (B, T, D)}``; with head weights
             ``"attentions"``: ``(B, num_layers, H, T, T)`` (zero on padded rows/columns).
         """
         if return_contacts:
             raise no_contacts_error(self)
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be (B, T), got shape {tuple(tokens.shape)}")
+        if sequence_id is not None and sequence_id.shape != tokens.shape:
+            raise ValueError(
+                f"sequence_id {tuple(sequence_id.shape)} must have the shape of tokens {tuple(tokens.shape)}"
+            )
         wanted = requested_layers(repr_layers, self.num_layers)
         keep = tokens.ne(self.alphabet.padding_idx)  # (B, T)
-        attend = None if keep.all() else (keep[:, :, None] == keep[:, None, :])[:, None]  # (B, 1, T, T)
+        groups = keep if sequence_id is None else sequence_id  # tokens attend within their group
+        one_group = (groups == groups[:, :1]).all()
+        attend = None if one_group else (groups[:, :, None] == groups[:, None, :])[:, None]  # (B, 1, T, T)
 
         x = self.embed_tokens(tokens)
         out = run_layers(
             self.layers, x, self.final_norm, wanted, attend, need_head_weights, keep_maps=need_head_weights
         )
-        result: dict = {"logits": self.lm_head(out.last), "representations": out.representations}
+        result: dict = {"representations": out.representations}
+        if self.lm_head is not None:
+            result["logits"] = self.lm_head(out.last)
         if need_head_weights:
-            padding_mask = None if attend is None else ~keep
+            padding_mask = None if keep.all() else ~keep
             result["attentions"] = zero_padded(out.maps[0], padding_mask)  # (B, layers, H, T, T)
         return result
 

@@ -23,7 +23,15 @@ The config comes from the shapes: ``D`` and the vocabulary from ``embed.weight``
 SwiGLU width ``F`` from ``ffn.1``. The head count is not in any shape; every released ESM C uses heads of width 64
 (960 = 15 x 64, 1152 = 18 x 64), so ``attention_heads = D / 64`` unless the caller says otherwise
 (``read_official_esmc(path, attention_heads=H)``, e.g. to convert a model of another width to esmfold_lite's own
-format, whose json records it). Nothing here imports a model.
+format, whose json records it).
+
+transformers' ``EsmcModel`` (the ``esmc.`` part of an ``EsmFold2Model`` checkpoint; no sequence head) is the same
+model with separate projections: ``layers.N.input_layernorm`` -> ``layers.N.attention.norm``,
+``self_attn.{q,k,v}_proj`` concatenated (in that order, along the outputs) -> ``attention.qkv``,
+``self_attn.{q,k}_norm`` -> ``attention.{q,k}_norm``, ``self_attn.o_proj`` -> ``attention.out_proj``,
+``post_attention_layernorm`` -> ``ffn.norm``, ``mlp.{gate,up}_proj`` concatenated -> ``ffn.w_in``, ``mlp.down_proj``
+-> ``ffn.w_out``, ``norm`` -> ``final_norm``; ``embed_tokens`` keeps its name (`TRANSFORMERS_MODULES`,
+`TRANSFORMERS_FUSED`; `transformers_to_esmc_state_dict` and back). Nothing here imports a model.
 """
 
 from __future__ import annotations
@@ -65,6 +73,37 @@ OFFICIAL_MODULES = RenameTable(
 """Our ESMC module path <-> the official file's."""
 DROPPED_SUFFIXES = ("rotary.inv_freq",)
 """Buffers a state dict may hold that are recomputed here."""
+
+TRANSFORMERS_MODULES = RenameTable(
+    (
+        ("layers.{n}.attention.norm", "layers.{n}.input_layernorm"),
+        ("layers.{n}.attention.q_norm", "layers.{n}.self_attn.q_norm"),
+        ("layers.{n}.attention.k_norm", "layers.{n}.self_attn.k_norm"),
+        ("layers.{n}.attention.out_proj", "layers.{n}.self_attn.o_proj"),
+        ("layers.{n}.ffn.norm", "layers.{n}.post_attention_layernorm"),
+        ("layers.{n}.ffn.w_out", "layers.{n}.mlp.down_proj"),
+        ("embed_tokens", "embed_tokens"),
+        ("final_norm", "norm"),
+    )
+)
+"""Our ESMC module path <-> transformers' ``EsmcModel``'s, where one module is one module."""
+TRANSFORMERS_FUSED = (
+    RenameTable((("layers.{n}.attention.qkv", "layers.{n}.self_attn.q_proj"),)),
+    RenameTable((("layers.{n}.attention.qkv", "layers.{n}.self_attn.k_proj"),)),
+    RenameTable((("layers.{n}.attention.qkv", "layers.{n}.self_attn.v_proj"),)),
+    RenameTable((("layers.{n}.ffn.w_in", "layers.{n}.mlp.gate_proj"),)),
+    RenameTable((("layers.{n}.ffn.w_in", "layers.{n}.mlp.up_proj"),)),
+)
+"""Our fused weight <-> transformers' parts, one table per part, in the order the parts are concatenated (dim 0)."""
+TRANSFORMERS_DROPPED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.original_inv_freq")
+"""transformers' rotary buffers (non-persistent; dropped if a state dict holds them)."""
+TRANSFORMERS_ESMC_DEFAULTS = {
+    "hidden_act": "silu",
+    "attention_bias": False,
+    "mlp_bias": False,
+    "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
+}
+"""transformers ``EsmcConfig`` fields ESM C has one value of (the ``esm`` package's, and ``lm.esmc``'s)."""
 
 _OFFICIAL_BLOCK = re.compile(r"^transformer\.blocks\.(\d+)\.(.+)$")
 _OUR_BLOCK = re.compile(r"^layers\.(\d+)\.(.+)$")
@@ -155,3 +194,74 @@ def read_official_esmc(path: str | Path, data: Any = None, attention_heads: int 
         )
     state = official_to_esmc_state_dict(data)
     return esmc_config_from_state(state, path, attention_heads), state
+
+
+def transformers_to_esmc_state_dict(state: Mapping[str, torch.Tensor]) -> State:
+    """Rename a transformers ``EsmcModel`` state dict (no ``esmc.`` prefix) to our ESMC names, concatenating the
+    split projections (`TRANSFORMERS_FUSED`); a key of no ESM C module comes back unchanged, so a strict load reports
+    it, and a fused weight missing a part is left out, so a strict load reports it missing."""
+    renamed: State = {}
+    parts: dict[str, dict[int, torch.Tensor]] = {}
+    for key, value in state.items():
+        if key.endswith(TRANSFORMERS_DROPPED_SUFFIXES):
+            continue
+        module, _, leaf = key.rpartition(".")
+        if (ours := TRANSFORMERS_MODULES.to_ours(module)) is not None:
+            renamed[f"{ours}.{leaf}"] = value
+            continue
+        fused = [(index, target) for index, table in enumerate(TRANSFORMERS_FUSED) if (target := table.to_ours(module))]
+        if fused:
+            index, target = fused[0]
+            parts.setdefault(f"{target}.{leaf}", {})[index] = value
+        else:
+            renamed[key] = value
+    for key, pieces in parts.items():
+        wanted = [index for index, table in enumerate(TRANSFORMERS_FUSED) if table.to_theirs(key.rpartition(".")[0])]
+        if sorted(pieces) == wanted:
+            renamed[key] = torch.cat([pieces[index] for index in wanted], dim=0)
+    return renamed
+
+
+def esmc_to_transformers_state_dict(state: Mapping[str, torch.Tensor]) -> State:
+    """Our ESMC state dict -> transformers' ``EsmcModel`` names (the sequence head, which ``EsmcModel`` lacks, is
+    left out); ``KeyError`` for a key that is not an ESM C parameter."""
+    renamed: State = {}
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        if module.startswith("lm_head."):
+            continue
+        if (theirs := TRANSFORMERS_MODULES.to_theirs(module)) is not None:
+            renamed[f"{theirs}.{leaf}"] = value
+            continue
+        split = [name for table in TRANSFORMERS_FUSED if (name := table.to_theirs(module))]
+        if not split:
+            raise KeyError(f"{key!r} is not an ESM C parameter name")
+        for name, piece in zip(split, value.chunk(len(split), dim=0), strict=True):
+            renamed[f"{name}.{leaf}"] = piece
+    return renamed
+
+
+def esmc_config_from_transformers(config: Mapping[str, Any], source: object = "config.json") -> Config:
+    """A transformers ``EsmcConfig`` dict (e.g. ``EsmFold2Config``'s ``esmc_config``) -> the ``ESMCConfig`` fields,
+    without a sequence head (``EsmcModel`` has none); refuses what ESM C does not have: another activation, biases,
+    another rotary base or type, grouped-query attention or a head width other than ``hidden_size / heads``."""
+    embed_dim, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+    problems = [
+        f"{name} is {config[name]!r}, ESM C has {value!r}"
+        for name, value in TRANSFORMERS_ESMC_DEFAULTS.items()
+        if config.get(name) not in (None, value)
+    ]
+    for name in ("num_key_value_heads", "head_dim"):
+        expected = heads if name == "num_key_value_heads" else embed_dim // heads
+        if config.get(name) not in (None, expected):
+            problems.append(f"{name} is {config[name]!r}, ESM C has {expected}")
+    if problems:
+        raise CheckpointError(f"{source} does not describe an ESM C model: " + "; ".join(problems))
+    return {
+        "num_layers": int(config["num_hidden_layers"]),
+        "embed_dim": embed_dim,
+        "attention_heads": heads,
+        "vocab_size": int(config["vocab_size"]),
+        "ffn_dim": int(config["intermediate_size"]),
+        "lm_head": False,
+    }
