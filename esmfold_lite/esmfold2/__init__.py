@@ -9,5 +9,6 @@ distogram head), ``atom_transformer`` (sliding-window atom encoder and decoder),
 token transformer), ``diffusion_conditioning`` (pair and noise-level conditioning), ``diffusion_module`` (one denoiser
 call), ``sampler`` (the diffusion sampling loop, drawing its noise and rotations in the reference's order),
 ``confidence_head`` (pLDDT/PAE/PDE logits on sampled structures), ``confidence_scores`` (pLDDT, PAE, PDE, pTM,
-ipTM from those logits), ``esmc_states`` (ESM C's hidden states of every layer per token, each chain wrapped).
+ipTM from those logits), ``esmc_states`` (ESM C's hidden states of every layer per token, each chain wrapped),
+``model`` (the whole fold: ``ESMFold2``, features -> sampled coordinates and their confidence).
 """

@@ -42,9 +42,10 @@ def lm_layout(asym_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     return rank + 1 + 2 * chain, chain_start, chain_length
 
 
-def _refuse_unsupported(
+def refuse_unsupported(
     asym_id: torch.Tensor, residue_index: torch.Tensor, mol_type: torch.Tensor, mask: torch.Tensor
 ) -> None:
+    """ValueError for a batch row without tokens, with a non-protein token, or with two tokens of one residue."""
     for row in range(mask.shape[0]):
         present = mask[row]
         if not present.any():
@@ -83,7 +84,7 @@ def esmc_hidden_states(
         ValueError: a row without tokens, a non-protein token, or two tokens of one residue (see module docstring).
     """
     mask = attention_mask.bool()
-    _refuse_unsupported(asym_id, residue_index, mol_type, mask)
+    refuse_unsupported(asym_id, residue_index, mol_type, mask)
     alphabet = esmc.alphabet
     layouts = [lm_layout(asym_id[row][mask[row]]) for row in range(mask.shape[0])]
     width = max(int(positions.numel() + 2 * starts.numel()) for positions, starts, _ in layouts)
