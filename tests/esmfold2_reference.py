@@ -114,3 +114,57 @@ def featurised(config, sequences: list[str] = SEQUENCES) -> tuple[object, AtomIn
         atom_to_token=stack("atom_to_token", num_atoms) * atom_mask.long(),
     )
     return reference.EsmFold2AtomInputs(**fields), AtomInputs(**fields), stack("attention_mask", num_tokens)
+
+
+# constants, not weights: ESM C's rotary frequencies (ours computes its own) and the confidence head's distance bin
+# edges (redrawn, they would not be sorted)
+# buffers that are constants, not weights: ESM C's rotary frequencies (ours computes its own) and the confidence
+# head's distance bin edges (redrawn, they would not be sorted); the Fourier buffers are redrawn
+KEPT_BUFFERS = ("esmc.rotary_emb.", "confidence_head.boundaries")
+MSA_ONLY = ("has_deletion", "deletion_value")  # the MSA encoder's inputs; ESMFold2-Fast has none
+
+
+def randomized_reference(config, seed: int = 0) -> torch.nn.Module:
+    """A transformers ``EsmFold2Model`` of ``config`` (sdpa attention), `randomized` but for ``KEPT_BUFFERS``."""
+    config._attn_implementation = "sdpa"
+    model = reference.EsmFold2Model(config)
+    kept = {name: buffer.clone() for name, buffer in model.named_buffers() if name.startswith(KEPT_BUFFERS)}
+    randomized(model, seed=seed)
+    for name, buffer in model.named_buffers():
+        if name in kept:
+            buffer.copy_(kept[name])
+    return model
+
+
+def complex_features(sequences: list[str]) -> dict[str, torch.Tensor]:
+    """Chains featurised one by one and concatenated: tokens renumbered, atoms and their tokens and groups offset,
+    one asym id and entity per chain, residue numbers per chain; the atom padding moved to the end."""
+    chains = [protein_utils.prepare_protein_features(s) for s in sequences]
+    tokens_before, merged = 0, {}
+    for chain_index, chain in enumerate(chains):
+        atom_mask = chain["atom_attention_mask"][0]
+        atoms = {k: chain[k][:, atom_mask] for k in ("ref_pos", "ref_element", "ref_charge", "ref_atom_name_chars")}
+        atoms["atom_attention_mask"] = chain["atom_attention_mask"][:, atom_mask]
+        atoms["atom_to_token"] = chain["atom_to_token"][:, atom_mask] + tokens_before
+        atoms["ref_space_uid"] = chain["ref_space_uid"][:, atom_mask] + tokens_before
+        atoms_before = sum(int(c["atom_attention_mask"].sum()) for c in chains[:chain_index])
+        tokens = {k: chain[k] for k in ("residue_index", "sym_id", "mol_type", "res_type", "input_ids")}
+        tokens |= {k: chain[k] for k in ("attention_mask", "deletion_mean")}
+        tokens["token_index"] = chain["token_index"] + tokens_before
+        tokens["asym_id"] = chain["asym_id"] + chain_index
+        tokens["entity_id"] = chain["entity_id"] + chain_index
+        tokens["distogram_atom_idx"] = chain["distogram_atom_idx"] + atoms_before
+        tokens["msa"] = chain["msa"]
+        tokens["msa_attention_mask"] = chain["msa_attention_mask"]
+        for name, value in (atoms | tokens).items():
+            merged.setdefault(name, []).append(value)
+        tokens_before += chain["attention_mask"].shape[1]
+    features = {name: torch.cat(parts, dim=-1 if name.startswith("msa") else 1) for name, parts in merged.items()}
+    num_atoms = features["ref_pos"].shape[1]
+    pad = -num_atoms % 32
+    for name in ("ref_pos", "ref_element", "ref_charge", "ref_atom_name_chars", "atom_attention_mask",
+                 "atom_to_token", "ref_space_uid"):  # fmt: skip
+        value = features[name]
+        features[name] = torch.cat([value, value.new_zeros(1, pad, *value.shape[2:])], dim=1)
+    features["token_bonds"] = torch.zeros(1, tokens_before, tokens_before, 1)
+    return features

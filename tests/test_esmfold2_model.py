@@ -16,7 +16,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from esmfold2_reference import FEATURE_OVERRIDES, randomized, tiny_reference_config
+from esmfold2_reference import (
+    FEATURE_OVERRIDES,
+    MSA_ONLY,
+    complex_features,
+    randomized_reference,
+    tiny_reference_config,
+)
 
 from esmfold_lite.esmfold2.config import EsmFold2Config
 from esmfold_lite.esmfold2.model import ESMFold2
@@ -28,61 +34,17 @@ modeling = pytest.importorskip("transformers.models.esmfold2.modeling_esmfold2")
 protein_utils = pytest.importorskip("transformers.models.esmfold2.protein_utils")
 
 TOL = dict(atol=1e-4, rtol=1e-4)
-MSA_ONLY = ("has_deletion", "deletion_value")  # the MSA encoder's inputs; ESMFold2-Fast has none
-# buffers that are constants, not weights: ESM C's rotary frequencies (ours computes its own) and the confidence
-# head's distance bin edges (redrawn, they would not be sorted); the Fourier buffers are redrawn
-KEPT_BUFFERS = ("esmc.rotary_emb.", "confidence_head.boundaries")
 PER_SAMPLE = ("plddt", "plddt_per_atom", "plddt_ca", "complex_plddt", "complex_iplddt", "pae", "pde", "ptm", "iptm")
 
 
 @pytest.fixture(scope="module")
 def models() -> tuple[object, ESMFold2]:
     ref_config = tiny_reference_config(**FEATURE_OVERRIDES)
-    ref_config._attn_implementation = "sdpa"
-    reference = modeling.EsmFold2Model(ref_config)
-    kept = {name: buffer.clone() for name, buffer in reference.named_buffers() if name.startswith(KEPT_BUFFERS)}
-    randomized(reference, seed=3)
-    for name, buffer in reference.named_buffers():
-        if name in kept:
-            buffer.copy_(kept[name])
+    reference = randomized_reference(ref_config, seed=3)
     config = EsmFold2Config.from_dict(ref_config.to_dict())
     ours = ESMFold2(config, ESMCConfig(**esmc_config_from_transformers(ref_config.esmc_config.to_dict()))).eval()
     ours.load_state_dict(esmfold2_state_from_transformers(reference.state_dict()), strict=True)
     return reference, ours
-
-
-def complex_features(sequences: list[str]) -> dict[str, torch.Tensor]:
-    """Chains featurised one by one and concatenated: tokens renumbered, atoms and their tokens and groups offset,
-    one asym id and entity per chain, residue numbers per chain; the atom padding moved to the end."""
-    chains = [protein_utils.prepare_protein_features(s) for s in sequences]
-    tokens_before, merged = 0, {}
-    for chain_index, chain in enumerate(chains):
-        atom_mask = chain["atom_attention_mask"][0]
-        atoms = {k: chain[k][:, atom_mask] for k in ("ref_pos", "ref_element", "ref_charge", "ref_atom_name_chars")}
-        atoms["atom_attention_mask"] = chain["atom_attention_mask"][:, atom_mask]
-        atoms["atom_to_token"] = chain["atom_to_token"][:, atom_mask] + tokens_before
-        atoms["ref_space_uid"] = chain["ref_space_uid"][:, atom_mask] + tokens_before
-        atoms_before = sum(int(c["atom_attention_mask"].sum()) for c in chains[:chain_index])
-        tokens = {k: chain[k] for k in ("residue_index", "sym_id", "mol_type", "res_type", "input_ids")}
-        tokens |= {k: chain[k] for k in ("attention_mask", "deletion_mean")}
-        tokens["token_index"] = chain["token_index"] + tokens_before
-        tokens["asym_id"] = chain["asym_id"] + chain_index
-        tokens["entity_id"] = chain["entity_id"] + chain_index
-        tokens["distogram_atom_idx"] = chain["distogram_atom_idx"] + atoms_before
-        tokens["msa"] = chain["msa"]
-        tokens["msa_attention_mask"] = chain["msa_attention_mask"]
-        for name, value in (atoms | tokens).items():
-            merged.setdefault(name, []).append(value)
-        tokens_before += chain["attention_mask"].shape[1]
-    features = {name: torch.cat(parts, dim=-1 if name.startswith("msa") else 1) for name, parts in merged.items()}
-    num_atoms = features["ref_pos"].shape[1]
-    pad = -num_atoms % 32
-    for name in ("ref_pos", "ref_element", "ref_charge", "ref_atom_name_chars", "atom_attention_mask",
-                 "atom_to_token", "ref_space_uid"):  # fmt: skip
-        value = features[name]
-        features[name] = torch.cat([value, value.new_zeros(1, pad, *value.shape[2:])], dim=1)
-    features["token_bonds"] = torch.zeros(1, tokens_before, tokens_before, 1)
-    return features
 
 
 def _compare(reference, ours, features, seed: int, **settings):

@@ -131,6 +131,21 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Width("distogram_bins", "distogram_head.weight", 0),
         Width("ptm_bins", "ptm_head.weight", 0),
     ),
+    "esmfold2": (  # transformers' EsmFold2Config names; the ESM C inside is checked by the "esmc" rules
+        Depth("folding_trunk_num_hidden_layers", "folding_trunk.layers."),
+        Depth("lm_encoder.num_hidden_layers", "lm_encoder.layers."),
+        Depth("parcae_num_coda_layers", "parcae.output_stack.layers."),
+        Depth("atom_encoder.num_hidden_layers", "input_embedder.atom_encoder.layers."),
+        Depth("structure_head.diffusion_module.num_hidden_layers", "structure_head.token_transformer.layers."),
+        Depth("structure_head.diffusion_module.atom_encoder.num_hidden_layers", "structure_head.atom_encoder.layers."),
+        Width("pairwise_hidden_size", "distogram_head.weight", 1),
+        Width("structure_head.num_distogram_bins", "distogram_head.weight", 0),
+        Width("single_inputs_size", "structure_head.conditioning.single_input_norm.weight", 0),
+        Width("esmc_config.hidden_size", "language_model.pair_input_norm.weight", 0),
+        Width("esmc_config.num_hidden_layers", "language_model.layer_weights", 0, offset=1),  # + the embeddings
+        Bound("num_loops", high=MAX_ITERATIONS),
+        Bound("chunk_size", optional=True),
+    ),
 }
 """Checkpoint kind -> the rules its config is checked by, in order (a field another rule scales by comes first)."""
 
