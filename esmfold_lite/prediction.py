@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from esmfold_lite.geometry.residue_constants import resnames
-from esmfold_lite.io.modelcif import ModelScores, PolymerChain
+from esmfold_lite.io.modelcif import ModelScores
+from esmfold_lite.io.pdbx_polymer import PolymerChain
 from esmfold_lite.io.structure import CHAIN_IDS, to_atom_array, to_mmcif_string, to_pdb_string
 
 

@@ -11,7 +11,8 @@ from biotite.structure.io import pdb, pdbx
 
 from esmfold_lite.fold.chains import encode_batch
 from esmfold_lite.geometry.residue_constants import atom_types, resnames, restype_atom37_mask, restypes_with_x
-from esmfold_lite.io.modelcif import MODELCIF_DICTIONARY, SEQUENCE_LINE, PolymerChain
+from esmfold_lite.io.modelcif import MODELCIF_DICTIONARY
+from esmfold_lite.io.pdbx_polymer import SEQUENCE_LINE, PolymerChain
 from esmfold_lite.io.structure import load_structure, to_atom_array, to_mmcif_string, to_pdb_string
 from esmfold_lite.prediction import Prediction
 

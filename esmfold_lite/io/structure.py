@@ -29,14 +29,11 @@ from esmfold_lite.geometry.residue_constants import atom_types, resnames
 from esmfold_lite.io.modelcif import (
     RANDOM_WEIGHTS_REMARK,
     ModelScores,
-    PolymerChain,
     add_modelcif_categories,
-    add_polymer_categories,
-    chains_from_atoms,
-    label_ids,
     mark_random_weights,
     ordered,
 )
+from esmfold_lite.io.pdbx_polymer import PolymerChain, add_polymer_categories, chains_from_atoms, label_ids
 
 CHAIN_IDS = string.ascii_uppercase + string.ascii_lowercase + string.digits
 
